@@ -1,0 +1,1 @@
+"""One module per ``vidseg`` command: ``add_arguments(parser)`` and ``run(args) -> int``."""

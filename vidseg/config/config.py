@@ -1,0 +1,296 @@
+"""yacs configuration: ``_BASE_`` inheritance, ``KEY VALUE`` overrides, unknown keys rejected with a suggestion.
+
+A config file is read as a chain: the file's ``_BASE_`` (a path relative to the file, recursively) is merged
+first, then the file itself, then the command-line ``KEY VALUE`` pairs. Before merging, the method named by
+``MODEL.META_ARCHITECTURE`` (looked up in the raw chain and the overrides) extends the common defaults with its
+own keys, so method keys are defined once, in the method's config module.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode as _YacsNode
+
+__all__ = [
+    "CfgNode",
+    "ConfigError",
+    "register_config_extender",
+    "get_cfg",
+    "load_config",
+    "resolve_config_path",
+    "PACKAGE_CONFIG_DIR",
+]
+
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+BASE_KEY = "_BASE_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem that names the key and the file it came from."""
+
+
+class CfgNode(_YacsNode):
+    """yacs CfgNode whose errors name the offending key, its source and the closest valid keys."""
+
+    def dump(self, **kwargs: Any) -> str:  # noqa: D401 - yacs signature
+        return super().dump(**{"sort_keys": False, **kwargs})
+
+
+# --------------------------------------------------------------------------------------------- method registry
+_EXTENDERS: dict[str, Callable[[CfgNode], None]] = {}
+
+
+def register_config_extender(*meta_architectures: str) -> Callable:
+    """Register ``fn(cfg)`` that adds a method's keys, for the given ``MODEL.META_ARCHITECTURE`` names."""
+
+    def deco(fn: Callable[[CfgNode], None]) -> Callable[[CfgNode], None]:
+        for name in meta_architectures:
+            _EXTENDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_method_modules() -> None:
+    # Explicit imports (no import hooks): each method's config module registers its extender.
+    from vidseg.config import methods  # noqa: F401
+
+
+def get_cfg(meta_architecture: str | None = None) -> CfgNode:
+    """The common defaults, extended with the keys of ``meta_architecture`` when given."""
+    from vidseg.config.defaults import _C
+
+    cfg = _C.clone()
+    if meta_architecture:
+        _load_method_modules()
+        if meta_architecture not in _EXTENDERS:
+            raise ConfigError(
+                f"MODEL.META_ARCHITECTURE: unknown method {meta_architecture!r}; "
+                f"known: {sorted(_EXTENDERS)}"
+            )
+        cfg.MODEL.META_ARCHITECTURE = meta_architecture
+        _EXTENDERS[meta_architecture](cfg)
+    return cfg
+
+
+def known_meta_architectures() -> list[str]:
+    _load_method_modules()
+    return sorted(_EXTENDERS)
+
+
+# --------------------------------------------------------------------------------------------- file loading
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config path as given, else relative to the package's shipped ``configs/`` folder."""
+    p = Path(path)
+    if p.is_file():
+        return p.resolve()
+    for prefix in ("", "configs"):
+        rel = Path(*p.parts[1:]) if prefix and p.parts and p.parts[0] == prefix else p
+        cand = PACKAGE_CONFIG_DIR / rel
+        if cand.is_file():
+            return cand.resolve()
+    raise ConfigError(f"config file not found: {path}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _load_chain(path: Path, _stack: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """[(file, mapping)] from the deepest ``_BASE_`` to ``path``; detects cycles."""
+    path = path.resolve()
+    if path in _stack:
+        cycle = " -> ".join(str(p) for p in (*_stack, path))
+        raise ConfigError(f"_BASE_ cycle: {cycle}")
+    data = _read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    chain: list[tuple[Path, dict]] = []
+    if base is not None:
+        bases = base if isinstance(base, list) else [base]
+        for b in bases:
+            bpath = Path(b)
+            if not bpath.is_absolute():
+                bpath = path.parent / bpath
+            if not bpath.is_file():
+                raise ConfigError(f"{path}: _BASE_ file not found: {b} (looked for {bpath})")
+            chain.extend(_load_chain(bpath, (*_stack, path)))
+    chain.append((path, data))
+    return chain
+
+
+def _flatten(d: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flatten(v, key + ".")
+        else:
+            yield key, v
+
+
+def _all_keys(cfg: _YacsNode, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, _YacsNode):
+            out.extend(_all_keys(v, key + "."))
+    return out
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def _coerce(key: str, old: Any, new: Any, source: str) -> Any:
+    """Value ``new`` for ``key`` typed like the default ``old``; int -> float and tuple <-> list allowed."""
+    if isinstance(old, _YacsNode):
+        raise ConfigError(f"{source}: {key} is a section; give one of its keys (e.g. {key}.{next(iter(old), '')})")
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool):
+        if isinstance(new, bool):
+            return new
+        if isinstance(new, str) and new.lower() in ("true", "false"):
+            return new.lower() == "true"
+        raise ConfigError(f"{source}: {key} expects bool, got {_type_name(new)} {new!r}")
+    if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+        return float(new)
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return type(old)(new)
+    if isinstance(old, str) and isinstance(new, str):
+        return new
+    if type(old) is type(new):
+        return new
+    raise ConfigError(f"{source}: {key} expects {_type_name(old)}, got {_type_name(new)} {new!r}")
+
+
+def _suggest(key: str, cfg: _YacsNode) -> str:
+    keys = _all_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    if not close:
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:3]
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _set(cfg: _YacsNode, key: str, value: Any, source: str) -> None:
+    node = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], _YacsNode):
+            raise ConfigError(f"{source}: unknown config key {key!r}{_suggest(key, cfg)}")
+        node = node[part]
+    leaf = parts[-1]
+    if leaf not in node:
+        raise ConfigError(f"{source}: unknown config key {key!r}{_suggest(key, cfg)}")
+    node[leaf] = _coerce(key, node[leaf], value, source)
+
+
+def _parse_value(text: Any) -> Any:
+    """A command-line value as a Python literal when it is one (``0.1``, ``[1,2]``, ``True``), else a string."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low in ("none", "null"):
+            return None
+        return text
+
+
+def _to_yacs_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _to_yacs_value(x) for k, x in v.items()}
+    return v
+
+
+def merge_mapping(cfg: CfgNode, data: dict, source: str) -> None:
+    """Merge a nested mapping into ``cfg``, rejecting unknown keys and wrong types."""
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    for key, value in _flatten(data):
+        _set(cfg, key, _to_yacs_value(value), source)
+    if was_frozen:
+        cfg.freeze()
+
+
+def merge_overrides(cfg: CfgNode, opts: Sequence[str], source: str = "command line") -> None:
+    """Merge ``["KEY", "VALUE", ...]`` pairs."""
+    if len(opts) % 2:
+        raise ConfigError(f"{source}: overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    for key, value in zip(opts[0::2], opts[1::2]):
+        _set(cfg, key, _parse_value(value), source)
+    if was_frozen:
+        cfg.freeze()
+
+
+def _find_meta_arch(chain: list[tuple[Path, dict]], opts: Sequence[str]) -> str | None:
+    meta = None
+    for _, data in chain:
+        model = data.get("MODEL")
+        if isinstance(model, dict) and "META_ARCHITECTURE" in model:
+            meta = model["META_ARCHITECTURE"]
+    for k, v in zip(opts[0::2], opts[1::2]):
+        if k == "MODEL.META_ARCHITECTURE":
+            meta = v
+    return meta
+
+
+def load_config(
+    config_file: str | os.PathLike | None = None, opts: Sequence[str] = (), freeze: bool = True
+) -> CfgNode:
+    """Resolve ``config_file`` (with its ``_BASE_`` chain) and ``opts`` into a frozen config.
+
+    Raises:
+        ConfigError: unknown key (named with its file and the closest valid keys), wrong type, missing file,
+            ``_BASE_`` cycle.
+    """
+    chain: list[tuple[Path, dict]] = []
+    if config_file:
+        chain = _load_chain(resolve_config_path(config_file))
+    opts = list(opts)
+    cfg = get_cfg(_find_meta_arch(chain, opts))
+    for path, data in chain:
+        merge_mapping(cfg, data, str(path))
+    merge_overrides(cfg, opts)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def config_to_dict(cfg: _YacsNode) -> dict:
+    """Plain nested dict (for JSON, checkpoints and safe pickling)."""
+    out = {}
+    for k, v in cfg.items():
+        out[k] = config_to_dict(v) if isinstance(v, _YacsNode) else copy.deepcopy(v)
+    return out
+
+
+def config_from_dict(data: dict) -> CfgNode:
+    """A config from a plain dict as written by :func:`config_to_dict` (e.g. from a checkpoint)."""
+    meta = data.get("MODEL", {}).get("META_ARCHITECTURE")
+    cfg = get_cfg(meta or None)
+    merge_mapping(cfg, data, "checkpoint config")
+    return cfg

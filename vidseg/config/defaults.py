@@ -1,0 +1,94 @@
+"""Common defaults shared by every method. Method keys live in each method's own config module.
+
+Key names follow the seeds (DeVIS ``main.py`` and detectron2-style GRAtt-VIS configs) so that the override
+commands users already type keep working, e.g. ``SOLVER.BASE_LR 0.0002`` or ``VISDOM_ON False``.
+"""
+
+from vidseg.config.config import CfgNode as CN
+
+_C = CN()
+
+# ----------------------------------------------------------------------------------------------------- model
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = ""  # method name: "DeformableDETRSegm", "DeVIS", "ToyVIS", ...
+_C.MODEL.WEIGHTS = ""  # checkpoint to initialise from (vidseg or official format, detected by its keys)
+_C.MODEL.DEVICE = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # RGB, 0-255 (ImageNet)
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+_C.MODEL.DEFORM_ATTN_IMPL = "auto"  # deformable attention backend: "auto" | "torch" | "triton"
+
+# ----------------------------------------------------------------------------------------------------- data
+_C.DATASETS = CN()
+_C.DATASETS.ROOT = ""  # data root; empty: env VIDSEG_DATASETS, else ./datasets
+_C.DATASETS.TRAIN = ()  # catalog names (e.g. "ytvis_2019_train") or "custom_train"
+_C.DATASETS.TEST = ()
+# A custom dataset in YouTube-VIS JSON format, usable as "custom_train" / "custom_val" without code changes.
+_C.DATASETS.CUSTOM_TRAIN_JSON = ""
+_C.DATASETS.CUSTOM_TRAIN_IMAGES = ""
+_C.DATASETS.CUSTOM_VAL_JSON = ""
+_C.DATASETS.CUSTOM_VAL_IMAGES = ""
+_C.DATASETS.CUSTOM_CLASSES = []  # optional class names; default: from the JSON's categories
+_C.DATASETS.TRAIN_SUBSET = 0  # use only the first N videos (0 = all); for quick runs
+
+_C.INPUT = CN()
+_C.INPUT.FORMAT = "RGB"  # channel order fed to the model ("BGR" reproduces DeVIS training)
+_C.INPUT.SAMPLER = "consecutive"  # train clips: "consecutive" (DeVIS) | "reference_range" (VITA/GenVIS)
+_C.INPUT.NUM_FRAMES = 6  # frames per training clip
+_C.INPUT.SAMPLING_FRAME_RANGE = 20  # reference_range: max distance of a frame from the reference frame
+_C.INPUT.SAMPLING_FRAME_SHUFFLE = False
+_C.INPUT.MIN_SIZE_TRAIN = (288, 320, 352, 392, 416, 448, 480, 512)
+_C.INPUT.MAX_SIZE_TRAIN = 768
+_C.INPUT.SCALE_FACTOR_TRAIN = 1.0  # scales every train size (DeVIS Swin-L OVIS 0.9)
+_C.INPUT.MIN_SIZE_TEST = 360
+_C.INPUT.MAX_SIZE_TEST = 640
+_C.INPUT.RANDOM_FLIP = "horizontal"  # "none" | "horizontal"
+_C.INPUT.CROP = CN()
+_C.INPUT.CROP.ENABLED = True  # with p=0.5: resize to CROP.RESIZE_SIZES, crop, then resize as usual
+_C.INPUT.CROP.RESIZE_SIZES = (400, 500, 600)
+_C.INPUT.CROP.SIZE = (384, 600)  # min/max crop side in pixels
+_C.INPUT.CROP.MOVING = False  # GRAtt-VIS/VITA: crop window moves linearly across the clip
+_C.INPUT.PHOTOMETRIC = True  # SSD-style photometric distortion, drawn per frame
+_C.INPUT.SIZE_DIVISIBILITY = 32
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 2
+
+# ----------------------------------------------------------------------------------------------------- solver
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "ADAMW"
+_C.SOLVER.BASE_LR = 1e-4
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.BETAS = (0.9, 0.999)
+_C.SOLVER.SCHEDULE = "epoch"  # "epoch": MultiStepLR stepped per epoch (DeVIS); "iter": WarmupMultiStepLR
+_C.SOLVER.EPOCHS = 10  # epoch schedule
+_C.SOLVER.MAX_ITER = 0  # iteration schedule
+_C.SOLVER.STEPS = (8,)  # epochs (epoch schedule) or iterations (iter schedule) where LR *= GAMMA
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.WARMUP_ITERS = 0
+_C.SOLVER.WARMUP_FACTOR = 1.0
+_C.SOLVER.IMS_PER_BATCH = 0  # global batch (clips); split over ranks. 0: use BATCH_SIZE per rank
+_C.SOLVER.BATCH_SIZE = 1  # clips per rank (DeVIS), used when IMS_PER_BATCH is 0
+_C.SOLVER.GRAD_CLIP_MAX_NORM = 0.1  # total-norm clipping; 0 disables
+_C.SOLVER.GRAD_CLIP_TYPE = "full_model"  # "full_model" | "per_group"
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # GPU only
+_C.SOLVER.AMP.DTYPE = "bfloat16"  # "bfloat16" | "float16" (with a grad scaler)
+_C.SOLVER.CHECKPOINT_PERIOD = 1  # epochs (or iterations for iter schedules); 0: only "last"
+_C.SOLVER.FROZEN_PARAMS = []  # parameter-name substrings with requires_grad False
+
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 1  # epochs (or iterations); 0 disables evaluation during training
+_C.TEST.START_EVAL_EPOCH = 1
+_C.TEST.SAVE_PATH = "eval_results"  # under OUTPUT_DIR
+_C.TEST.BEST_METRIC = "segm/AP"  # "best" checkpoint rule; higher is better
+
+# ----------------------------------------------------------------------------------------------------- run
+_C.OUTPUT_DIR = "./output"
+_C.SEED = 42
+_C.DETERMINISTIC = False
+_C.LOG_PERIOD = 20  # console/metrics.jsonl every N iterations
+_C.VISDOM_ON = False
+_C.VISDOM_PORT = 8090
+_C.VISDOM_SERVER = "http://localhost"
+_C.VISDOM_AND_LOG_INTERVAL = 20
+_C.TENSORBOARD_ON = False

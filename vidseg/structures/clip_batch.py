@@ -1,0 +1,71 @@
+"""Padded clip batches: what the data pipeline hands the model and the criterion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class ClipTargets:
+    """Ground truth of one clip, instance-major.
+
+    Attributes:
+        labels: ``[N]`` int64 contiguous class labels (0..K-1).
+        ids: ``[N]`` int64 instance (track) ids from the dataset annotation ``id``.
+        masks: ``[N, T, H, W]`` bool masks at the padded batch size (zeros on invalid frames).
+        boxes: ``[N, T, 4]`` float boxes, normalised cxcywh w.r.t. the unpadded image size (zeros when invalid).
+        valid: ``[N, T]`` bool, True where the instance is visible in the frame.
+        iscrowd: ``[N]`` bool.
+    """
+
+    labels: torch.Tensor
+    ids: torch.Tensor
+    masks: torch.Tensor
+    boxes: torch.Tensor
+    valid: torch.Tensor
+    iscrowd: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> ClipTargets:
+        return ClipTargets(
+            **{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class ClipBatch:
+    """A batch of B clips of T frames, padded to a size divisible by 32.
+
+    Attributes:
+        frames: ``[B, T, 3, H, W]`` float, normalised.
+        pad_mask: ``[B, T, H, W]`` bool, True on padding pixels.
+        targets: per clip :class:`ClipTargets` (training), else None.
+        meta: per clip dict with keys ``video_id`` (int), ``frame_indices`` (list[int]), ``orig_size``
+            ((h, w) of the video), ``image_size`` ((h, w) after resizing, before padding), ``file_names``.
+    """
+
+    frames: torch.Tensor
+    pad_mask: torch.Tensor
+    targets: list[ClipTargets] | None = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ClipBatch:
+        return ClipBatch(
+            frames=self.frames.to(device, non_blocking=non_blocking),
+            pad_mask=self.pad_mask.to(device, non_blocking=non_blocking),
+            targets=[t.to(device) for t in self.targets] if self.targets is not None else None,
+            meta=self.meta,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[1])

@@ -1,0 +1,52 @@
+"""Inference results: what every method's tracker produces and what evaluators, writers and renderers read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+RLE = dict[str, Any]  # {"size": [h, w], "counts": str} (compressed, utf-8 string counts)
+
+
+@dataclass
+class Track:
+    """One predicted object trajectory over a whole video.
+
+    Attributes:
+        score: track confidence in [0, 1].
+        label: contiguous class label (0..K-1); the dataset category id is found through the dataset metadata.
+        masks: one entry per video frame: compressed RLE or None where the object is absent.
+        frame_scores: optional per-frame scores (None where absent).
+        track_id: optional id, stable across the frames of the video.
+    """
+
+    score: float
+    label: int
+    masks: list[RLE | None]
+    frame_scores: list[float | None] | None = None
+    track_id: int | None = None
+
+
+@dataclass
+class VideoResult:
+    """All tracks of one video. ``height``/``width`` are the original video size."""
+
+    video_id: int
+    height: int
+    width: int
+    tracks: list[Track] = field(default_factory=list)
+
+    def to_official(self, label_to_category_id: dict[int, int] | list[int]) -> list[dict[str, Any]]:
+        """Entries of the official YouTube-VIS/OVIS results JSON:
+        ``{"video_id", "score", "category_id", "segmentations": [RLE | None per frame]}``."""
+        out = []
+        for tr in self.tracks:
+            out.append(
+                {
+                    "video_id": int(self.video_id),
+                    "score": float(tr.score),
+                    "category_id": int(label_to_category_id[tr.label]),
+                    "segmentations": tr.masks,
+                }
+            )
+        return out
