@@ -6,7 +6,7 @@
 #   1. a torch already importable in .venv is kept;
 #   2. else, with VIDSEG_SYSTEM_TORCH=1 or when the base python already has torch, the venv is created with
 #      --system-site-packages and that torch is kept;
-#   3. else a local wheel is used when pip's configured find-links have one (pip install --no-index);
+#   3. else a local wheel is used when pip's configured find-links have one;
 #   4. else, without an NVIDIA GPU, the CPU build from the PyTorch CPU index; with a GPU, the default build.
 # Environment: PYTHON (default python3), VIDSEG_VENV (default .venv), VIDSEG_TORCH_VERSION (default 2.13.0),
 # VIDSEG_EXTRAS (default dev).
@@ -36,8 +36,10 @@ PY="$VENV/bin/python"
 if "$PY" -c "import torch" >/dev/null 2>&1; then
   log "keeping torch $("$PY" -c 'import torch; print(torch.__version__)')"
 else
-  if "$PY" -m pip install -q --no-index "torch==$TORCH_VERSION" 2>/dev/null; then
-    log "installed torch $TORCH_VERSION from a local wheel"
+  WHEELS="$(mktemp -d)"
+  if "$PY" -m pip download -q --no-deps --no-index -d "$WHEELS" "torch==$TORCH_VERSION" >/dev/null 2>&1; then
+    log "installing torch from the local wheel $(ls "$WHEELS")"
+    "$PY" -m pip install -q "$WHEELS"/torch-*.whl 2>&1 | grep -v "^WARNING: Location" || true
   elif ! command -v nvidia-smi >/dev/null 2>&1; then
     log "no GPU: installing the CPU build of torch"
     "$PY" -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
@@ -45,6 +47,8 @@ else
     log "installing torch $TORCH_VERSION (CUDA build)"
     "$PY" -m pip install -q "torch==$TORCH_VERSION"
   fi
+  rm -rf "$WHEELS"
+  "$PY" -c "import torch" # fail loudly if no torch could be installed
 fi
 
 # Reinstall only when pyproject.toml changed since the last successful install.

@@ -32,6 +32,7 @@ _C.DATASETS.TRAIN_SUBSET = 0  # use only the first N videos (0 = all); for quick
 
 _C.INPUT = CN()
 _C.INPUT.FORMAT = "RGB"  # channel order fed to the model ("BGR" reproduces DeVIS training)
+_C.INPUT.FORMAT_TEST = ""  # inference channel order; empty: INPUT.FORMAT (DeVIS evaluated with RGB)
 _C.INPUT.SAMPLER = "consecutive"  # train clips: "consecutive" (DeVIS) | "reference_range" (VITA/GenVIS)
 _C.INPUT.NUM_FRAMES = 6  # frames per training clip
 _C.INPUT.SAMPLING_FRAME_RANGE = 20  # reference_range: max distance of a frame from the reference frame
@@ -49,6 +50,7 @@ _C.INPUT.CROP.SIZE = (384, 600)  # min/max crop side in pixels
 _C.INPUT.CROP.MOVING = False  # GRAtt-VIS/VITA: crop window moves linearly across the clip
 _C.INPUT.PHOTOMETRIC = True  # SSD-style photometric distortion, drawn per frame
 _C.INPUT.SIZE_DIVISIBILITY = 32
+_C.INPUT.MIN_VALID_AREA = 2  # a frame mask with at most this many pixels is an invalid frame (DeVIS)
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
@@ -75,6 +77,15 @@ _C.SOLVER.AMP.ENABLED = False  # GPU only
 _C.SOLVER.AMP.DTYPE = "bfloat16"  # "bfloat16" | "float16" (with a grad scaler)
 _C.SOLVER.CHECKPOINT_PERIOD = 1  # epochs (or iterations for iter schedules); 0: only "last"
 _C.SOLVER.FROZEN_PARAMS = []  # parameter-name substrings with requires_grad False
+# Optimizer groups by parameter-name substring, used when the method gives no param_groups function. Parallel
+# lists: group i takes the parameters whose name contains any of PARAM_GROUP_SUBSTRINGS[i] (first match wins),
+# with lr BASE_LR * PARAM_GROUP_LR_MULTS[i] and weight decay PARAM_GROUP_WEIGHT_DECAYS[i] (WEIGHT_DECAY if the
+# list is empty or the value is negative). The rest form group "base".
+_C.SOLVER.PARAM_GROUP_NAMES = []  # e.g. ["backbone", "linear_proj"]; logged as lr_<name>
+_C.SOLVER.PARAM_GROUP_SUBSTRINGS = []  # e.g. [["backbone.0"], ["sampling_offsets", "reference_points"]]
+_C.SOLVER.PARAM_GROUP_LR_MULTS = []  # e.g. [0.1, 0.1]
+_C.SOLVER.PARAM_GROUP_WEIGHT_DECAYS = []  # e.g. [0.0001, 0.0001]
+_C.SOLVER.FIND_UNUSED_PARAMETERS = False  # DistributedDataParallel(find_unused_parameters=...)
 
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 1  # epochs (or iterations); 0 disables evaluation during training
@@ -85,10 +96,9 @@ _C.TEST.BEST_METRIC = "segm/AP"  # "best" checkpoint rule; higher is better
 # ----------------------------------------------------------------------------------------------------- run
 _C.OUTPUT_DIR = "./output"
 _C.SEED = 42
-_C.DETERMINISTIC = False
-_C.LOG_PERIOD = 20  # console/metrics.jsonl every N iterations
-_C.VISDOM_ON = False
+_C.DETERMINISTIC = False  # torch.use_deterministic_algorithms; bit-reproducible runs (slower on GPU)
+_C.VISDOM_ON = False  # plot to a Visdom server (env = basename of OUTPUT_DIR); unreachable: one warning
 _C.VISDOM_PORT = 8090
 _C.VISDOM_SERVER = "http://localhost"
-_C.VISDOM_AND_LOG_INTERVAL = 20
-_C.TENSORBOARD_ON = False
+_C.VISDOM_AND_LOG_INTERVAL = 20  # iterations between metrics.jsonl / log.txt / Visdom / TensorBoard points
+_C.TENSORBOARD_ON = False  # also write TensorBoard events under OUTPUT_DIR/tensorboard
