@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("vidseg.commands.evaluate", "score a results JSON against a ground-truth JSON (YouTube-VIS/OVIS)"),
     "train": ("vidseg.commands.train", "train a model from a config (single process, --num-gpus N, or torchrun)"),
     "eval": ("vidseg.commands.eval", "evaluate a trained model on a dataset (the --eval-only path)"),
+    "predict": ("vidseg.commands.predict", "segment and track the objects of a video file or frame folder"),
     "quickstart": ("vidseg.commands.quickstart", "synthetic data -> train -> evaluate -> render, on CPU"),
     "convert": ("vidseg.commands.convert", "convert an official DeVIS / Deformable DETR checkpoint to vidseg"),
     "config": ("vidseg.commands.config", "print a resolved config (with _BASE_ and KEY VALUE overrides)"),
