@@ -1,0 +1,213 @@
+"""COCO instance evaluation (bbox and segm AP) through pycocotools' ``COCOeval``.
+
+Evaluator protocol (detectron2 style)::
+
+    evaluator = COCOEvaluator("instances_val2017.json", output_dir="out/eval")
+    evaluator.reset()
+    for batch in loader:
+        evaluator.process(batch, model_outputs)     # post-processed instances, or raw outputs + postprocessor
+    results = evaluator.evaluate()                  # {"bbox": {"AP": .., "AP50": ..}, "segm": {...}} (x100)
+
+With ``torch.distributed`` initialised, every rank processes its own images; ``evaluate`` gathers the
+predictions on rank 0, which runs COCOeval, writes ``coco_instances_results.json`` and returns the metrics
+(other ranks return ``{}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from vidseg.models.postprocess import ImagePostProcessor, instances_to_coco
+
+__all__ = ["COCOEvaluator", "load_coco_gt", "coco_metrics"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+RESULTS_FILE = "coco_instances_results.json"
+
+
+def load_coco_gt(path: str | os.PathLike) -> COCO:
+    """A COCO ground-truth file, with errors that name the file and the missing field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO ground truth not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be an object with 'images', 'annotations', 'categories'")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"{path}: missing field {key!r}")
+    for i, ann in enumerate(data["annotations"]):
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in ann:
+                raise ValueError(f"{path}: annotations[{i}] has no field {key!r}")
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_metrics(coco_gt: COCO, results: list[dict], iou_type: str, img_ids: Sequence[int] | None) -> dict:
+    """Run COCOeval for one IoU type; metrics x100 (NaN where a size range has no ground truth)."""
+    if not results:
+        warnings.warn(f"COCOEvaluator: no {iou_type} predictions; all metrics are 0", stacklevel=2)
+        return dict.fromkeys(METRIC_NAMES, 0.0)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        if img_ids is not None:
+            ev.params.imgIds = sorted(img_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    logger.info("COCO %s evaluation:\n%s", iou_type, log.getvalue())
+    return {name: float(v * 100) if v >= 0 else float("nan") for name, v in zip(METRIC_NAMES, ev.stats[:6])}
+
+
+def _image_id(meta: Mapping[str, Any]) -> int:
+    for key in ("image_id", "video_id"):
+        if key in meta:
+            return int(meta[key])
+    raise KeyError(f"COCOEvaluator: input meta has neither 'image_id' nor 'video_id' (keys: {sorted(meta)})")
+
+
+class COCOEvaluator:
+    """COCO bbox/segm evaluator with the ``reset / process / evaluate`` protocol.
+
+    Args:
+        gt: path to a COCO instances json, or a loaded ``pycocotools.coco.COCO``.
+        output_dir: where ``coco_instances_results.json`` is written (None: not written).
+        tasks: subset of ``("bbox", "segm")``.
+        postprocessor: used when ``process`` receives raw model outputs.
+        label_to_category: contiguous label -> dataset category id (default ``label + 1``).
+        distributed: gather predictions from all ranks when ``torch.distributed`` is initialised.
+    """
+
+    def __init__(
+        self,
+        gt: str | os.PathLike | COCO,
+        output_dir: str | os.PathLike | None = None,
+        tasks: Sequence[str] = ("bbox", "segm"),
+        postprocessor: ImagePostProcessor | None = None,
+        label_to_category: Callable[[int], int] | Mapping[int, int] | None = None,
+        distributed: bool = True,
+    ) -> None:
+        unknown = [t for t in tasks if t not in ("bbox", "segm")]
+        if unknown:
+            raise ValueError(f"COCOEvaluator: unknown tasks {unknown}; known: bbox, segm")
+        self.coco_gt = gt if isinstance(gt, COCO) else load_coco_gt(gt)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.tasks = tuple(tasks)
+        self.postprocessor = postprocessor
+        self.label_to_category = label_to_category
+        self.distributed = distributed
+        self.reset()
+
+    def reset(self) -> None:
+        self._predictions: list[dict] = []
+        self._img_ids: list[int] = []
+
+    def process(self, inputs: Any, outputs: Any) -> None:
+        """Add the predictions of one batch.
+
+        Args:
+            inputs: a ``ClipBatch`` (its ``meta``), or a list of per-image dicts, each with ``image_id`` (or
+                ``video_id``), ``orig_size`` ``(H0, W0)`` and optionally ``image_size`` ``(H, W)``.
+            outputs: per-image results of ``ImagePostProcessor`` (``scores``, ``labels``, ``boxes`` absolute
+                xyxy at the original size, optional ``masks`` ``[k, H0, W0]`` bool), or the raw model outputs
+                dict (``pred_logits`` ...) when a ``postprocessor`` was given.
+        """
+        metas = list(getattr(inputs, "meta", inputs))
+        if isinstance(outputs, Mapping) and "pred_logits" in outputs:
+            if self.postprocessor is None:
+                raise ValueError("COCOEvaluator.process: raw model outputs need a postprocessor")
+            padded = None
+            frames = getattr(inputs, "frames", None)
+            if frames is not None:
+                padded = tuple(frames.shape[-2:])
+            outputs = self.postprocessor(
+                outputs,
+                orig_sizes=[m["orig_size"] for m in metas],
+                image_sizes=[m.get("image_size", padded) for m in metas] if padded is not None else None,
+                padded_size=padded,
+            )
+        if len(outputs) != len(metas):
+            raise ValueError(f"COCOEvaluator.process: {len(outputs)} outputs for {len(metas)} inputs")
+        for meta, result in zip(metas, outputs):
+            img_id = _image_id(meta)
+            self._img_ids.append(img_id)
+            self._predictions.extend(instances_to_coco(result, img_id, self.label_to_category))
+
+    def _gather(self) -> tuple[list[dict], list[int]] | None:
+        if not (self.distributed and dist.is_available() and dist.is_initialized()):
+            return self._predictions, self._img_ids
+        world = dist.get_world_size()
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, (self._predictions, self._img_ids))
+        if dist.get_rank() != 0:
+            return None
+        preds = [p for part in gathered for p in part[0]]
+        ids = [i for part in gathered for i in part[1]]
+        return preds, ids
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """COCO metrics per task, ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "segm": {...}}``."""
+        gathered = self._gather()
+        if gathered is None:
+            return {}
+        predictions, img_ids = gathered
+        img_ids = sorted(set(img_ids))
+        if not img_ids:
+            warnings.warn("COCOEvaluator: no images were processed", stacklevel=2)
+            return {}
+        unknown_imgs = [i for i in img_ids if i not in self.coco_gt.imgs]
+        if unknown_imgs:
+            raise KeyError(f"COCOEvaluator: image ids {unknown_imgs[:10]} are not in the ground truth")
+        unknown_cats = sorted({p["category_id"] for p in predictions} - set(self.coco_gt.cats))
+        if unknown_cats:
+            warnings.warn(
+                f"COCOEvaluator: predicted category ids {unknown_cats[:10]} are not in the ground truth "
+                "(check label_to_category)",
+                stacklevel=2,
+            )
+        if len(img_ids) < len(self.coco_gt.imgs):
+            logger.info("COCOEvaluator: evaluating %d of %d images", len(img_ids), len(self.coco_gt.imgs))
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / RESULTS_FILE, "w", encoding="utf-8") as f:
+                json.dump(predictions, f)
+
+        results = {}
+        for task in self.tasks:
+            if task == "segm":
+                if predictions and any("segmentation" not in p for p in predictions):
+                    raise ValueError("COCOEvaluator: task 'segm' needs masks in every prediction")
+                # Without 'bbox', loadRes derives area/bbox from the mask (area ranges then use the mask
+                # area).
+                task_preds = [{k: v for k, v in p.items() if k != "bbox"} for p in predictions]
+            else:
+                task_preds = [{k: v for k, v in p.items() if k != "segmentation"} for p in predictions]
+            results[task] = coco_metrics(self.coco_gt, task_preds, task, img_ids)
+        return results
