@@ -1,0 +1,206 @@
+"""Benchmark of the YouTube-VIS metric: vidseg's evaluator against the official youtubevos/cocoapi code.
+
+Generates a synthetic case in the exact official formats (GT with uncompressed RLE, Mask2Former-style results
+with compressed RLE), then times each implementation in its own subprocess (so peak RSS is per
+implementation):
+JSON loading separately from the evaluation, and checks that both give the same 12 stats.
+
+    python benchmarks/evaluator.py --official-api /tmp/official_ytvis     # full size: 300 videos x 36 x
+    720x1280
+    python benchmarks/evaluator.py --videos 30                             # reduced scale, vidseg only
+
+``--official-api DIR``: a directory holding the official ``ytvos.py`` / ``ytvoseval.py`` with the numpy fixes
+(``np.float`` -> ``np.float64``, integer ``np.linspace`` counts, no ``unicode``, ``from pycocotools import
+mask``);
+they are never part of this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _ellipse_counts(h: int, w: int, cx: float, cy: float, rx: float, ry: float) -> list[int]:
+    """Uncompressed column-major RLE counts of a filled ellipse, built from per-column runs (no bitmap)."""
+    xs = np.arange(max(0, int(cx - rx)), min(w, int(cx + rx) + 1))
+    half = ry * np.sqrt(np.clip(1 - ((xs - cx) / max(rx, 1e-6)) ** 2, 0, None))
+    y0 = np.clip(np.round(cy - half), 0, h).astype(np.int64)
+    y1 = np.clip(np.round(cy + half), 0, h).astype(np.int64)
+    keep = y1 > y0
+    xs, y0, y1 = xs[keep], y0[keep], y1[keep]
+    bounds = np.stack([xs * h + y0, xs * h + y1], axis=1).ravel()
+    counts = np.diff(np.concatenate([[0], bounds, [h * w]]))
+    return [int(c) for c in counts]
+
+
+def generate(
+    out_dir: str, videos: int, frames: int, height: int, width: int, classes: int, preds: int
+) -> None:
+    """Write ``gt.json`` and ``results.json``: ~2.3 GT tracks per video, ``preds`` predictions per video."""
+    from pycocotools import mask as mask_utils
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(0)
+    vids, anns, results = [], [], []
+    for v in tqdm(range(videos), desc="generate", unit="video"):
+        vid = v + 1
+        vids.append({"id": vid, "width": width, "height": height, "length": frames,
+                     "file_names": [f"{vid:05d}/{t:05d}.jpg" for t in range(frames)]})  # fmt: skip
+        tracks = []
+        for _ in range(int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.2, 0.2]))):
+            cat = int(rng.integers(1, classes + 1))
+            c0 = rng.uniform([0, 0], [width, height])
+            vel = rng.normal(0, 6, 2)
+            r0 = rng.uniform(20, 260, 2)
+            start, end = sorted(rng.integers(0, frames + 1, 2)) if rng.random() < 0.3 else (0, frames)
+            shapes = [
+                (*(c0 + vel * t), *(r0 * (1 + 0.01 * t))) if start <= t < max(end, start + 1) else None
+                for t in range(frames)
+            ]
+            size = [height, width]
+            segs = [
+                None if s is None else {"size": size, "counts": _ellipse_counts(height, width, *s)}
+                for s in shapes
+            ]
+            areas = [None if s is None else sum(s["counts"][1::2]) or None for s in segs]
+            ann = {"id": len(anns) + 1, "video_id": vid, "category_id": cat, "iscrowd": 0, "width": width}
+            ann.update(height=height, length=frames, segmentations=segs, areas=areas, bboxes=[None] * frames)
+            anns.append(ann)
+            tracks.append((cat, shapes))
+        for p in range(preds):
+            if tracks and p < 2 * len(tracks):
+                cat, shapes = tracks[p % len(tracks)]
+                if p >= len(tracks) and rng.random() < 0.5:
+                    cat = int(rng.integers(1, classes + 1))
+                jit = rng.normal(0, 4 + 20 * rng.random(), 4)
+                scale = 1 + jit[2:] / 100
+                shapes = [
+                    None if s is None else (s[0] + jit[0], s[1] + jit[1], s[2] * scale[0], s[3] * scale[1])
+                    for s in shapes
+                ]
+            else:
+                cat = int(rng.integers(1, classes + 1))
+                c0, r0 = rng.uniform([0, 0], [width, height]), rng.uniform(10, 200, 2)
+                shapes = [(*c0, *r0)] * frames
+            segs = []
+            for s in shapes:
+                if s is None:
+                    segs.append(None)
+                    continue
+                ucounts = {"size": [height, width], "counts": _ellipse_counts(height, width, *s)}
+                rle = mask_utils.frPyObjects(ucounts, height, width)
+                segs.append({"size": [height, width], "counts": rle["counts"].decode("ascii")})
+            results.append(
+                {"video_id": vid, "score": float(rng.random()), "category_id": cat, "segmentations": segs}
+            )
+    with open(os.path.join(out_dir, "gt.json"), "w") as f:
+        json.dump({"videos": vids, "annotations": anns,
+                   "categories": [{"id": c, "name": f"class{c}", "supercategory": "object"}
+                                  for c in range(1, classes + 1)]}, f)  # fmt: skip
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f)
+    print(f"generated {len(vids)} videos, {len(anns)} GT tracks, {len(results)} predictions in {out_dir}")
+
+
+def _child(impl: str, data: str, api_dir: str | None) -> dict:
+    """Runs in a subprocess: time one implementation, return timings, stats and peak RSS."""
+    gt_path, res_path = os.path.join(data, "gt.json"), os.path.join(data, "results.json")
+    t0 = time.perf_counter()
+    if impl == "vidseg":
+        from vidseg.evaluation import evaluate_ytvis, load_ground_truth, load_results
+
+        gt = load_ground_truth(gt_path)
+        dts = load_results(res_path, gt)
+        t1 = time.perf_counter()
+        stats = list(evaluate_ytvis(gt, dts, progress=False).stats.values())
+    else:
+        import contextlib
+        import io
+
+        sys.path.insert(0, api_dir)
+        from ytvos import YTVOS
+        from ytvoseval import YTVOSeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = YTVOS(gt_path)
+            with open(res_path) as f:
+                res_list = json.load(f)
+            t1 = time.perf_counter()  # loadRes also computes mask areas: counted as evaluation
+            res = gt.loadRes(res_list)
+            e = YTVOSeval(gt, res, "segm")
+            e.evaluate()
+            e.accumulate()
+            e.summarize()
+        stats = [float(s) for s in e.stats]
+    t2 = time.perf_counter()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    return {"load_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0, "peak_rss_mib": rss, "stats": stats}
+
+
+def _run_child(impl: str, data: str, api_dir: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", impl, "--data", data] + (
+        ["--official-api", api_dir] if api_dir else []
+    )
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=int, default=300)
+    p.add_argument("--frames", type=int, default=36)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--classes", type=int, default=40)
+    p.add_argument("--preds-per-video", type=int, default=10)
+    p.add_argument(
+        "--official-api", metavar="DIR", help="directory with the (numpy-patched) official ytvos*.py"
+    )
+    p.add_argument("--data", help="reuse/generate the case in this directory (default: a temporary one)")
+    p.add_argument("--child", choices=["vidseg", "official"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.data, args.official_api)))
+        return 0
+    data = args.data or tempfile.mkdtemp(prefix="vidseg_evalbench_")
+    os.makedirs(data, exist_ok=True)
+    if not os.path.isfile(os.path.join(data, "results.json")):
+        generate(data, args.videos, args.frames, args.height, args.width, args.classes, args.preds_per_video)
+    sizes = {n: os.path.getsize(os.path.join(data, n)) / 2**20 for n in ("gt.json", "results.json")}
+    print(f"case: {data} (gt.json {sizes['gt.json']:.0f} MiB, results.json {sizes['results.json']:.0f} MiB)")
+    runs = {"vidseg": _run_child("vidseg", data, None)}
+    if args.official_api:
+        runs["official"] = _run_child("official", data, os.path.abspath(args.official_api))
+    base = runs.get("official")
+    print("\n| implementation | JSON load (s) | evaluation (s) | total (s) | peak RSS (MiB) | vs official |")
+    print("|---|---|---|---|---|---|")
+    for name, r in runs.items():
+        ratio = f"{r['total_s'] / base['total_s']:.3f}x" if base else "n/a (no --official-api)"
+        cells = [
+            name,
+            f"{r['load_s']:.2f}",
+            f"{r['eval_s']:.2f}",
+            f"{r['total_s']:.2f}",
+            f"{r['peak_rss_mib']:.0f}",
+        ]
+        print("| " + " | ".join(cells + [ratio]) + " |")
+    if base:
+        diff = np.abs(np.array(runs["vidseg"]["stats"]) - np.array(base["stats"])).max()
+        print(f"\nmax |stat difference| vidseg vs official over the 12 stats: {diff:.3g}")
+    print("stats (vidseg):", ", ".join(f"{s:.4f}" for s in runs["vidseg"]["stats"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

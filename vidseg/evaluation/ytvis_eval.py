@@ -1,0 +1,422 @@
+"""The YouTube-VIS / OVIS video instance segmentation metric, numerically identical to the official code.
+
+Official code: ``youtubevos/cocoapi`` ``ytvoseval.py`` (YouTube-VIS 2019/2021/2022) and ``qjy981010/cocoapi``
+``oviseval.py`` (OVIS, with occlusion ranges). Every quirk is kept (``docs/evaluation.md`` lists them): frame
+lists
+compared up to the shorter one, the GT ``areas`` field deciding the size range, GT id 0 counting as a false
+positive, stable score ordering, crowd GT, the exact ``np.linspace`` thresholds, categories without GT left
+out.
+
+Usage::
+
+    res = evaluate_ytvis("valid_sub.json", "results.json")   # paths, or a loaded dict / list
+    res.stats["AP"], res.per_category_ap
+
+Videos are processed one at a time (decode, IoU, matching), so peak memory does not grow with the number of
+videos; accumulation is vectorised over IoU thresholds and detections.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from vidseg.evaluation.video_iou import decode_tracks, pair_ious
+from vidseg.evaluation.ytvis_data import (
+    DTTrack,
+    EvalInputError,
+    GroundTruth,
+    GTTrack,
+    load_ground_truth,
+    load_results,
+)
+
+# Exactly the official thresholds: np.linspace gives 0.8999999999999999 for the 9th IoU threshold.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+MAX_DETS = (1, 10, 100)
+# YouTube-VIS size ranges use 128^2 / 256^2 (not COCO's 32^2 / 96^2); both bounds inclusive.
+AREA_RANGES = {
+    "all": (0.0, 1e10),
+    "small": (0.0, 128.0**2),
+    "medium": (128.0**2, 256.0**2),
+    "large": (256.0**2, 1e10),
+}
+OCCLUSION_RANGES = {"all": (0.0, 1.0), "light": (0.0, 0.25), "medium": (0.25, 0.5), "heavy": (0.5, 1.0)}
+
+YTVIS_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+OVIS_STATS = YTVIS_STATS[:6] + ("AP_light", "AP_medium", "AP_heavy") + YTVIS_STATS[6:]
+OVIS_STATS = OVIS_STATS + ("AR_light", "AR_medium", "AR_heavy")
+
+# stat name -> (is AP, IoU threshold or None, area label, occlusion label, maxDets)
+_STAT_DEFS = {
+    "AP": (True, None, "all", "all", 100),
+    "AP50": (True, 0.5, "all", "all", 100),
+    "AP75": (True, 0.75, "all", "all", 100),
+    "APs": (True, None, "small", "all", 100),
+    "APm": (True, None, "medium", "all", 100),
+    "APl": (True, None, "large", "all", 100),
+    "AP_light": (True, None, "all", "light", 100),
+    "AP_medium": (True, None, "all", "medium", 100),
+    "AP_heavy": (True, None, "all", "heavy", 100),
+    "AR1": (False, None, "all", "all", 1),
+    "AR10": (False, None, "all", "all", 10),
+    "AR100": (False, None, "all", "all", 100),
+    "ARs": (False, None, "small", "all", 100),
+    "ARm": (False, None, "medium", "all", 100),
+    "ARl": (False, None, "large", "all", 100),
+    "AR_light": (False, None, "all", "light", 100),
+    "AR_medium": (False, None, "all", "medium", 100),
+    "AR_heavy": (False, None, "all", "heavy", 100),
+}
+
+
+@dataclass
+class EvalResult:
+    """Output of the metric.
+
+    Attributes:
+        stats: stat name -> value in [0, 1] as the official ``stats`` array (12 names of ``YTVIS_STATS``, or
+        the
+            18 of ``OVIS_STATS`` with occlusion labels); -1 where undefined (no GT in any category).
+        precision: float64 [T=10, R=101, K, A=4, O, M=3]; O = 4 occlusion ranges for OVIS stats, else 1.
+        recall: float64 [T, K, A, O, M].
+        category_ids: the K category ids (sorted), the K axis of precision/recall.
+        category_names: category id -> name.
+        per_category_ap: category id -> AP (IoU .50:.95, all areas, 100 dets); -1 for a category without GT.
+    """
+
+    stats: dict[str, float]
+    precision: np.ndarray
+    recall: np.ndarray
+    category_ids: list
+    category_names: dict
+    per_category_ap: dict
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary ``{"stats": {...}, "per_category": [{"id", "name", "AP"}]}``: fractions, -1
+        where undefined."""
+        return {
+            "stats": dict(self.stats),
+            "per_category": [
+                {"id": c, "name": self.category_names.get(c, str(c)), "AP": self.per_category_ap[c]}
+                for c in self.category_ids
+            ],
+        }
+
+
+def evaluate_ytvis(
+    gt: str | os.PathLike | Mapping | GroundTruth,
+    results: str | os.PathLike | Sequence[Mapping] | Sequence[DTTrack],
+    *,
+    ovis: bool = False,
+    progress: bool = True,
+) -> EvalResult:
+    """Score results against a ground truth with the official YouTube-VIS metric (OVIS variant with ``ovis``).
+
+    Args:
+        gt: GT JSON path, loaded dict, or :class:`GroundTruth`.
+        results: results JSON path, list of result dicts, or already loaded :class:`DTTrack` list (which may
+        hold
+            predictions for videos outside ``gt``; they are skipped, as in the YT-VIS 2022 server script).
+        ovis: OVIS rules: prediction and GT frame lists must have equal lengths, and with occlusion labels in
+        the
+            GT the 18 OVIS stats are computed.
+        progress: show a tqdm bar over videos.
+    """
+    gt = gt if isinstance(gt, GroundTruth) else load_ground_truth(gt)
+    if not gt.has_annotations:
+        raise EvalInputError(f"{gt.source}: has no 'annotations'; there is nothing to score against")
+    is_loaded = isinstance(results, list) and results and isinstance(results[0], DTTrack)
+    dts = results if is_loaded else load_results(results, gt)
+    occlusion = ovis and gt.has_occlusion
+    if ovis and not occlusion:
+        warnings.warn(
+            f"{gt.source}: no occlusion labels; computing the 12 YouTube-VIS stats (as "
+            f"VITA/Mask2Former evaluate "
+            "OVIS locally)",
+            stacklevel=2,
+        )
+    return _Evaluation(gt, dts, ovis=ovis, occlusion=occlusion).run(progress)
+
+
+def evaluate_ytvis2022(
+    gt_full: str | os.PathLike | Mapping | GroundTruth,
+    gt_short: str | os.PathLike | Mapping | GroundTruth,
+    gt_long: str | os.PathLike | Mapping | GroundTruth,
+    results: str | os.PathLike | Sequence[Mapping],
+    *,
+    progress: bool = True,
+) -> dict[str, EvalResult | float]:
+    """YouTube-VIS 2022 server protocol: results checked against the full GT, then scored separately on the
+    short-video and the long-video GT; ``mAP = (AP_S + AP_L) / 2``.
+
+    Returns:
+        ``{"short": EvalResult, "long": EvalResult, "mAP": float}``.
+    """
+    full = gt_full if isinstance(gt_full, GroundTruth) else load_ground_truth(gt_full)
+    dts = load_results(results, full)
+    short = evaluate_ytvis(gt_short, dts, progress=progress)
+    long_ = evaluate_ytvis(gt_long, dts, progress=progress)
+    return {"short": short, "long": long_, "mAP": (short.stats["AP"] + long_.stats["AP"]) / 2}
+
+
+@dataclass
+class _Entry:
+    """Matching outcome of one (video, category, area range, occlusion range), as the official
+    ``evaluateVid``.
+    ``scores`` [D] in score order (top 100); ``tp``/``ignored`` bool [T, D]; ``npig`` non-ignored GT count."""
+
+    scores: np.ndarray
+    tp: np.ndarray
+    ignored: np.ndarray
+    npig: int
+
+
+class _Evaluation:
+    def __init__(self, gt: GroundTruth, dts: Sequence[DTTrack], *, ovis: bool, occlusion: bool) -> None:
+        self.gt = gt
+        self.ovis = ovis
+        self.occ_labels = list(OCCLUSION_RANGES) if occlusion else ["all"]
+        self.cat_index = {c: k for k, c in enumerate(gt.category_ids)}
+        videos = set(gt.video_ids)
+        self.dts_by_video: dict = defaultdict(list)
+        for d in dts:  # file order within a video, as the official index
+            if d.video_id in videos and d.category_id in self.cat_index:
+                self.dts_by_video[d.video_id].append(d)
+        self.gts_by_video: dict = defaultdict(dict)
+        for (vid, cat), trs in gt.tracks.items():
+            self.gts_by_video[vid][cat] = trs
+        # entries[k][a][o]: per-video entries in ascending video order
+        na, no = len(AREA_RANGES), len(self.occ_labels)
+        self.entries = [[[[] for _ in range(no)] for _ in range(na)] for _ in gt.category_ids]
+
+    def run(self, progress: bool) -> EvalResult:
+        for vid in tqdm(self.gt.video_ids, desc="evaluate", unit="video", disable=not progress, leave=False):
+            self._evaluate_video(vid)
+        precision, recall = self._accumulate()
+        return self._summarize(precision, recall)
+
+    # ---------------------------------------------------------------- per video
+    def _evaluate_video(self, vid: object) -> None:
+        gts_by_cat = self.gts_by_video.get(vid, {})
+        dts_by_cat: dict = defaultdict(list)
+        for d in self.dts_by_video.get(vid, []):
+            dts_by_cat[d.category_id].append(d)
+        cats = sorted(set(gts_by_cat) | set(dts_by_cat), key=self.cat_index.__getitem__)
+        if not cats:
+            return
+        # Detections: stable sort by -score, keep the top 100 (maxDets[-1]) per (video, category).
+        for c, ds in dts_by_cat.items():
+            order = np.argsort(-np.array([d.score for d in ds], dtype=np.float64), kind="mergesort")
+            dts_by_cat[c] = [ds[i] for i in order[: MAX_DETS[-1]]]
+        all_dt = [d for c in cats for d in dts_by_cat.get(c, [])]
+        all_gt = [g for c in cats for g in gts_by_cat.get(c, [])]
+        src_dt = all_dt[0].source if all_dt else "<results>"
+
+        def dt_error(n: int, t: int, reason: str) -> Exception:
+            return EvalInputError(f"{src_dt}: entry {all_dt[n].index}: segmentations[{t}]: {reason}")
+
+        def gt_error(n: int, t: int, reason: str) -> Exception:
+            return EvalInputError(
+                f"{self.gt.source}: annotations[{all_gt[n].index}]: segmentations[{t}]: {reason}"
+            )
+
+        # Only prediction frames that meet a GT frame of their category need runs; the rest need only an area.
+        tmax = max([len(x.frames) for x in all_dt + all_gt] + [0])
+        gt_frames = {c: np.zeros(tmax, dtype=bool) for c in cats}
+        for g in all_gt:
+            gt_frames[g.category_id][: len(g.frames)] |= [f is not None for f in g.frames]
+        need = np.zeros((len(all_dt), tmax), dtype=bool)
+        for n, d in enumerate(all_dt):
+            need[n, : len(d.frames)] = gt_frames[d.category_id][: len(d.frames)]
+        dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need)
+        gm = decode_tracks([g.frames for g in all_gt], gt_error, self.gt.video_sizes.get(vid, (None, None)))
+        # Detection "area": mean of the non-zero frame areas (0 if none), as loadRes.
+        dt_areas = dm.area
+        nz = (dt_areas > 0).sum(axis=1)
+        dt_avg = np.where(nz > 0, dt_areas.sum(axis=1) / np.maximum(nz, 1), 0.0)
+
+        # All (detection, GT) pairs of the same category, in one vectorised IoU pass.
+        d0 = g0 = 0
+        spans, pd, pg = {}, [], []
+        for c in cats:
+            nd, ng = len(dts_by_cat.get(c, [])), len(gts_by_cat.get(c, []))
+            spans[c] = (d0, nd, g0, ng)
+            if nd and ng:
+                dd, gg = np.meshgrid(np.arange(d0, d0 + nd), np.arange(g0, g0 + ng), indexing="ij")
+                pd.append(dd.ravel())
+                pg.append(gg.ravel())
+            d0, g0 = d0 + nd, g0 + ng
+        pd_a = np.concatenate(pd) if pd else np.zeros(0, np.int64)
+        pg_a = np.concatenate(pg) if pg else np.zeros(0, np.int64)
+        if self.ovis:
+            bad = np.nonzero(dm.length[pd_a] != gm.length[pg_a])[0]
+            if len(bad):
+                d, g = all_dt[pd_a[bad[0]]], all_gt[pg_a[bad[0]]]
+                raise EvalInputError(
+                    f"{src_dt}: entry {d.index}: field 'segmentations' has {len(d.frames)} frames but GT "
+                    f"annotations[{g.index}] has {len(g.frames)} (OVIS requires equal lengths)"
+                )
+        ious = pair_ious(dm, gm, pd_a, pg_a)
+        pos = 0
+        for c in cats:
+            d0, nd, g0, ng = spans[c]
+            iou = ious[pos : pos + nd * ng].reshape(nd, ng)
+            pos += nd * ng
+            self._evaluate_group(c, dts_by_cat.get(c, []), dt_avg[d0 : d0 + nd], gts_by_cat.get(c, []), iou)
+
+    def _evaluate_group(
+        self, cat: object, dts: list[DTTrack], dt_avg: np.ndarray, gts: list[GTTrack], ious: np.ndarray
+    ) -> None:
+        k = self.cat_index[cat]
+        scores = np.array([d.score for d in dts], dtype=np.float64)
+        nd = len(dts)
+        cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        for a, (alo, ahi) in enumerate(AREA_RANGES.values()):
+            dt_out = (dt_avg < alo) | (dt_avg > ahi)
+            for o, olab in enumerate(self.occ_labels):
+                olo, ohi = OCCLUSION_RANGES[olab]
+                flags = tuple(
+                    bool(
+                        g.ignore
+                        or g.avg_area < alo
+                        or g.avg_area > ahi
+                        or (olab != "all" and (g.occ_score < olo or g.occ_score > ohi))
+                    )
+                    for g in gts
+                )
+                if (
+                    flags not in cache
+                ):  # matching depends on the area/occlusion range only through these flags
+                    cache[flags] = _match(ious, gts, flags, nd)
+                tp, ig = cache[flags]
+                ignored = ig | (~tp & dt_out[None, :])
+                npig = sum(1 for f in flags if not f)
+                self.entries[k][a][o].append(_Entry(scores, tp, ignored, npig))
+
+    # ---------------------------------------------------------------- accumulate / summarize
+    def _accumulate(self) -> tuple[np.ndarray, np.ndarray]:
+        T, R, K = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(self.gt.category_ids)
+        A, O, M = len(AREA_RANGES), len(self.occ_labels), len(MAX_DETS)
+        precision = -np.ones((T, R, K, A, O, M))
+        recall = -np.ones((T, K, A, O, M))
+        for k in range(K):
+            for a in range(A):
+                for o in range(O):
+                    es = self.entries[k][a][o]
+                    if not es:
+                        continue
+                    npig = sum(e.npig for e in es)
+                    if npig == 0:
+                        continue
+                    scores = np.concatenate([e.scores for e in es])
+                    tp = np.concatenate([e.tp for e in es], axis=1)
+                    ig = np.concatenate([e.ignored for e in es], axis=1)
+                    rank = np.concatenate([np.arange(len(e.scores)) for e in es])
+                    for m, max_det in enumerate(MAX_DETS):
+                        keep = rank < max_det
+                        p, r = _precision_recall(scores[keep], tp[:, keep], ig[:, keep], npig)
+                        precision[:, :, k, a, o, m] = p
+                        recall[:, k, a, o, m] = r
+        return precision, recall
+
+    def _summarize(self, precision: np.ndarray, recall: np.ndarray) -> EvalResult:
+        names = OVIS_STATS if len(self.occ_labels) > 1 else YTVIS_STATS
+        area_idx = {lab: i for i, lab in enumerate(AREA_RANGES)}
+        occ_idx = {lab: i for i, lab in enumerate(self.occ_labels)}
+        stats = {}
+        for name in names:
+            is_ap, thr, area, occ, max_det = _STAT_DEFS[name]
+            s = precision if is_ap else recall
+            if thr is not None:
+                s = s[np.where(thr == IOU_THRESHOLDS)[0]]
+            m = MAX_DETS.index(max_det)
+            s = s[..., area_idx[area], occ_idx[occ], m]
+            valid = s[s > -1]
+            stats[name] = float(np.mean(valid)) if len(valid) else -1.0
+        per_cat = {}
+        for k, c in enumerate(self.gt.category_ids):
+            p = precision[:, :, k, 0, 0, -1]
+            per_cat[c] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+        return EvalResult(
+            stats=stats,
+            precision=precision,
+            recall=recall,
+            category_ids=list(self.gt.category_ids),
+            category_names=dict(self.gt.category_names),
+            per_category_ap=per_cat,
+        )
+
+
+def _match(ious: np.ndarray, gts: list[GTTrack], flags: tuple, nd: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of ``evaluateVid`` at every IoU threshold.
+
+    Args:
+        ious: float64 [D, G], detections in score order, GT in file order.
+        flags: per GT, ignored in this area/occlusion range.
+
+    Returns:
+        ``(tp, ignored)`` bool [T, D]: matched to a GT with non-zero id (a match to id 0 is stored as 0 and
+        counts
+        as a false positive), and ignored because matched to an ignored GT.
+    """
+    T = len(IOU_THRESHOLDS)
+    tp = np.zeros((T, nd), dtype=bool)
+    ig = np.zeros((T, nd), dtype=bool)
+    ng = len(gts)
+    if nd == 0 or ng == 0:
+        return tp, ig
+    order = np.argsort(np.array(flags, dtype=np.int64), kind="mergesort")  # non-ignored GT first, stable
+    g_ig = [flags[j] for j in order]
+    g_crowd = [gts[j].crowd for j in order]
+    g_nonzero = [gts[j].ann_id != 0 for j in order]
+    rows = ious[:, order].tolist()
+    for ti, thr in enumerate(IOU_THRESHOLDS.tolist()):
+        matched = [False] * ng
+        for di in range(nd):
+            best, m = min(thr, 1 - 1e-10), -1
+            row = rows[di]
+            for gi in range(ng):
+                if matched[gi] and not g_crowd[gi]:
+                    continue
+                if m > -1 and not g_ig[m] and g_ig[gi]:
+                    break  # already matched a regular GT; the rest are ignored ones
+                if row[gi] < best:
+                    continue
+                best, m = row[gi], gi  # equal IoU: the later GT wins, as the official loop
+            if m == -1:
+                continue
+            ig[ti, di] = g_ig[m]
+            tp[ti, di] = g_nonzero[m]
+            matched[m] = True
+    return tp, ig
+
+
+def _precision_recall(
+    scores: np.ndarray, tp: np.ndarray, ignored: np.ndarray, npig: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision at the 101 recall thresholds [T, R] and final recall [T] of one (k, a, o, m)."""
+    T, R = tp.shape[0], len(RECALL_THRESHOLDS)
+    nd = len(scores)
+    if nd == 0:
+        return np.zeros((T, R)), np.zeros(T)
+    inds = np.argsort(-scores, kind="mergesort")  # ties: earlier video first, then score order within a video
+    tp, ignored = tp[:, inds], ignored[:, inds]
+    tp_sum = np.cumsum(tp & ~ignored, axis=1).astype(np.float64)
+    fp_sum = np.cumsum(~tp & ~ignored, axis=1).astype(np.float64)
+    rc = tp_sum / npig
+    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope (same values as the loop)
+    q = np.zeros((T, R))
+    for t in range(T):
+        idx = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+        ok = idx < nd
+        q[t, ok] = pr[t, idx[ok]]
+    return q, rc[:, -1]
