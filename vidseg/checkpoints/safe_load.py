@@ -1,0 +1,186 @@
+"""Reading checkpoint files without running arbitrary code.
+
+``torch.load(weights_only=True)`` covers files that hold only tensors and plain containers. Official
+DeVIS checkpoints are legacy pickles (``_use_new_zipfile_serialization=False``) that also contain a yacs
+``CfgNode``; official Deformable DETR checkpoints contain an ``argparse.Namespace``. Those are read with a
+restricted unpickler that resolves only an allow-list of globals (containers, tensor/storage rebuild
+functions, dtypes, numpy scalars and arrays) and maps config objects to plain stand-ins; any other global
+(``os.system``, ``builtins.eval``, a model class, ...) is refused with :class:`UnsafeCheckpointError`.
+No import of arbitrary modules takes place.
+"""
+
+from __future__ import annotations
+
+import _codecs
+import _compat_pickle
+import collections
+import os
+import pickle
+import types
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt or has an unexpected structure."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint refers to a global that is not on the allow-list (it could run code when loaded)."""
+
+
+class ConfigStub(dict):
+    """Stand-in for a yacs/detectron2 ``CfgNode``: a dict whose pickled ``__dict__`` state is discarded."""
+
+    def __setstate__(self, state: Any) -> None:
+        # CfgNode pickles its flags (__immutable__, __new_allowed__, ...) as instance state; the keys and
+        # values were already restored as dict items, so the flags are not needed.
+        pass
+
+
+class NamespaceStub:
+    """Stand-in for ``argparse.Namespace`` (Deformable DETR saves its ``args``): keeps the attributes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.__dict__.update(kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+def _latin1_encode(obj: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    # Protocol-2 pickles store ``bytes`` as _codecs.encode(str, "latin1"); allow only that use.
+    if encoding not in ("latin1", "latin-1", "iso-8859-1"):
+        raise UnsafeCheckpointError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return _codecs.encode(obj, encoding, errors)
+
+
+def _torch_allowed() -> dict[tuple[str, str], Any]:
+    allowed: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch", "Size"): torch.Size,
+        ("torch", "device"): torch.device,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "complex"): complex,
+        ("builtins", "slice"): slice,
+        ("_codecs", "encode"): _latin1_encode,
+        ("argparse", "Namespace"): NamespaceStub,
+    }
+    if hasattr(torch._utils, "_rebuild_tensor_v3"):
+        allowed[("torch._utils", "_rebuild_tensor_v3")] = torch._utils._rebuild_tensor_v3
+    for cfg_module in (
+        "yacs.config",
+        "vidseg.config.config",
+        "detectron2.config.config",
+        "fvcore.common.config",
+    ):
+        allowed[(cfg_module, "CfgNode")] = ConfigStub
+    return allowed
+
+
+def _numpy_allowed() -> dict[tuple[str, str], Any]:
+    try:
+        import numpy as np
+    except ImportError:  # numpy is optional for reading checkpoints
+        return {}
+    # numpy 2 moved numpy.core to numpy._core; files written by either version name one of them.
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    scalar, reconstruct = multiarray.scalar, multiarray._reconstruct
+    allowed: dict[tuple[str, str], Any] = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "scalar")] = scalar
+        allowed[(mod, "_reconstruct")] = reconstruct
+    # numpy >= 1.25 pickles dtypes as numpy.dtypes.Float64DType etc.
+    for name in dir(getattr(np, "dtypes", object())):
+        if name.endswith("DType"):
+            allowed[("numpy.dtypes", name)] = getattr(np.dtypes, name)
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose ``find_class`` only returns allow-listed globals."""
+
+    _allowed: dict[tuple[str, str], Any] | None = None
+
+    @classmethod
+    def allowed(cls) -> dict[tuple[str, str], Any]:
+        if cls._allowed is None:
+            cls._allowed = {**_torch_allowed(), **_numpy_allowed()}
+        return cls._allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 files (torch's default) use Python 2 names such as ``__builtin__.set``; translate them as
+        # pickle's own find_class would, before the allow-list lookup.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        found = self.allowed().get((module, name))
+        if found is not None:
+            return found
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise UnsafeCheckpointError(
+            f"global '{module}.{name}' is not on the checkpoint allow-list; refusing to load it "
+            "(it could execute code). Only tensors, plain containers, numpy values and configs are read."
+        )
+
+
+def _restricted_load(file, **kwargs: Any) -> Any:
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+# torch.load(pickle_module=...) needs a module-like object with ``Unpickler``, ``load`` and ``__name__``.
+restricted_pickle = types.ModuleType("vidseg_restricted_pickle")
+restricted_pickle.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
+restricted_pickle.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+
+
+def to_plain(obj: Any) -> Any:
+    """Recursively turn config stand-ins into plain dicts (so the result is ``weights_only``-loadable)."""
+    if isinstance(obj, NamespaceStub):
+        return {k: to_plain(v) for k, v in vars(obj).items()}
+    if isinstance(obj, dict) and type(obj) is not collections.OrderedDict:
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, tuple) and type(obj) is tuple:
+        return tuple(to_plain(v) for v in obj)
+    return obj
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> Any:
+    """Load a checkpoint on CPU without running arbitrary code.
+
+    First ``torch.load(weights_only=True)``; if the file holds other objects (a yacs ``CfgNode``, an
+    ``argparse.Namespace``) it is re-read with :class:`RestrictedUnpickler`. Config objects come back as plain
+    dicts. Raises ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for a global
+    outside the allow-list and :class:`CheckpointError` for a file torch cannot read; all messages name the
+    file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as first:
+        weights_only_error = first
+    except Exception as e:  # noqa: BLE001  (torch raises RuntimeError/EOFError/... for corrupt files)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(
+            f"{path}: could not be read safely ({type(e).__name__}: {e}); "
+            f"weights_only load said: {str(weights_only_error).splitlines()[0]}"
+        ) from e
+    return to_plain(obj)

@@ -1,0 +1,81 @@
+"""``vidseg convert``: turn an official DeVIS / Deformable DETR checkpoint into a vidseg checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DESCRIPTION = (
+    "Convert an official checkpoint (DeVIS video, DeVIS COCO mask-head, Deformable DETR +iterative box "
+    "refinement, or a vidseg file) into a vidseg checkpoint: {'model': state_dict, ...} written with torch's "
+    "zipfile format, loadable with torch.load(weights_only=True). The input is read without running code."
+)
+EPILOG = """examples:
+  vidseg convert r50_deformable_detr_plus_iterative_bbox_refinement.pth ddetr_r50.pth --shift-class-neuron
+  vidseg convert r50_deformable_detr_segmentation.pth devis_coco_r50.pth
+  vidseg convert devis_coco_r50.pth devis_yt19_init.pth --to devis-video --num-frames 6 --num-queries 60 \\
+      --num-classes 40
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="IN.pth", help="checkpoint to convert")
+    p.add_argument("output", metavar="OUT.pth", help="where to write the vidseg checkpoint")
+    p.add_argument(
+        "--to",
+        choices=("vidseg", "devis-video"),
+        default="vidseg",
+        help="vidseg: same model, vidseg names (default); devis-video: also apply the DeVIS stage-2 "
+        "adaptation of COCO weights to a video model (needs --num-frames/--num-queries)",
+    )
+    p.add_argument(
+        "--shift-class-neuron",
+        action="store_true",
+        help="rotate class_embed rows by one (official Deformable DETR weights, trained with "
+        "label=category_id)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.pth if it exists")
+    g = p.add_argument_group("devis-video options")
+    g.add_argument("--num-frames", type=int, default=6, help="T (MODEL.DEVIS.NUM_FRAMES)")
+    g.add_argument("--num-queries", type=int, default=0, help="T x queries per frame (MODEL.NUM_QUERIES)")
+    g.add_argument("--num-classes", type=int, default=0, help="re-initialise class_embed with K outputs")
+    g.add_argument("--num-levels", type=int, default=4, help="feature levels of the video model (1, 3, 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidseg.checkpoints import adapt_coco_to_devis, read_checkpoint, save_checkpoint
+    from vidseg.checkpoints.safe_load import CheckpointError
+
+    if os.path.exists(args.output) and not args.overwrite:
+        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
+    try:
+        sd, fmt, meta = read_checkpoint(args.input, shift_class_neuron_=args.shift_class_neuron)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    converted = fmt
+    if args.to == "devis-video":
+        if fmt == "devis_video":
+            print(f"error: {args.input} is already a DeVIS video checkpoint", file=sys.stderr)
+            return 1
+        if args.num_queries <= 0:
+            print("error: --to devis-video needs --num-queries (T x queries per frame)", file=sys.stderr)
+            return 1
+        sd = adapt_coco_to_devis(
+            sd,
+            num_frames=args.num_frames,
+            num_queries=args.num_queries,
+            num_classes=args.num_classes or None,
+            num_levels=args.num_levels,
+        )
+        converted += "+devis_stage2"
+    extra = {"converted_from": converted, "source_file": os.path.basename(args.input)}
+    source_config = meta.get("cfg", meta.get("args"))  # DeVIS yacs cfg / D-DETR args, as plain dicts
+    if isinstance(source_config, dict):
+        extra["source_config"] = source_config
+    save_checkpoint(args.output, sd, config=meta.get("config"), overwrite=args.overwrite, **extra)
+    n_params = sum(v.numel() for v in sd.values())
+    print(f"{args.input} ({fmt}) -> {args.output}: {len(sd)} tensors, {n_params / 1e6:.2f} M values")
+    return 0
