@@ -1,0 +1,132 @@
+"""Forward time / FPS of the DeVIS image model (Deformable DETR + mask head, R50) and its parameter counts.
+
+    python benchmarks/models.py                      # CPU, 800x1333 (the COCO test size)
+    python benchmarks/models.py --quick              # CPU, 400x667, fewer repetitions (shared machines)
+    python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
+
+The baseline measured in the same run is the ResNet-50 backbone alone on the same input; the table gives each
+measurement's ratio to it. With CUDA the full model is timed with both deformable-attention backends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from vidseg.config import load_config
+from vidseg.models.deformable_detr.build import build_deformable_detr_segm
+
+OFFICIAL_PARAMS_M = 42.5  # devis.md §8: COCO R50 mask-head model, 655 state-dict entries
+OFFICIAL_FPS = 12.1  # DeVIS README, COCO R50 image model (GPU not stated)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_fn(fn, device: torch.device, warmup: int, iters: int) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def param_table(model: torch.nn.Module) -> list[tuple[str, float]]:
+    """Unique parameters (millions) per part; frozen-BN statistics are buffers and not counted (as
+    officially)."""
+    parts = {
+        "backbone": model.def_detr.backbone,
+        "input_proj": model.def_detr.input_proj,
+        "transformer (incl. box heads)": model.def_detr.transformer,
+        "class_embed": model.def_detr.class_embed,
+        "query_embed": model.def_detr.query_embed,
+        "bbox_attention + mask_head": torch.nn.ModuleList([model.bbox_attention, model.mask_head]),
+    }
+    rows = [(k, sum(p.numel() for p in m.parameters()) / 1e6) for k, m in parts.items()]
+    rows.append(("total (parameters)", sum(p.numel() for p in model.parameters()) / 1e6))
+    # The official figure counts the state dict's tensors once each, so frozen-BN buffers are included.
+    seen, total = set(), 0
+    for v in model.state_dict().values():
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            total += v.numel()
+    rows.append(("total (state dict, unique tensors)", total / 1e6))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--quick", action="store_true", help="400x667 input and fewer repetitions")
+    ap.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 1 CPU, 10 GPU)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA requested but not available", file=sys.stderr)
+        return 2
+    h, w = args.size or ((400, 667) if args.quick else (800, 1333))
+    iters = args.iters or (3 if args.quick and device.type == "cpu" else (5 if device.type == "cpu" else 50))
+    warmup = args.warmup if args.warmup is not None else (1 if device.type == "cpu" else 10)
+
+    cfg = load_config(
+        "deformable_mask_head/deformable_mask_head_R_50.yaml", ["MODEL.DEFORM_ATTN_IMPL", "torch"]
+    )
+    torch.manual_seed(0)
+    model = build_deformable_detr_segm(cfg, cfg.MODEL.NUM_CLASSES).to(device).eval()
+    x = torch.randn(1, 3, h, w, device=device)
+    mask = torch.zeros(1, h, w, dtype=torch.bool, device=device)
+
+    rows: list[tuple[str, float]] = []
+    base = time_fn(lambda: model.def_detr.backbone[0](x), device, warmup, iters)
+    rows.append(("ResNet-50 backbone only (baseline)", base))
+    impls = ["torch", "triton"] if device.type == "cuda" else ["torch"]
+    for impl in impls:
+        for m in model.modules():
+            if hasattr(m, "impl") and isinstance(m.impl, str):
+                m.impl = impl
+        t = time_fn(lambda: model(x, mask), device, warmup, iters)
+        rows.append((f"DeformableDETRSegm R50 forward (MSDA {impl}, top-{cfg.TEST.NUM_OUT} masks)", t))
+
+    print(f"\n## Forward time per image, {h}x{w}, batch 1, {device.type}, median of {iters}")
+    if device.type == "cpu":
+        print(f"torch threads: {torch.get_num_threads()}")
+    else:
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+    print(f"| {'what':<62} | {'ms/img':>9} | {'FPS':>6} | {'x baseline':>10} |")
+    print(f"|{'-' * 64}|{'-' * 11}|{'-' * 8}|{'-' * 12}|")
+    for name, t in rows:
+        print(f"| {name:<62} | {t * 1e3:9.1f} | {1 / t:6.2f} | {t / base:10.2f} |")
+    if device.type == "cuda":
+        fps = 1 / min(t for _, t in rows[1:])
+        print(f"best FPS {fps:.2f} vs DeVIS README {OFFICIAL_FPS} FPS (ratio {fps / OFFICIAL_FPS:.2f})")
+
+    print("\n## Parameters (millions)")
+    print(f"| {'part':<40} | {'ours':>8} | {'official':>8} |")
+    print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|")
+    for name, n in param_table(model):
+        off = f"{OFFICIAL_PARAMS_M:8.1f}" if name == "total (parameters)" else f"{'':8}"
+        print(f"| {name:<40} | {n:8.2f} | {off} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
