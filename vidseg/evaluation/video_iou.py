@@ -20,7 +20,7 @@ is a ``searchsorted`` away, and a GT run ``[s, e)`` placed in the slice of a pre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +121,8 @@ def decode_tracks(
             else:
                 pieces.append(np.asarray(counts, dtype=np.int64))
     if area_only:
-        _areas_only(area_only, area_where, area, on_error)
+        rows_only = np.array(area_where, dtype=np.int64).reshape(-1, 2).T
+        _areas_only(area_only, rows_only[0], rows_only[1], area, on_error)
     try:
         s_counts, s_ptr = decode_compressed_batch(strings)
     except RLEError as e:
@@ -143,22 +144,88 @@ def decode_tracks(
     return VideoMasks(length, present, area, height, width, frame_index, runs)
 
 
-def _areas_only(segs: list, where: list, area: np.ndarray, on_error: Callable) -> None:
-    """Areas of compressed frames that need no runs, with a cheap check of their characters."""
+def decode_packed_tracks(
+    lengths: Sequence[int],
+    present_t: Sequence[np.ndarray],
+    sizes: Sequence[np.ndarray],
+    segs: Sequence[Sequence[Mapping]],
+    on_error: Callable[[int, int, str], Exception],
+    need_runs: np.ndarray | None = None,
+) -> VideoMasks:
+    """:func:`decode_tracks` for tracks whose frames are all compressed RLEs (or all uncompressed int64
+    arrays), already indexed (no Python loop over frames here).
+
+    Args:
+        lengths: N frame-list lengths.
+        present_t: per track, int64 [F_n] indices of the given frames.
+        sizes: per track, int64 [F_n, 2] their (height, width).
+        segs: per track, the F_n RLE dicts (``counts`` str/bytes, or int64 arrays), in ``present_t`` order.
+        on_error, need_runs: as :func:`decode_tracks`.
+    """
+    n = len(lengths)
+    length = np.asarray(lengths, dtype=np.int64).reshape(n)
+    tmax = int(length.max()) if n else 0
+    shape = (n, tmax)
+    nf = np.fromiter((len(t) for t in present_t), dtype=np.int64, count=n)
+    row = np.repeat(np.arange(n, dtype=np.int64), nf)
+    col = np.concatenate(present_t) if n else np.zeros(0, np.int64)
+    hw = np.concatenate(sizes) if n else np.zeros((0, 2), np.int64)
+    flat = [x for track in segs for x in track]
+    present = np.zeros(shape, dtype=bool)
+    present[row, col] = True
+    height = np.zeros(shape, dtype=np.int64)
+    width = np.zeros(shape, dtype=np.int64)
+    height[row, col] = hw[:, 0]
+    width[row, col] = hw[:, 1]
+    area = np.zeros(shape, dtype=np.int64)
+    frame_index = np.full(shape, -1, dtype=np.int64)
+    need = need_runs[row, col] if need_runs is not None else np.ones(len(row), dtype=bool)
+    sel = np.flatnonzero(need)
+    rest = np.flatnonzero(~need)
+    if len(rest):
+        _areas_only([flat[i] for i in rest.tolist()], row[rest], col[rest], area, on_error)
+    given = [flat[i]["counts"] for i in sel.tolist()]
+    if all(type(x) is np.ndarray for x in given):  # uncompressed (GT): the counts as they are
+        ptr = np.zeros(len(given) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, given), dtype=np.int64, count=len(given)), out=ptr[1:])
+        counts = np.concatenate(given).astype(np.int64, copy=False) if given else np.zeros(0, np.int64)
+    else:
+        try:
+            counts, ptr = decode_compressed_batch(given)
+        except RLEError as e:
+            raise on_error(int(row[sel[e.index]]), int(col[sel[e.index]]), e.reason) from None
+    rs, cs = row[sel], col[sel]
+    try:
+        runs = runs_from_counts(counts, ptr, hw[sel, 0] * hw[sel, 1])
+    except RLEError as e:
+        raise on_error(int(rs[e.index]), int(cs[e.index]), e.reason) from None
+    frame_index[rs, cs] = np.arange(len(sel))
+    area[rs, cs] = runs.area
+    return VideoMasks(length, present, area, height, width, frame_index, runs)
+
+
+def _areas_only(segs: list, rows: np.ndarray, cols: np.ndarray, area: np.ndarray, on_error: Callable) -> None:
+    """Areas of compressed frames ``segs`` (at ``[rows, cols]``) that need no runs, with a cheap check of
+    their characters."""
     from pycocotools import mask as mask_utils
 
     strings = [s["counts"] for s in segs]
-    joined = b"".join(c if isinstance(c, bytes) else c.encode("latin-1", errors="replace") for c in strings)
+    if all(type(x) is str for x in strings):  # latin-1 maps one character to one byte, as per string
+        joined = "".join(strings).encode("latin-1", errors="replace")
+    else:
+        joined = b"".join(x if isinstance(x, bytes) else x.encode("latin-1", "replace") for x in strings)
     c = np.frombuffer(joined, dtype=np.uint8) - np.uint8(48)
-    if (c > 63).any() or any(len(x) and (ord(x[-1:]) - 48) & 0x20 for x in strings):
+    ends = np.cumsum(np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)))
+    nonempty = np.diff(ends, prepend=0) > 0
+    last = c[ends[nonempty] - 1]  # a string must not end inside a number (continuation bit 0x20)
+    if (c > 63).any() or (last & 0x20).any():
         for k, x in enumerate(strings):  # rare: find the bad one with the full decoder's message
             try:
                 decode_compressed_batch([x])
             except RLEError as e:
-                raise on_error(*where[k], e.reason) from None
-    rows = tuple(np.array(where, dtype=np.int64).T)
+                raise on_error(int(rows[k]), int(cols[k]), e.reason) from None
     vals = [mask_utils.area(segs[i : i + _AREA_CHUNK]) for i in range(0, len(segs), _AREA_CHUNK)]
-    area[rows] = np.concatenate(vals).astype(np.int64)
+    area[rows, cols] = np.concatenate(vals).astype(np.int64)
 
 
 def pair_ious(dt: VideoMasks, gt: VideoMasks, pd: np.ndarray, pg: np.ndarray) -> np.ndarray:
@@ -201,16 +268,7 @@ def _pad(x: np.ndarray, tmax: int, fill: int | bool = -1) -> np.ndarray:
 def _intersections(dt: VideoMasks, gt: VideoMasks, dframes: np.ndarray, gframes: np.ndarray) -> np.ndarray:
     """Pixel counts ``|dt frame dframes[k] & gt frame gframes[k]|`` (same-size masks), float64 [K]."""
     runs = dt.runs
-    starts = runs.run_start  # sorted: masks laid end to end, runs in order within a mask
     lens = runs.run_len
-    before = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(lens, out=before[1:])
-
-    def covered(x: np.ndarray) -> np.ndarray:  # prediction foreground pixels left of position x
-        j = np.searchsorted(starts, x, side="right") - 1
-        jc = np.maximum(j, 0)
-        return np.where(j >= 0, before[jc] + np.minimum(x - starts[jc], lens[jc]), 0)
-
     g = gt.runs
     nrun = g.run_ptr[gframes + 1] - g.run_ptr[gframes]
     total = int(nrun.sum())
@@ -220,8 +278,22 @@ def _intersections(dt: VideoMasks, gt: VideoMasks, dframes: np.ndarray, gframes:
     np.cumsum(nrun[:-1], out=first[1:])
     idx = np.repeat(g.run_ptr[gframes] - first, nrun) + np.arange(total)
     # GT run positions moved from the GT mask's region to the paired prediction mask's region
-    off = np.repeat(runs.region_start[dframes] - g.region_start[gframes], nrun)
-    s = g.run_start[idx] + off
-    e = s + g.run_len[idx]
-    per_run = covered(e) - covered(s)
+    rows = np.repeat(dframes, nrun)
+    s = g.run_start[idx] + (runs.region_start[rows] - g.region_start[np.repeat(gframes, nrun)])
+    x = np.concatenate([s + g.run_len[idx], s])  # run ends, then run starts
+    cov = _covered(dt, x)
+    per_run = cov[:total] - cov[total:]
     return np.bincount(np.repeat(np.arange(len(dframes)), nrun), weights=per_run, minlength=len(dframes))
+
+
+def _covered(dt: VideoMasks, x: np.ndarray) -> np.ndarray:
+    """Prediction foreground pixels left of positions ``x`` [Q] on the common pixel axis, int64 [Q]:
+    ``cumlen[j] + min(x - start[j], len[j])`` with ``j`` the last run starting at or before ``x`` (one binary
+    search over all runs of the video; a per-column lookup table was tried instead and was slower)."""
+    r = dt.runs
+    # A first empty run at -1 makes j >= 0 for every x >= 0 (no masking needed).
+    starts = np.concatenate([[-1], r.run_start])
+    lens = np.concatenate([[0], r.run_len])
+    before = np.cumsum(lens) - lens  # foreground pixels of all earlier runs
+    j = np.searchsorted(starts, x, side="right") - 1
+    return before[j] + np.minimum(x - starts[j], lens[j])

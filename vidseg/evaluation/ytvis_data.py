@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from vidseg.evaluation.rle_json import loads_rle_json
+
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
 
 
@@ -44,6 +46,9 @@ class GTTrack:
     avg_area: float
     occ_score: float | None
     frames: list
+    present_t: np.ndarray | None = None  # int64 [F] given frames, when all are uncompressed RLE arrays
+    sizes: np.ndarray | None = None  # int64 [F, 2]: their (height, width)
+    given: list | None = None  # the F given frame masks
 
 
 @dataclass
@@ -56,6 +61,9 @@ class DTTrack:
     score: float
     frames: list
     source: str = "<results>"
+    present_t: np.ndarray | None = None  # int64 [F]: indices of the given frames (set by load_results)
+    sizes: np.ndarray | None = None  # int64 [F, 2]: their (height, width)
+    given: list | None = None  # the F given frame masks, in frame order
 
 
 @dataclass
@@ -106,7 +114,10 @@ def read_json(path: str | os.PathLike, *, hook: bool = False) -> Any:
         raise FileNotFoundError(f"{path}: no such file")
     try:
         with open(path, "rb") as f:
-            return json.load(f, object_hook=_rle_hook if hook else None)
+            data = f.read()
+        if hook:  # uncompressed-RLE counts lists parsed by numpy (same result as json + _rle_hook)
+            return loads_rle_json(data, _rle_hook)
+        return json.loads(data)
     except json.JSONDecodeError as e:
         raise EvalInputError(f"{path}: not valid JSON ({e})") from None
     except UnicodeDecodeError as e:
@@ -256,13 +267,37 @@ def _parse_gt_track(a: Mapping, i: int, source: str) -> GTTrack:
         raise EvalInputError(f"{where}: field 'segmentations' must be a list (one entry per frame)")
     if not isinstance(areas, list):
         raise EvalInputError(f"{where}: field 'areas' must be a list (one entry per frame)")
-    frames = []
+    frames, present_t, sizes, packed, arrays = [], [], [], True, []
     for t, s in enumerate(segs):
-        if s:
-            _check_gt_frame(s, f"{where}: segmentations[{t}]")
-            frames.append(s)
-        else:
+        if not s:
             frames.append(None)
+            continue
+        frames.append(s)
+        present_t.append(t)
+        # Usual frame of a file (int64 counts array from the JSON hook, [h, w] ints): checked in bulk below.
+        c, size = (s.get("counts"), s.get("size")) if type(s) is dict else (None, None)
+        if (
+            type(c) is np.ndarray
+            and c.dtype == np.int64
+            and c.ndim == 1
+            and type(size) is list
+            and len(size) == 2
+            and type(size[0]) is int
+            and type(size[1]) is int
+            and size[0] >= 0
+            and size[1] >= 0
+        ):
+            arrays.append(c)
+            sizes.append((size[0], size[1]))
+            continue
+        _check_gt_frame(s, f"{where}: segmentations[{t}]")
+        if isinstance(s, Mapping) and isinstance(s["counts"], np.ndarray):
+            sizes.append((int(s["size"][0]), int(s["size"][1])))
+        else:
+            packed = False  # polygons, strings or lists: decoded frame by frame
+    if arrays and sum(map(len, arrays)) and np.concatenate(arrays).min() < 0:
+        for t in present_t:  # rare: the first frame with a negative count, with the usual message
+            _check_gt_frame(segs[t], f"{where}: segmentations[{t}]")
     try:
         present = [x for x in areas if x]
         avg_area = float(np.array(present).mean()) if present else 0.0  # exactly the official expression
@@ -291,6 +326,9 @@ def _parse_gt_track(a: Mapping, i: int, source: str) -> GTTrack:
         avg_area=avg_area,
         occ_score=occ,
         frames=frames,
+        present_t=np.array(present_t, dtype=np.int64) if packed else None,
+        sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2) if packed else None,
+        given=[frames[t] for t in present_t] if packed else None,
     )
 
 
@@ -329,10 +367,22 @@ def load_results(
         segs = _need(r, "segmentations", where)
         if not isinstance(segs, list):
             raise EvalInputError(f"{where}: field 'segmentations' must be a list (one entry per frame)")
-        frames = []
+        frames, present_t, sizes = [], [], []
         for t, s in enumerate(segs):
             if not s:
                 frames.append(None)
+                continue
+            # Fast check of the usual entry (str counts, two int sizes); anything else takes the full check.
+            try:
+                c = s["counts"]
+                h, w = s["size"]
+                ok = type(c) is str and type(h) is int and type(w) is int and h >= 0 and w >= 0
+            except (TypeError, KeyError, ValueError, IndexError):
+                ok = False
+            if ok:
+                frames.append(s)
+                present_t.append(t)
+                sizes.append((h, w))
                 continue
             fw = f"{where}: segmentations[{t}]"
             if not isinstance(s, Mapping) or "counts" not in s or "size" not in s:
@@ -343,13 +393,25 @@ def load_results(
                     f"{fw}: field 'counts' must be a compressed RLE string (as pycocotools writes)"
                 )
             frames.append(s)
+            present_t.append(t)
+            sizes.append((int(s["size"][0]), int(s["size"][1])))
         n = gt.video_lengths.get(vid)
         n_len_bad += n is not None and len(frames) != n
         if cat not in cats:
             n_unknown_cat += 1
             continue
         out.append(
-            DTTrack(index=i, video_id=vid, category_id=cat, score=float(score), frames=frames, source=source)
+            DTTrack(
+                index=i,
+                video_id=vid,
+                category_id=cat,
+                score=float(score),
+                frames=frames,
+                source=source,
+                present_t=np.array(present_t, dtype=np.int64),
+                sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+                given=[frames[t] for t in present_t],
+            )
         )
     if n_unknown_cat:
         warnings.warn(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from vidseg.evaluation.video_iou import decode_tracks, pair_ious
+from vidseg.evaluation.video_iou import decode_packed_tracks, decode_tracks, pair_ious
 from vidseg.evaluation.ytvis_data import (
     DTTrack,
     EvalInputError,
@@ -236,8 +236,28 @@ class _Evaluation:
         need = np.zeros((len(all_dt), tmax), dtype=bool)
         for n, d in enumerate(all_dt):
             need[n, : len(d.frames)] = gt_frames[d.category_id][: len(d.frames)]
-        dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need)
-        gm = decode_tracks([g.frames for g in all_gt], gt_error, self.gt.video_sizes.get(vid, (None, None)))
+        if all(d.present_t is not None for d in all_dt):  # indexed by load_results: no loop over frames
+            dm = decode_packed_tracks(
+                [len(d.frames) for d in all_dt],
+                [d.present_t for d in all_dt],
+                [d.sizes for d in all_dt],
+                [d.given for d in all_dt],
+                dt_error,
+                need_runs=need,
+            )
+        else:
+            dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need)
+        if all(g.present_t is not None for g in all_gt):
+            gm = decode_packed_tracks(
+                [len(g.frames) for g in all_gt],
+                [g.present_t for g in all_gt],
+                [g.sizes for g in all_gt],
+                [g.given for g in all_gt],
+                gt_error,
+            )
+        else:
+            size = self.gt.video_sizes.get(vid, (None, None))
+            gm = decode_tracks([g.frames for g in all_gt], gt_error, size)
         # Detection "area": mean of the non-zero frame areas (0 if none), as loadRes.
         dt_areas = dm.area
         nz = (dt_areas > 0).sum(axis=1)
