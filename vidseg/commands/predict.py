@@ -1,0 +1,157 @@
+"""``vidseg predict``: segment and track the objects of a video file or a folder of frames."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+DESCRIPTION = (
+    "Run a trained model on a video file (mp4, avi, mov, mkv, webm, gif) or a folder of JPEG/PNG frames: "
+    "writes the tracks as an official results JSON (dataset category ids) and renders them over the video."
+)
+EPILOG = """\
+outputs (in --out, default OUTPUT_DIR/predict):
+  results.json, results.zip   one entry per track: video_id, score, category_id, segmentations (RLE per frame)
+  <name>.mp4                  the video with each track above --score-threshold drawn in its colour, labelled
+                              "<track id>: <class> <score>" (left out with --no-render)
+Class names and category ids come from DATASETS.TEST[0] (else DATASETS.TRAIN[0]) of the config; without
+them tracks are labelled "class <label>" and category id = label + 1.
+
+examples:
+  vidseg predict walk.mp4 --config-file configs/devis/YT-19/devis_R_50_YT-19.yaml --weights devis_r50.pth
+  vidseg predict frames/ --config-file cfg.yaml --weights model.pth --out pred --score-threshold 0.5 \\
+      --topk 10 INPUT.MIN_SIZE_TEST 480
+See docs/inference.md for the Python API (VideoPredictor).
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE", help="video file or folder of frames")
+    p.add_argument("--config-file", required=True, metavar="CFG", help="YAML config of the model")
+    p.add_argument("--weights", metavar="W", help="checkpoint to load (default: MODEL.WEIGHTS)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: OUTPUT_DIR/predict)")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="draw (and list) only tracks scoring at least S (default 0.3); results.json keeps all tracks",
+    )
+    p.add_argument("--topk", type=int, default=0, metavar="N", help="keep the N best tracks (default: all)")
+    p.add_argument("--no-render", action="store_true", help="do not write the rendered video")
+    p.add_argument("--device", metavar="DEV", help="cpu | cuda | cuda:1 | auto (default: MODEL.DEVICE)")
+    p.add_argument("--max-frames", type=int, default=0, metavar="N", help="only the first N frames")
+    p.add_argument(
+        "--fps", type=float, default=0.0, help="rate of the rendered video (default: the source's)"
+    )
+    p.add_argument(
+        "--clip-length",
+        type=int,
+        default=0,
+        metavar="T",
+        help="for methods that run on whole videos: run on clips of T frames and stitch tracks by mask IoU "
+        "(bounded memory on long videos; default 0: whole video)",
+    )
+    p.add_argument("--clip-stride", type=int, default=0, metavar="S", help="clip stride (default: T // 2)")
+    p.add_argument("--video-id", type=int, default=0, help="video_id written in results.json (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides, e.g. INPUT.MIN_SIZE_TEST 480"
+    )
+    # "SOURCE --config-file X KEY VALUE" has options between two positionals: plain parse_args would give
+    # the first positional run to SOURCE and an empty override list, then reject KEY VALUE as unrecognised.
+    p.parse_args = p.parse_intermixed_args  # type: ignore[method-assign]
+
+
+def _error(msg: object) -> int:
+    print(f"vidseg predict: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidseg.checkpoints import CheckpointError
+    from vidseg.config import ConfigError, load_config
+    from vidseg.data.errors import DatasetError
+    from vidseg.inference import PredictorError, VideoPredictor, render_result_streaming
+
+    source = Path(args.source)
+    if not source.exists():
+        return _error(f"source not found: {source}")
+    if not Path(args.config_file).is_file():
+        return _error(f"config file not found: {args.config_file}")
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except ConfigError as e:
+        return _error(e)
+    out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor = VideoPredictor.from_config(
+                cfg,
+                args.weights,
+                device=args.device,
+                topk=args.topk if args.topk > 0 else None,
+                clip_length=max(args.clip_length, 0),
+                clip_stride=max(args.clip_stride, 0),
+            )
+        for w in caught:  # one line each, without the source line Python's default format adds
+            print(f"vidseg predict: warning: {w.message}", file=sys.stderr)
+        state = predictor.init_state(source, video_id=args.video_id, max_frames=args.max_frames or None)
+        mode = "streaming" if predictor.streaming else "whole video"
+        print(
+            f"{state.name}: {state.num_frames} frames of {state.orig_size[1]}x{state.orig_size[0]}, model "
+            f"{cfg.MODEL.META_ARCHITECTURE} on {predictor.device} ({mode}, input "
+            f"{state.video.image_size[1]}x{state.video.image_size[0]})"
+        )
+        result = predictor.predict(state=state, source=source, progress=not args.no_progress)
+        json_path = _write_results(result, predictor.category_ids(result), out)
+        video_path = None
+        if not args.no_render:
+            video_path = render_result_streaming(
+                out / f"{state.name}.mp4",
+                iter(state.source),
+                result,
+                [t.track_id for t in result.tracks],
+                classes=predictor.classes,
+                score_threshold=args.score_threshold,
+                fps=args.fps or state.fps,
+                progress=not args.no_progress,
+                total=state.num_frames,
+            )
+    except (DatasetError, PredictorError, CheckpointError, ConfigError) as e:
+        return _error(e)
+    _print_tracks(result, predictor.classes, args.score_threshold)
+    print(f"results: {json_path}")
+    if video_path is not None:
+        print(f"video:   {video_path}")
+    return 0
+
+
+def _write_results(result, label_to_category_id, out: Path) -> Path:
+    """``out/results.json`` (+ ``results.zip``) through the evaluation package's writer when present."""
+    try:
+        from vidseg.evaluation import official_entries, write_results
+    except ImportError:  # the evaluation package is optional for prediction: plain JSON then
+        import json
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "results.json"
+        path.write_text(json.dumps(result.to_official(label_to_category_id)), encoding="utf-8")
+        return path
+    json_path, _ = write_results(official_entries([result], label_to_category_id), out)
+    return Path(json_path)
+
+
+def _print_tracks(result, classes, threshold: float) -> None:
+    shown = [t for t in result.tracks if t.score >= threshold]
+    print(f"{len(result.tracks)} tracks, {len(shown)} with score >= {threshold:g}:")
+    if shown:
+        print(f"  {'id':>4}  {'class':<20} {'score':>6}  frames")
+    for t in shown:
+        name = classes[t.label] if classes is not None and 0 <= t.label < len(classes) else f"class {t.label}"
+        present = [i for i, m in enumerate(t.masks) if m]
+        span = f"{present[0]}-{present[-1]} ({len(present)})" if present else "-"
+        print(f"  {t.track_id:>4}  {name:<20} {t.score:6.3f}  {span}")

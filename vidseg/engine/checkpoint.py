@@ -1,0 +1,122 @@
+"""Crash-safe checkpoints and RNG state capture.
+
+A vidseg training checkpoint is a dict with keys ``model``, ``optimizer``, ``scheduler``, ``scaler``
+(or None), ``epoch`` (the epoch to run next or in progress, 1-based), ``iter`` (global iterations done),
+``rng`` (one entry per rank: python, numpy, torch CPU and CUDA states), ``sampler``
+(``{"epoch", "index"}``), ``config`` (plain dict), ``best`` (``{"metric", "value"}``)
+and ``format`` (``"vidseg-train-v1"``).
+
+Files in ``OUTPUT_DIR``: ``checkpoint.pth`` (last), ``checkpoint_epoch_{e}.pth`` / ``checkpoint_iter_{i}.pth``
+(every ``SOLVER.CHECKPOINT_PERIOD``), ``checkpoint_best.pth`` (best ``TEST.BEST_METRIC``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LAST",
+    "BEST",
+    "atomic_save",
+    "load_checkpoint",
+    "get_rng_state",
+    "set_rng_state",
+    "has_checkpoint",
+    "load_model_weights",
+]
+
+LAST = "checkpoint.pth"
+BEST = "checkpoint_best.pth"
+FORMAT = "vidseg-train-v1"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any point leaves either the old file or the new one, never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a vidseg training checkpoint; errors name the file and what is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # a torn or foreign file: say which
+        raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise RuntimeError(f"{path}: not a vidseg checkpoint (no 'model' key)")
+    return ckpt
+
+
+def has_checkpoint(output_dir: str | os.PathLike) -> bool:
+    return (Path(output_dir) / LAST).is_file()
+
+
+def get_rng_state() -> dict:
+    """Every RNG the training step may touch: python, numpy, torch CPU and (when present) all CUDA devices."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_weights(model: torch.nn.Module, path: str) -> str:
+    """Initialise ``model`` from ``MODEL.WEIGHTS``.
+
+    Uses ``vidseg.checkpoints.load_weights`` (official and vidseg formats) when available, else a plain state
+    dict (``{"model": sd}`` or ``sd``), strict. Returns a report."""
+    try:
+        from vidseg.checkpoints import load_weights  # type: ignore[attr-defined]
+    except ImportError:
+        load_weights = None
+    if load_weights is not None:
+        return str(load_weights(model, path))
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(sd, dict):
+        raise RuntimeError(f"{path}: MODEL.WEIGHTS holds no state dict")
+    result = model.load_state_dict(sd, strict=True)
+    return f"loaded {len(sd)} tensors from {path} ({result})"
