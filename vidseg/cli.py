@@ -15,13 +15,25 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Explicit: a command is added here when it lands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("vidseg.commands.synth", "write a synthetic dataset in the exact YouTube-VIS layout"),
-    "visualize": ("vidseg.commands.visualize", "render ground truth or a results JSON over the frames (mp4/gif)"),
-    "evaluate": ("vidseg.commands.evaluate", "score a results JSON against a ground-truth JSON (YouTube-VIS/OVIS)"),
-    "train": ("vidseg.commands.train", "train a model from a config (single process, --num-gpus N, or torchrun)"),
+    "visualize": (
+        "vidseg.commands.visualize",
+        "render ground truth or a results JSON over the frames (mp4/gif)",
+    ),
+    "evaluate": (
+        "vidseg.commands.evaluate",
+        "score a results JSON against a ground-truth JSON (YouTube-VIS/OVIS)",
+    ),
+    "train": (
+        "vidseg.commands.train",
+        "train a model from a config (single process, --num-gpus N, or torchrun)",
+    ),
     "eval": ("vidseg.commands.eval", "evaluate a trained model on a dataset (the --eval-only path)"),
     "predict": ("vidseg.commands.predict", "segment and track the objects of a video file or frame folder"),
     "quickstart": ("vidseg.commands.quickstart", "synthetic data -> train -> evaluate -> render, on CPU"),
-    "convert": ("vidseg.commands.convert", "convert an official DeVIS / Deformable DETR checkpoint to vidseg"),
+    "convert": (
+        "vidseg.commands.convert",
+        "convert an official DeVIS / Deformable DETR checkpoint to vidseg",
+    ),
     "config": ("vidseg.commands.config", "print a resolved config (with _BASE_ and KEY VALUE overrides)"),
 }
 

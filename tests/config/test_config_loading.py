@@ -106,7 +106,9 @@ def test_method_extender_adds_keys_only_for_its_method(tmp_path: Path) -> None:
         cfg.MODEL.TESTMETHOD = CfgNode()
         cfg.MODEL.TESTMETHOD.DEPTH = 3
 
-    leaf = _write(tmp_path / "m.yaml", "MODEL:\n  META_ARCHITECTURE: _TestMethod\n  TESTMETHOD:\n    DEPTH: 5\n")
+    leaf = _write(
+        tmp_path / "m.yaml", "MODEL:\n  META_ARCHITECTURE: _TestMethod\n  TESTMETHOD:\n    DEPTH: 5\n"
+    )
     cfg = load_config(leaf, ["MODEL.TESTMETHOD.DEPTH", "6"])
     assert cfg.MODEL.TESTMETHOD.DEPTH == 6
     with pytest.raises(ConfigError, match="MODEL.TESTMETHOD.DEPTH"):

@@ -1,8 +1,8 @@
-"""yacs configuration: ``_BASE_`` inheritance, ``KEY VALUE`` overrides, unknown keys rejected with a suggestion.
+"""yacs configuration: ``_BASE_`` inheritance, ``KEY VALUE`` overrides, unknown keys rejected.
 
 A config file is read as a chain: the file's ``_BASE_`` (a path relative to the file, recursively) is merged
 first, then the file itself, then the command-line ``KEY VALUE`` pairs. Before merging, the method named by
-``MODEL.META_ARCHITECTURE`` (looked up in the raw chain and the overrides) extends the common defaults with its
+``MODEL.META_ARCHITECTURE`` (from the raw chain and the overrides) extends the common defaults with its
 own keys, so method keys are defined once, in the method's config module.
 """
 
@@ -44,7 +44,7 @@ class CfgNode(_YacsNode):
         return super().dump(**{"sort_keys": False, **kwargs})
 
 
-# --------------------------------------------------------------------------------------------- method registry
+# ----------------------------------------------------------------------------------------- method registry
 _EXTENDERS: dict[str, Callable[[CfgNode], None]] = {}
 
 
@@ -73,8 +73,7 @@ def get_cfg(meta_architecture: str | None = None) -> CfgNode:
         _load_method_modules()
         if meta_architecture not in _EXTENDERS:
             raise ConfigError(
-                f"MODEL.META_ARCHITECTURE: unknown method {meta_architecture!r}; "
-                f"known: {sorted(_EXTENDERS)}"
+                f"MODEL.META_ARCHITECTURE: unknown method {meta_architecture!r}; known: {sorted(_EXTENDERS)}"
             )
         cfg.MODEL.META_ARCHITECTURE = meta_architecture
         _EXTENDERS[meta_architecture](cfg)
@@ -86,7 +85,7 @@ def known_meta_architectures() -> list[str]:
     return sorted(_EXTENDERS)
 
 
-# --------------------------------------------------------------------------------------------- file loading
+# --------------------------------------------------------------------------------------- file loading
 def resolve_config_path(path: str | os.PathLike) -> Path:
     """A config path as given, else relative to the package's shipped ``configs/`` folder."""
     p = Path(path)
@@ -161,7 +160,9 @@ def _type_name(v: Any) -> str:
 def _coerce(key: str, old: Any, new: Any, source: str) -> Any:
     """Value ``new`` for ``key`` typed like the default ``old``; int -> float and tuple <-> list allowed."""
     if isinstance(old, _YacsNode):
-        raise ConfigError(f"{source}: {key} is a section; give one of its keys (e.g. {key}.{next(iter(old), '')})")
+        raise ConfigError(
+            f"{source}: {key} is a section; give one of its keys (e.g. {key}.{next(iter(old), '')})"
+        )
     if old is None or new is None:
         return new
     if isinstance(old, bool):
@@ -193,7 +194,7 @@ def _suggest(key: str, cfg: _YacsNode) -> str:
 def _set(cfg: _YacsNode, key: str, value: Any, source: str) -> None:
     node = cfg
     parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         if part not in node or not isinstance(node[part], _YacsNode):
             raise ConfigError(f"{source}: unknown config key {key!r}{_suggest(key, cfg)}")
         node = node[part]
@@ -204,7 +205,7 @@ def _set(cfg: _YacsNode, key: str, value: Any, source: str) -> None:
 
 
 def _parse_value(text: Any) -> Any:
-    """A command-line value as a Python literal when it is one (``0.1``, ``[1,2]``, ``True``), else a string."""
+    """A command-line value as a Python literal when it is one (``0.1``, ``[1,2]``, ``True``), else str."""
     if not isinstance(text, str):
         return text
     try:

@@ -16,7 +16,7 @@ class ClipTargets:
         labels: ``[N]`` int64 contiguous class labels (0..K-1).
         ids: ``[N]`` int64 instance (track) ids from the dataset annotation ``id``.
         masks: ``[N, T, H, W]`` bool masks at the padded batch size (zeros on invalid frames).
-        boxes: ``[N, T, 4]`` float boxes, normalised cxcywh w.r.t. the unpadded image size (zeros when invalid).
+        boxes: ``[N, T, 4]`` float boxes, normalised cxcywh w.r.t. the unpadded image size (0 when invalid).
         valid: ``[N, T]`` bool, True where the instance is visible in the frame.
         iscrowd: ``[N]`` bool.
     """
