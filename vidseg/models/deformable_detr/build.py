@@ -24,6 +24,7 @@ from vidseg.models.matcher import build_matcher
 from vidseg.models.postprocess import ImagePostProcessor
 from vidseg.models.registry import ModelBundle, register_method
 from vidseg.structures.clip_batch import ClipBatch
+from vidseg.structures.results import Track, VideoResult
 
 __all__ = [
     "build",
@@ -45,10 +46,9 @@ def num_classes_from_cfg(cfg: Any) -> int:
     from vidseg.data.catalog import get_dataset_metadata
 
     meta = get_dataset_metadata(names[0], cfg)
-    classes = meta.get("thing_classes") if isinstance(meta, dict) else getattr(meta, "thing_classes", None)
-    if not classes:
-        raise ValueError(f"MODEL.NUM_CLASSES is 0 and the metadata of {names[0]!r} has no thing_classes")
-    return len(classes)
+    if not meta.classes:
+        raise ValueError(f"MODEL.NUM_CLASSES is 0 and the metadata of {names[0]!r} lists no classes")
+    return meta.num_classes
 
 
 def build_deformable_detr(cfg: Any, num_classes: int) -> DeformableDETR:
@@ -143,7 +143,46 @@ class ImageInference:
         self.postprocessor = postprocessor
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, batch: ClipBatch) -> list[dict]:
+    def __call__(self, model: nn.Module, batch: Any) -> Any:
+        """A T=1 ``ClipBatch`` -> per-image instance dicts; a ``VideoItem`` -> ``VideoResult``.
+
+        On a video the image model has no tracker: every detection of frame t becomes a one-frame track
+        (its segmentation is None on every other frame), so the YouTube-VIS metric and the renderer can still
+        read its output through the same interface as the video methods.
+        """
+        if not isinstance(batch, ClipBatch):
+            return self._video(model, batch)
+        return self._images(model, batch)
+
+    def _video(self, model: nn.Module, video: Any) -> VideoResult:
+        from vidseg.data.masks import encode_rle
+
+        n = video.length() if callable(getattr(video, "length", None)) else len(video.frames)
+        h, w = video.image_size
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32  # pad to the backbone's stride, as the collate does
+        result = VideoResult(
+            video_id=int(video.video_id), height=int(video.orig_size[0]), width=int(video.orig_size[1])
+        )
+        device = next(model.parameters()).device
+        for t in range(n):
+            frame = video.frames[t]
+            frames = frame.new_zeros((1, 1, 3, ph, pw))
+            frames[0, 0, :, :h, :w] = frame
+            pad = torch.ones((1, 1, ph, pw), dtype=torch.bool)
+            pad[0, 0, :h, :w] = False
+            meta = [{"orig_size": tuple(video.orig_size), "image_size": (h, w)}]
+            (inst,) = self._images(model, ClipBatch(frames=frames, pad_mask=pad, meta=meta).to(device))
+            for score, label, mask in zip(inst["scores"].tolist(), inst["labels"].tolist(), inst["masks"]):
+                masks: list = [None] * n
+                masks[t] = encode_rle(mask.cpu().numpy())
+                scores: list = [None] * n
+                scores[t] = float(score)
+                result.tracks.append(
+                    Track(score=float(score), label=int(label), masks=masks, frame_scores=scores)
+                )
+        return result
+
+    def _images(self, model: nn.Module, batch: ClipBatch) -> list[dict]:
         was_training = model.training
         model.eval()
         try:
