@@ -210,3 +210,23 @@ def test_init_temporal_from_spatial_gives_identical_logits_per_frame():
 def test_impl_key_is_validated():
     with pytest.raises(ValueError, match="MODEL.DEFORM_ATTN_IMPL"):
         MSDeformAttn(impl="fast")
+
+
+def test_low_precision_and_autocast_on_the_torch_path():
+    ss, start, S = level_layout(SHAPES)
+    T, Nq = 3, 4
+    m = TemporalMSDeformAttnDecoder(16, 3, 2, 2, 2, num_frames=T, impl="torch")
+    _randomise(m, 0.2)
+    q, x = torch.randn(T, Nq, 16), torch.randn(T, S, 16)
+    ref = torch.rand(T, Nq, 3, 4)
+    expected = m(q, ref, x, ss, start)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(q, ref, x, ss, start)
+    out.float().sum().backward()
+    assert m.value_proj.weight.grad is not None
+    rel = (out.float() - expected).norm() / expected.norm()
+    assert rel < 3e-2, rel
+    mb = m.to(torch.bfloat16)
+    out_b = mb(q.bfloat16(), ref.bfloat16(), x.bfloat16(), ss, start)
+    assert out_b.dtype == torch.bfloat16
+    assert (out_b.float() - expected).norm() / expected.norm() < 5e-2

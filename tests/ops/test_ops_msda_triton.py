@@ -11,18 +11,29 @@ import os
 
 import pytest
 import torch
+from helpers_ops import level_layout
 
-HAS_CUDA = torch.cuda.is_available()
-if not HAS_CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from vidseg.ops import multi_frame_ms_deform_attn, temporal_frame_table, temporal_ms_deform_attn
 
 pytest.importorskip("triton")
 
-from helpers_ops import level_layout  # noqa: E402
-
-from vidseg.ops import multi_frame_ms_deform_attn, temporal_frame_table, temporal_ms_deform_attn  # noqa: E402
-
+HAS_CUDA = torch.cuda.is_available()
 DEV = "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _triton_interpreter():
+    """Without CUDA, run the kernels in the Triton interpreter for this module only. The kernels are decorated
+    for the interpreter when their module is first imported, which happens here with the variable set."""
+    if HAS_CUDA:
+        yield
+        return
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRITON_INTERPRET", "1")
+    import vidseg.ops.msda_triton_op  # noqa: F401
+
+    yield
+    mp.undo()
 
 
 def _gen() -> tuple[torch.Generator, int]:
@@ -146,8 +157,6 @@ def test_triton_op_traces_under_torch_compile():
 
     def fn(v, lo, a):
         return torch.ops.vidseg.msda_forward(v, ss, start, lo, a, fidx, False).sum()
-
-    from vidseg.ops import msda_triton_op  # noqa: F401  (registers the ops)
 
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
     xs = [t.clone().requires_grad_() for t in (value, loc, attn)]

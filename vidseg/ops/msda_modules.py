@@ -52,6 +52,12 @@ def _mask_value(value: Tensor, padding_mask: Tensor | None) -> Tensor:
     return value.masked_fill(padding_mask[..., None], 0.0)
 
 
+def _loc_dtype(t: Tensor) -> torch.dtype:
+    """Sampling locations are formed in at least fp32: in bf16 a location is off by up to 1/256 of the map
+    (more than a pixel on the large levels), e.g. when the offsets come from a Linear under autocast."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def _offset_normalizer(spatial_shapes: Tensor, dtype: torch.dtype) -> Tensor:
     """``[L, 2]`` = ``(W_l, H_l)``: pixel offsets of level ``l`` -> normalised offsets."""
     return torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(dtype)
@@ -112,6 +118,7 @@ class MSDeformAttn(nn.Module):
             B, S, M, self.d_model // M
         )
         offsets = self.sampling_offsets(query).view(B, Q, M, L, K, 2)
+        offsets = offsets.to(_loc_dtype(offsets))
         weights = F.softmax(self.attention_weights(query).view(B, Q, M, L * K), -1).view(B, Q, M, L, K)
         if reference_points.shape[-1] == 2:
             norm = _offset_normalizer(input_spatial_shapes, offsets.dtype)
@@ -192,7 +199,9 @@ class _TemporalMSDeformAttnBase(nn.Module):
         value = _mask_value(self.value_proj(input_flatten), padding_mask)
         value = value.view(T, input_flatten.shape[1], M, self.d_model // M)
         off = self.sampling_offsets(query).view(T, Q, M, L, Kc, 2)
+        off = off.to(_loc_dtype(off))
         toff = self.temporal_sampling_offsets(query).view(T, Q, M, W, L, Kt, 2)
+        toff = toff.to(_loc_dtype(toff))
         logits = torch.cat(
             (
                 self.attention_weights(query).view(T, Q, M, L * Kc),

@@ -55,6 +55,17 @@ def msda_torch(
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     starts = [int(s) for s in level_start_index.tolist()]
     chunk = max(1, _CHUNK_ELEMS // max(1, B * M * D * P))  # queries per chunk
+    # One compute dtype for values, locations and weights (e.g. bf16 values with fp32 locations compute in
+    # fp32); autocast is switched off inside so the forward and the hand-written backward agree on dtypes.
+    out_dtype = value.dtype
+    ct = torch.promote_types(
+        torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype
+    )
+    value, sampling_locations, attention_weights = (
+        value.to(ct),
+        sampling_locations.to(ct),
+        attention_weights.to(ct),
+    )
 
     # [B, M, L, P, Q, ...]: (B, M) folds into the grid_sample batch, and with the queries innermost the
     # weighted sum over points and the reductions of the backward run over contiguous query rows (faster on
@@ -81,7 +92,7 @@ def msda_torch(
         grid = torch.stack((2 * x - 1, gy), dim=-1).reshape(B * M, P, Q, 2)
         o = _WeightedGridSample.apply(canvas, grid, a.reshape(B * M, P, Q), chunk)  # [B*M, D, Q]
         out = o if out is None else out + o
-    return out.view(B, M, D, Q).permute(0, 3, 1, 2).reshape(B, Q, M * D)
+    return out.view(B, M, D, Q).permute(0, 3, 1, 2).reshape(B, Q, M * D).to(out_dtype)
 
 
 def _sample(canvas: Tensor, grid: Tensor) -> Tensor:
@@ -102,6 +113,11 @@ class _WeightedGridSample(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, canvas: Tensor, grid: Tensor, weights: Tensor, chunk: int) -> Tensor:
+        with torch.autocast(canvas.device.type, enabled=False):
+            return _WeightedGridSample._forward(ctx, canvas, grid, weights, chunk)
+
+    @staticmethod
+    def _forward(ctx, canvas: Tensor, grid: Tensor, weights: Tensor, chunk: int) -> Tensor:
         N, D = canvas.shape[:2]
         Q = grid.shape[2]
         ctx.chunk = chunk
