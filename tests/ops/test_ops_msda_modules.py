@@ -230,3 +230,15 @@ def test_low_precision_and_autocast_on_the_torch_path():
     out_b = mb(q.bfloat16(), ref.bfloat16(), x.bfloat16(), ss, start)
     assert out_b.dtype == torch.bfloat16
     assert (out_b.float() - expected).norm() / expected.norm() < 5e-2
+
+
+def test_torch_path_runs_under_torch_compile():
+    # The pure-PyTorch path graph-breaks on spatial_shapes.tolist(); it must still compile and match eager.
+    ss, start, S = level_layout(SHAPES[:2])
+    m = TemporalMSDeformAttnDecoder(16, 2, 2, 2, 2, num_frames=3, impl="torch")
+    compiled = torch.compile(m, backend="aot_eager")
+    q, ref, x = torch.randn(3, 4, 16), torch.rand(3, 4, 2, 4), torch.randn(3, S, 16)
+    out = compiled(q, ref, x, ss, start)
+    out.sum().backward()
+    torch.testing.assert_close(out, m(q, ref, x, ss, start))
+    assert m.sampling_offsets.weight.grad is not None

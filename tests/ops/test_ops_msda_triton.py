@@ -11,29 +11,20 @@ import os
 
 import pytest
 import torch
-from helpers_ops import level_layout
 
-from vidseg.ops import multi_frame_ms_deform_attn, temporal_frame_table, temporal_ms_deform_attn
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    # Must be set before triton is imported: triton reads it once, and the kernels are decorated for the
+    # interpreter at import.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
 
-HAS_CUDA = torch.cuda.is_available()
+from helpers_ops import level_layout  # noqa: E402
+
+from vidseg.ops import multi_frame_ms_deform_attn, temporal_frame_table, temporal_ms_deform_attn  # noqa: E402
+
 DEV = "cuda" if HAS_CUDA else "cpu"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _triton_interpreter():
-    """Without CUDA, run the kernels in the Triton interpreter for this module only. The kernels are decorated
-    for the interpreter when their module is first imported, which happens here with the variable set."""
-    if HAS_CUDA:
-        yield
-        return
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TRITON_INTERPRET", "1")
-    import vidseg.ops.msda_triton_op  # noqa: F401
-
-    yield
-    mp.undo()
 
 
 def _gen() -> tuple[torch.Generator, int]:
@@ -167,6 +158,26 @@ def test_triton_op_traces_under_torch_compile():
     assert all(x.grad is not None for x in xs)
 
 
+def test_modules_give_the_same_result_with_both_impls():
+    from vidseg.ops import MSDeformAttn, TemporalMSDeformAttnEncoder
+
+    g, seed = _gen()
+    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    ss, start, S = level_layout([(3, 4), (2, 2)], device=DEV)
+    m = MSDeformAttn(8, 2, 2, 2, impl="torch").to(DEV)
+    q, x = torch.randn(1, 3, 8, generator=g, device=DEV), torch.randn(1, S, 8, generator=g, device=DEV)
+    ref = torch.rand(1, 3, 2, 4, generator=g, device=DEV)
+    out_t = m(q, ref, x, ss, start)
+    m.impl = "triton"
+    torch.testing.assert_close(m(q, ref, x, ss, start), out_t, rtol=1e-4, atol=1e-5, msg=f"seed={seed}")
+    e = TemporalMSDeformAttnEncoder(8, 2, 2, 1, 1, num_frames=2, impl="torch").to(DEV)
+    q2, x2 = torch.randn(2, S, 8, generator=g, device=DEV), torch.randn(2, S, 8, generator=g, device=DEV)
+    r2 = torch.rand(2, S, 2, 2, generator=g, device=DEV)
+    out_t = e(q2, r2, x2, ss, start)
+    e.impl = "triton"
+    torch.testing.assert_close(e(q2, r2, x2, ss, start), out_t, rtol=1e-4, atol=1e-5, msg=f"seed={seed}")
+
+
 def test_explicit_triton_on_cpu_without_interpreter_fails_clearly(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     ss, start, S = level_layout([(2, 2)])
@@ -208,3 +219,11 @@ def test_gpu_bf16_within_1e2_of_fp32():
     out16 = multi_frame_ms_deform_attn(value.bfloat16(), ss, start, loc, attn.bfloat16(), impl="triton")
     rel = (out16.float() - out32).norm() / out32.norm()
     assert rel < 1e-2, f"seed={seed}: bf16 relative error {rel:.3e}"
+
+
+def test_triton_rejects_float64_and_auto_keeps_float64_on_torch():
+    from vidseg.ops import resolve_impl
+
+    with pytest.raises(TypeError, match="float64"):
+        resolve_impl("triton", torch.device(DEV), torch.float64)
+    assert resolve_impl("auto", torch.device(DEV), torch.float64) == "torch"

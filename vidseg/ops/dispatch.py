@@ -39,11 +39,15 @@ def check_impl(impl: str) -> str:
 _warned_auto = False
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """Map ``impl`` and the device of the inputs to ``"torch"`` or ``"triton"``.
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def resolve_impl(impl: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """Map ``impl`` and the device (and dtype) of the inputs to ``"torch"`` or ``"triton"``.
 
     Raises ``RuntimeError`` for ``triton`` when the package is missing or the tensors are on a device that the
-    Triton kernels cannot run on (CPU without ``TRITON_INTERPRET=1``).
+    Triton kernels cannot run on (CPU without ``TRITON_INTERPRET=1``), ``TypeError`` for a dtype they do not
+    take (float64: they accumulate in fp32). ``auto`` uses PyTorch for float64 inputs.
     """
     global _warned_auto
     impl = check_impl(impl)
@@ -61,8 +65,15 @@ def resolve_impl(impl: str, device: torch.device) -> str:
                 "MODEL.DEFORM_ATTN_IMPL torch (or auto), or set TRITON_INTERPRET=1 to run the kernels "
                 "in the (slow) Triton interpreter"
             )
+        if dtype is not None and dtype not in _TRITON_DTYPES:
+            raise TypeError(
+                f"deformable op impl 'triton' takes float32/float16/bfloat16 inputs, got {dtype}; "
+                "use impl 'torch' (MODEL.DEFORM_ATTN_IMPL torch) for float64"
+            )
         return "triton"
     # auto
+    if dtype is not None and dtype not in _TRITON_DTYPES:
+        return "torch"
     if device.type == "cuda":
         if triton_available():
             return "triton"

@@ -98,7 +98,7 @@ def multi_frame_ms_deform_attn(
         frame_index,
         "ms_deform_attn",
     )
-    which = resolve_impl(impl, value.device)
+    which = resolve_impl(impl, value.device, value.dtype)
     if which == "torch":
         return msda_torch(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights, frame_index

@@ -2,14 +2,15 @@
 
 One core handles the spatial op (one frame per batch element) and the DeVIS temporal op (every sample reads
 the frame given by a per-sample frame index). Per level it samples all frames, heads and queries with ONE
-``grid_sample``: the frames of a level are stacked vertically into one tall "canvas" with a zero row between
-frames, so a sample in frame ``f`` is a sample in the canvas shifted by ``f * (H + 1)`` rows. The zero row
-gives exactly the zero padding of the frame border (bilinear taps at rows ``-1`` and ``H`` read zeros);
-samples that lie entirely outside the frame (``y * H <= -0.5`` or ``>= H + 0.5``) are clamped onto the
-separator and their weight is zeroed, so they never read a neighbouring frame. The value tensor is copied
-once per level (into the canvas layout) instead of once per frame as in the per-frame formulation.
+``grid_sample``: the frames of a level are stacked vertically into one tall "canvas" with two zero rows
+after each frame, so a sample in frame ``f`` is a sample in the canvas shifted by ``f * (H + 2)`` rows. The
+zero rows give exactly the zero padding of the frame border (bilinear taps at rows ``-1`` and ``H`` read
+zeros), and a sample entirely outside its frame is clamped to pixel row ``-1.5`` or ``H + 0.5``, where both
+taps are zero rows: it reads exactly 0 with zero gradient, as in the true op, and never touches a
+neighbouring frame. The value tensor is copied once per level (into the canvas layout) instead of once per
+frame as in the per-frame formulation.
 
-Memory: the samples ``[B*M, D, Q, P]`` of a level are the big tensor. ``_WeightedGridSample`` samples and
+Memory: the samples ``[B*M, D, P, Q]`` of a level are the big tensor. ``_WeightedGridSample`` samples and
 weighs the queries chunk by chunk; when a level needs more than one chunk its backward recomputes each chunk's
 samples (one extra ``grid_sample`` forward) instead of saving them for the whole clip, as autograd would.
 """
@@ -67,30 +68,30 @@ def msda_torch(
         attention_weights.to(ct),
     )
 
-    # [B, M, L, P, Q, ...]: (B, M) folds into the grid_sample batch, and with the queries innermost the
-    # weighted sum over points and the reductions of the backward run over contiguous query rows (faster on
-    # CPU than reducing a short trailing point axis).
-    loc = sampling_locations.permute(0, 2, 3, 4, 1, 5)
-    attn = attention_weights.permute(0, 2, 3, 4, 1)
-    f = None if frame_index is None else frame_index.t().to(loc.dtype)[None, None]  # [1, 1, P, Q]
+    # Grids for all levels at once (a few passes over the location tensor instead of many small per-level
+    # ops), written straight into the layout [L, B*M, P, Q, 2]: (B, M) folds into the grid_sample batch, and
+    # with the queries innermost the weighted sum over points and the backward's reductions run over
+    # contiguous query rows. unbind (not indexing) lets autograd assemble the gradients in one pass as well.
+    x, y = sampling_locations.permute(3, 0, 2, 4, 1, 5).unbind(-1)  # [L, B, M, P, Q]
+    gx = 2 * x - 1
+    if nF == 1:
+        gy = 2 * y - 1
+    else:
+        hs = spatial_shapes[:, 0].to(ct).view(L, 1, 1, 1, 1)
+        # yh = pixel row + 0.5, clamped to [-1, H + 1] (pixel rows -1.5 and H + 0.5: two zero taps)
+        yh = torch.clamp(y * hs, min=torch.full_like(hs, -1.0), max=hs + 1)
+        f = frame_index.t().to(ct)[None, None, None]  # [1, 1, 1, P, Q]
+        gy = torch.addcmul(yh, f, hs + 2).mul(2 / (nF * (hs + 2))).sub(1)
+    grids = torch.stack((gx, gy), dim=-1).view(L, B * M, P, Q, 2).unbind(0)
+    weights = attention_weights.permute(3, 0, 2, 4, 1).reshape(L, B * M, P, Q).unbind(0)
     out = None
     for lvl, ((H, W), s0) in enumerate(zip(shapes, starts)):
         v = value[:, :, s0 : s0 + H * W].reshape(B, nF, H, W, M, D).permute(0, 4, 5, 1, 2, 3)  # [B,M,D,F,H,W]
-        x = loc[:, :, lvl, :, :, 0]  # [B, M, P, Q]
-        y = loc[:, :, lvl, :, :, 1]
-        a = attn[:, :, lvl]
         if nF == 1:
             canvas = v.reshape(B * M, D, H, W)
-            gy = 2 * y - 1
         else:
-            canvas = F.pad(v, (0, 0, 0, 1)).reshape(B * M, D, nF * (H + 1), W)
-            yh = y * H  # = pixel row + 0.5
-            inside = (yh > -0.5) & (yh < H + 0.5)
-            a = a * inside.to(a.dtype)
-            yh = yh.clamp(-0.5, H + 0.5)
-            gy = 2 * (f * (H + 1) + yh) / (nF * (H + 1)) - 1
-        grid = torch.stack((2 * x - 1, gy), dim=-1).reshape(B * M, P, Q, 2)
-        o = _WeightedGridSample.apply(canvas, grid, a.reshape(B * M, P, Q), chunk)  # [B*M, D, Q]
+            canvas = F.pad(v, (0, 0, 0, 2)).reshape(B * M, D, nF * (H + 2), W)
+        o = _WeightedGridSample.apply(canvas, grids[lvl], weights[lvl], chunk)  # [B*M, D, Q]
         out = o if out is None else out + o
     return out.view(B, M, D, Q).permute(0, 3, 1, 2).reshape(B, Q, M * D).to(out_dtype)
 
@@ -104,6 +105,19 @@ def _sample_backward(g: Tensor, canvas: Tensor, grid: Tensor, need_canvas: bool,
     return torch.ops.aten.grid_sampler_2d_backward(g, canvas, grid, 0, 0, False, [need_canvas, need_grid])
 
 
+def _weighted_sum(s: Tensor, w: Tensor, inplace: bool) -> Tensor:
+    """``sum_p s[:, :, p] * w[:, None, p]``: s ``[N, D, P, c]``, w ``[N, P, c]`` -> ``[N, D, c]``.
+
+    ``inplace``: ``s`` is a temporary and may be overwritten (the fastest form on CPU); otherwise fused
+    multiply-adds into one accumulator, without a sample-sized temporary."""
+    if inplace:
+        return s.mul_(w[:, None]).sum(2)
+    out = s[:, :, 0] * w[:, None, 0]
+    for p in range(1, s.shape[2]):
+        out.addcmul_(s[:, :, p], w[:, None, p])
+    return out
+
+
 class _WeightedGridSample(torch.autograd.Function):
     """``out[n, :, q] = sum_p weights[n, p, q] * grid_sample(canvas, grid)[n, :, p, q]``, in query chunks.
 
@@ -114,28 +128,23 @@ class _WeightedGridSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx, canvas: Tensor, grid: Tensor, weights: Tensor, chunk: int) -> Tensor:
         with torch.autocast(canvas.device.type, enabled=False):
-            return _WeightedGridSample._forward(ctx, canvas, grid, weights, chunk)
-
-    @staticmethod
-    def _forward(ctx, canvas: Tensor, grid: Tensor, weights: Tensor, chunk: int) -> Tensor:
-        N, D = canvas.shape[:2]
-        Q = grid.shape[2]
-        ctx.chunk = chunk
-        ctx.samples = None
-        if Q <= chunk:
-            s = _sample(canvas, grid)  # [N, D, P, Q]
-            if any(ctx.needs_input_grad[:3]):
-                ctx.samples = s
-                out = (s * weights[:, None]).sum(2)
+            N, D = canvas.shape[:2]
+            Q = grid.shape[2]
+            ctx.chunk = chunk
+            ctx.samples = None
+            if Q <= chunk:
+                s = _sample(canvas, grid)  # [N, D, P, Q]
+                keep = any(ctx.needs_input_grad[:3])
+                if keep:
+                    ctx.samples = s
+                out = _weighted_sum(s, weights, inplace=not keep)
             else:
-                out = s.mul_(weights[:, None]).sum(2)
-        else:
-            out = canvas.new_empty(N, D, Q)
-            for q0 in range(0, Q, chunk):
-                s = _sample(canvas, grid[:, :, q0 : q0 + chunk])  # [N, D, P, c]
-                out[:, :, q0 : q0 + chunk] = s.mul_(weights[:, None, :, q0 : q0 + chunk]).sum(2)
-        ctx.save_for_backward(canvas, grid, weights)
-        return out
+                out = canvas.new_empty(N, D, Q)
+                for q0 in range(0, Q, chunk):
+                    sl = slice(q0, q0 + chunk)
+                    out[:, :, sl] = _weighted_sum(_sample(canvas, grid[:, :, sl]), weights[:, :, sl], True)
+            ctx.save_for_backward(canvas, grid, weights)
+            return out
 
     @staticmethod
     @once_differentiable
@@ -144,22 +153,28 @@ class _WeightedGridSample(torch.autograd.Function):
         need_canvas, need_grid, need_weights = ctx.needs_input_grad[:3]
         chunk, saved = ctx.chunk, ctx.samples
         ctx.samples = None
-        g_canvas = torch.zeros_like(canvas) if need_canvas else None
+        Q = grid.shape[2]
+        single = Q <= chunk
+        g_canvas = None if single or not need_canvas else torch.zeros_like(canvas)
         g_grid = torch.empty_like(grid) if need_grid else None
         g_weights = torch.empty_like(weights) if need_weights else None
-        Q = grid.shape[2]
         for q0 in range(0, Q, chunk):
             sl = slice(q0, q0 + chunk)
-            g = grad_out[:, :, None, sl]  # [N, D, 1, c]
+            g = grad_out[:, :, sl]  # [N, D, c]
             gr = grid[:, :, sl]
             if need_weights:
                 s = saved if saved is not None else _sample(canvas, gr)  # recomputed instead of saved
-                g_weights[:, :, sl] = (s * g).sum(1)
+                buf = torch.empty_like(g)
+                for p in range(s.shape[2]):
+                    torch.mul(s[:, :, p], g, out=buf)
+                    torch.sum(buf, dim=1, out=g_weights[:, p, sl])
                 del s
             if need_canvas or need_grid:
-                gc, gg = _sample_backward(g * weights[:, None, :, sl], canvas, gr, need_canvas, need_grid)
+                gs = g[:, :, None] * weights[:, None, :, sl]  # [N, D, P, c]
+                gc, gg = _sample_backward(gs, canvas, gr, need_canvas, need_grid)
+                del gs
                 if need_canvas:
-                    g_canvas += gc
+                    g_canvas = gc if single else g_canvas.add_(gc)
                 if need_grid:
                     g_grid[:, :, sl] = gg
         return g_canvas, g_grid, g_weights, None
