@@ -1,6 +1,7 @@
 """Backbone shapes, strides, channels, freezing and official key names."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ EXPECTED_CHANNELS = {
     "swin_l_p4w7": (192, 384, 768, 1536),
     "swin_l_p4w12": (192, 384, 768, 1536),
 }
-SPEC = "/work/shared/spec/"
+SPEC = str(Path(__file__).resolve().parents[1] / "spec_keys") + "/"
 
 
 def test_registry_lists_every_devis_name():

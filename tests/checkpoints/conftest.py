@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-SPEC = Path("/work/shared/spec")
+SPEC = Path(__file__).resolve().parents[1] / "spec_keys"
 BUFFER_SUFFIXES = ("running_mean", "running_var", "relative_position_index")
 FROZEN_BN_PARENTS = ("bn", "downsample.1")
 

@@ -8,7 +8,7 @@ import torch
 from vidseg.config import load_config
 from vidseg.models.deformable_detr.build import build_deformable_detr_segm
 
-KEYS_FILE = Path(__file__).with_name("devis_maskhead_R50_COCO_keys.txt")
+KEYS_FILE = Path(__file__).resolve().parents[1] / "spec_keys" / "devis-state-dict-keys-maskhead-R50-COCO.txt"
 
 
 def _official() -> dict[str, tuple[int, ...]]:

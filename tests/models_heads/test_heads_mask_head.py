@@ -16,7 +16,9 @@ from vidseg.models.mask_head import (
     select_mask_head_features,
 )
 
-SPEC_FILE = "/work/shared/spec/devis-state-dict-keys-maskhead-R50-COCO.txt"
+SPEC_FILE = os.path.join(
+    os.path.dirname(__file__), "..", "spec_keys", "devis-state-dict-keys-maskhead-R50-COCO.txt"
+)
 
 # The bbox_attention/mask_head lines of the official R50 COCO mask-head state dict (spec key list).
 R50_KEYS = """
