@@ -69,13 +69,16 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a vidseg training checkpoint; errors name the file and what is missing."""
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a vidseg training checkpoint on CPU (``load_state_dict`` moves tensors to the model's device);
+    errors name the file and what is missing."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    from vidseg.checkpoints.safe_load import load_checkpoint_file
+
+    try:  # the same safe reader as MODEL.WEIGHTS: no arbitrary code from a file in OUTPUT_DIR either
+        ckpt = load_checkpoint_file(path)
     except Exception as e:  # a torn or foreign file: say which
         raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -104,19 +107,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def load_model_weights(model: torch.nn.Module, path: str) -> str:
-    """Initialise ``model`` from ``MODEL.WEIGHTS``.
+    """Initialise ``model`` from ``MODEL.WEIGHTS`` (vidseg or official formats, detected by their keys).
 
-    Uses ``vidseg.checkpoints.load_weights`` (official and vidseg formats) when available, else a plain state
-    dict (``{"model": sd}`` or ``sd``), strict. Returns a report."""
-    try:
-        from vidseg.checkpoints import load_weights  # type: ignore[attr-defined]
-    except ImportError:
-        load_weights = None
-    if load_weights is not None:
-        return str(load_weights(model, path))
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(sd, dict):
-        raise RuntimeError(f"{path}: MODEL.WEIGHTS holds no state dict")
-    result = model.load_state_dict(sd, strict=True)
-    return f"loaded {len(sd)} tensors from {path} ({result})"
+    Returns the load report as text."""
+    from vidseg.checkpoints import load_weights
+
+    return str(load_weights(model, path))

@@ -243,7 +243,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
         find_unused_parameters=s.FIND_UNUSED_PARAMETERS,
     )
     if resume:
-        ckpt = load_checkpoint(out / LAST, map_location=device)
+        ckpt = load_checkpoint(out / LAST)
         trainer.load_state_dict(ckpt)
         logger.info("resumed from %s at epoch %d, iteration %d", out / LAST, trainer.epoch, trainer.iter)
     if rank == 0:
