@@ -239,6 +239,23 @@ class _TemporalMSDeformAttnBase(nn.Module):
             )
         return frames
 
+    def _attend(
+        self,
+        value: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        cur: Tensor,
+        a_cur: Tensor,
+        tmp: Tensor,
+        a_tmp: Tensor,
+        frames: Tensor,
+    ) -> Tensor:
+        """One temporal MSDA call for the whole clip, then the output projection."""
+        out = temporal_ms_deform_attn(
+            value, spatial_shapes, level_start_index, cur, a_cur, tmp, a_tmp, frames, impl=self.impl
+        )
+        return self.output_proj(out)
+
 
 class TemporalMSDeformAttnEncoder(_TemporalMSDeformAttnBase):
     """DeVIS encoder self-attention over a clip.
@@ -291,18 +308,9 @@ class TemporalMSDeformAttnEncoder(_TemporalMSDeformAttnBase):
         norm = _offset_normalizer(input_spatial_shapes, off.dtype)
         cur = reference_points[:, :, None, :, None, :] + off / norm[None, None, None, :, None, :]
         tmp = reference_points[:, :, 0][:, :, None, None, None, None, :] + toff / norm[:, None, :]
-        out = temporal_ms_deform_attn(
-            value,
-            input_spatial_shapes,
-            input_level_start_index,
-            cur,
-            a_cur,
-            tmp,
-            a_tmp,
-            frames,
-            impl=self.impl,
+        return self._attend(
+            value, input_spatial_shapes, input_level_start_index, cur, a_cur, tmp, a_tmp, frames
         )
-        return self.output_proj(out)
 
 
 class TemporalMSDeformAttnDecoder(_TemporalMSDeformAttnBase):
@@ -368,15 +376,6 @@ class TemporalMSDeformAttnDecoder(_TemporalMSDeformAttnBase):
             tmp = tr[..., :2] + toff / self.n_temporal_points * tr[..., 2:] * 0.5
         else:
             raise ValueError(f"reference_points must end in 2 or 4, got {tuple(reference_points.shape)}")
-        out = temporal_ms_deform_attn(
-            value,
-            input_spatial_shapes,
-            input_level_start_index,
-            cur,
-            a_cur,
-            tmp,
-            a_tmp,
-            frames,
-            impl=self.impl,
+        return self._attend(
+            value, input_spatial_shapes, input_level_start_index, cur, a_cur, tmp, a_tmp, frames
         )
-        return self.output_proj(out)
