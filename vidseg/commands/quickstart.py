@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from vidseg.commands.synth import parse_size
+
 DESCRIPTION = """\
 The whole pipeline on a synthetic YouTube-VIS-format dataset, on CPU:
   1. generate the synthetic dataset (train + valid with ground truth),
@@ -47,12 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"error: --size expects HxW such as 96x160, got {text!r}") from None
-    if h < 32 or w < 32:
-        raise SystemExit(f"error: --size {text}: both sides must be at least 32")
-    return h, w
+        return parse_size(text, min_side=32)
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):

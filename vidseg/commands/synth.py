@@ -29,12 +29,15 @@ def _frames(text: str) -> int | tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--frames expects N or MIN-MAX, got {text!r}") from None
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str, min_side: int = 1) -> tuple[int, int]:
+    """``"HxW"`` -> ``(H, W)``; an argparse ``type`` (bad input raises ``ArgumentTypeError``)."""
     try:
         h, w = (int(x) for x in text.lower().split("x"))
-        return h, w
     except ValueError:
         raise argparse.ArgumentTypeError(f"--size expects HxW (e.g. 96x160), got {text!r}") from None
+    if h < min_side or w < min_side:
+        raise argparse.ArgumentTypeError(f"--size {text}: both sides must be at least {min_side}")
+    return h, w
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", type=int, default=12, help="training videos (default 12)")
     p.add_argument("--val-videos", type=int, default=4, help="validation videos (default 4)")
     p.add_argument("--frames", type=_frames, default=(8, 12), help="frames per video: N or MIN-MAX (8-12)")
-    p.add_argument("--size", type=_size, default=(96, 160), help="frame size HxW (default 96x160)")
+    p.add_argument("--size", type=parse_size, default=(96, 160), help="frame size HxW (default 96x160)")
     p.add_argument("--classes", type=int, default=4, help="number of classes, 1..8 (default 4)")
     p.add_argument("--max-instances", type=int, default=4, help="max objects per video (default 4)")
 
