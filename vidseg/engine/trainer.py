@@ -73,7 +73,7 @@ class Trainer:
         schedule: ``"epoch"`` (``max_epochs``) or ``"iter"`` (``max_iter``; epochs are passes over the data).
         device: where the step runs.
         grad_clip / grad_clip_type: total-norm clipping (``<= 0`` off), ``full_model`` or ``per_group``.
-        amp_dtype: ``torch.bfloat16`` / ``torch.float16`` to autocast (CUDA only), None for fp32.
+        amp_dtype: ``torch.bfloat16`` / ``torch.float16`` to autocast (on the model's device), None for fp32.
         num_workers: DataLoader workers.
         seed: the run seed; also seeds the DataLoader's own generator per epoch.
         find_unused_parameters: passed to DistributedDataParallel.
@@ -119,8 +119,9 @@ class Trainer:
         self.dataset, self.collate_fn, self.sampler = dataset, collate_fn, sampler
         self.schedule, self.max_epochs, self.max_iter = schedule, max_epochs, max_iter
         self.grad_clip, self.grad_clip_type = grad_clip, grad_clip_type
-        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.amp_dtype = amp_dtype
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.num_workers, self.seed = num_workers, seed
         self.hooks: list[HookBase] = []
         self.writers: list[Any] = []  # rank 0: metric writers shared by the hooks
@@ -293,7 +294,7 @@ class Trainer:
         self.criterion.train()
         batch = batch.to(self.device, non_blocking=True)
         amp = (
-            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
             else contextlib.nullcontext()
         )
