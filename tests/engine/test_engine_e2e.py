@@ -61,3 +61,28 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert "SOLVER.BASE_LRR" in p.stderr and "SOLVER.BASE_LR" in p.stderr and "Traceback" not in p.stderr
     h = _vidseg("quickstart", "--help")
     assert h.returncode == 0 and "shorter or longer" in h.stdout and "--epochs" in h.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_through_the_cli(tmp_path):
+    """``torchrun --nproc_per_node=2 -m vidseg train`` on the quickstart's data and config (gloo on CPU)."""
+    out = tmp_path / "qs"
+    p = _vidseg(
+        *("quickstart", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2, "--no-render"),
+        *("--frames", 6, "--clip-frames", 3, "--size", "64x96"),
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run2 = tmp_path / "ddp"
+    p = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + ["-m", "vidseg", "train", "--config-file", str(out / "run" / "config.yaml"), "--no-progress"]
+        + ["OUTPUT_DIR", str(run2), "SOLVER.EPOCHS", "1", "SOLVER.IMS_PER_BATCH", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "world size 2" in (run2 / "log.txt").read_text()
+    assert (run2 / "eval_results" / "epoch_1" / "results.json").is_file()
