@@ -96,16 +96,21 @@ class DataSource:
         return self._need("get_dataset_metadata")(name, cfg)
 
     def evaluator(self, cfg: CfgNode, name: str, out_dir: Path) -> Any | None:
-        """The YouTube-VIS / OVIS evaluator of ``name`` writing into ``out_dir`` (built on every rank); it
-        only writes the results files when the set has no ground truth."""
+        """The evaluator of ``name`` writing into ``out_dir`` (built on every rank), by the metadata's
+        ``evaluator_type``: COCO bbox + segm AP (``coco_instances_results.json``) for COCO sets, else the
+        YouTube-VIS / OVIS metric (``results.json`` / ``results.zip``). Without ground truth they only write
+        the results files."""
         try:
             from vidseg.evaluation import YTVISEvaluator
+            from vidseg.evaluation.coco_build import build_coco_evaluator
         except ImportError as e:
             warnings.warn(
                 f"vidseg.evaluation unavailable ({e}): results are written, not scored", stacklevel=2
             )
             return None
         meta = self.metadata(cfg, name)
+        if getattr(meta, "evaluator_type", "ytvis") == "coco":
+            return build_coco_evaluator(cfg, name, meta, out_dir)
         ovis = name.startswith("ovis")
         return YTVISEvaluator(
             meta.json_file, meta.label_to_category_id, str(out_dir), ovis=ovis, progress=False

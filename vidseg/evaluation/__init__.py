@@ -5,6 +5,8 @@ interface and the results writer.
 - :class:`YTVISEvaluator`: ``reset() / process(inputs, outputs) / evaluate()``, for training
   and ``--eval-only``.
 - :func:`write_results`: ``results.json`` + ``results.zip`` for the CodaLab servers.
+- :class:`COCOEvaluator` / :func:`build_coco_evaluator`: COCO bbox + segm AP of image sets (imported on first
+  use: they need torch, the YT-VIS metric does not).
 """
 
 from vidseg.evaluation.evaluator import DatasetEvaluator, YTVISEvaluator, gather_to_main
@@ -19,6 +21,7 @@ from vidseg.evaluation.ytvis_eval import (
 )
 
 __all__ = [
+    "COCOEvaluator",
     "DatasetEvaluator",
     "EvalInputError",
     "EvalResult",
@@ -26,6 +29,7 @@ __all__ = [
     "OVIS_STATS",
     "YTVISEvaluator",
     "YTVIS_STATS",
+    "build_coco_evaluator",
     "evaluate_ytvis",
     "evaluate_ytvis2022",
     "gather_to_main",
@@ -34,3 +38,15 @@ __all__ = [
     "official_entries",
     "write_results",
 ]
+
+
+def __getattr__(name: str):
+    if name == "COCOEvaluator":
+        from vidseg.evaluation.coco_eval import COCOEvaluator
+
+        return COCOEvaluator
+    if name == "build_coco_evaluator":
+        from vidseg.evaluation.coco_build import build_coco_evaluator
+
+        return build_coco_evaluator
+    raise AttributeError(f"module 'vidseg.evaluation' has no attribute {name!r}")
