@@ -208,3 +208,30 @@ def test_eval_only_on_coco_with_two_gloo_processes(tmp_path, monkeypatch):
     r1 = json.loads((one / "eval_results" / "coco_instances_results.json").read_text())
     r2 = json.loads((two / "eval_results" / "coco_instances_results.json").read_text())
     assert sorted(e["image_id"] for e in r1) == sorted(e["image_id"] for e in r2)
+
+
+def test_custom_coco_set_through_config_keys(tmp_path):
+    """``DATASETS.CUSTOM_FORMAT coco``: a user's own COCO-format set, read as images, scored by COCOeval."""
+    gt = write_tiny_coco(tmp_path)
+    images = str(tmp_path / "coco" / "val2017")
+    keys = ("DATASETS.CUSTOM_VAL_JSON", str(gt), "DATASETS.CUSTOM_VAL_IMAGES", images)
+    cfg = tiny_cfg(tmp_path, tmp_path / "out", *keys, "DATASETS.TEST", "('custom_val',)")
+    data = DataSource()
+    cfg.defrost()
+    cfg.DATASETS.CUSTOM_FORMAT = "ytvis"  # the default: the error names the file and the key that fixes it
+    with pytest.raises(Exception, match="instances_val2017.json.*CUSTOM_FORMAT coco"):
+        data.metadata(cfg, "custom_val")
+    cfg.DATASETS.CUSTOM_FORMAT = "coco"
+    dataset, collate = data.test(cfg, "custom_val")
+    meta = data.metadata(cfg, "custom_val")
+    out = tmp_path / "out" / "eval"
+    evaluator = data.evaluator(cfg, "custom_val", out)
+    assert isinstance(evaluator, COCOEvaluator)
+    m = evaluate_dataset(
+        torch.nn.Identity(), OracleInference(cfg, "custom_val"), dataset, out, meta.label_to_category_id,
+        evaluator, collate, progress=False,
+    )  # fmt: skip
+    assert m["segm/AP"] == pytest.approx(100.0)
+    cfg.DATASETS.CUSTOM_FORMAT = "cocoo"
+    with pytest.raises(Exception, match="CUSTOM_FORMAT"):
+        data.metadata(cfg, "custom_val")

@@ -198,8 +198,11 @@ def get_dataset_spec(name: str, cfg: Any = None) -> DatasetSpec:
                 f"dataset {name!r}: set DATASETS.CUSTOM_{split}_JSON and DATASETS.CUSTOM_{split}_IMAGES "
                 "(a YouTube-VIS-format JSON and the folder its file_names are relative to)"
             )
+        kind = str(getattr(ds, "CUSTOM_FORMAT", "ytvis") or "ytvis")
+        if kind not in ("ytvis", "coco"):
+            raise DatasetError(f"DATASETS.CUSTOM_FORMAT must be 'ytvis' or 'coco', got {kind!r}")
         classes = list(getattr(ds, "CUSTOM_CLASSES", []) or []) or None
-        return DatasetSpec(name, json_file, images, "ytvis", None, classes)
+        return DatasetSpec(name, json_file, images, kind, None, classes)
     if name not in _BUILTIN:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
     kind, layouts, target, classes = _BUILTIN[name]

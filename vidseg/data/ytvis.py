@@ -112,7 +112,12 @@ def load_ytvis_json(
     cat_to_label = meta.category_id_to_label
     videos_raw = data.get("videos")
     if not isinstance(videos_raw, list):
-        raise DatasetError(f"{where(json_file, field='videos')}: must be a list of videos")
+        hint = (
+            " (this looks like a COCO image JSON: for a custom set use DATASETS.CUSTOM_FORMAT coco)"
+            if videos_raw is None and "images" in data
+            else ""
+        )
+        raise DatasetError(f"{where(json_file, field='videos')}: must be a list of videos{hint}")
     records: dict[int, VideoRecord] = {}
     for i, v in enumerate(videos_raw):
         ctx = f"{json_file}: videos[{i}]"

@@ -18,6 +18,8 @@ class Track:
         masks: one entry per video frame: compressed RLE or None where the object is absent.
         frame_scores: optional per-frame scores (None where absent).
         track_id: optional id, stable across the frames of the video.
+        boxes: optional per-frame boxes ``[x, y, w, h]`` in original-image pixels (None where absent); image
+            models fill it so COCO bbox AP uses the predicted boxes rather than the masks' tight boxes.
     """
 
     score: float
@@ -25,6 +27,7 @@ class Track:
     masks: list[RLE | None]
     frame_scores: list[float | None] | None = None
     track_id: int | None = None
+    boxes: list[list[float] | None] | None = None
 
 
 @dataclass
