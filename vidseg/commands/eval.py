@@ -8,7 +8,9 @@ from vidseg.engine.entry import LAUNCH_EPILOG, add_launch_arguments, run_from_ar
 
 DESCRIPTION = (
     "Evaluate a trained model: vidseg eval --config-file X.yaml MODEL.WEIGHTS model.pth. Results go to "
-    "OUTPUT_DIR/TEST.SAVE_PATH (results.json, results.zip, metrics.json when the set has ground truth)."
+    "OUTPUT_DIR/TEST.SAVE_PATH: for video sets results.json and results.zip (YouTube-VIS/OVIS format, ready "
+    "for the challenge servers), for COCO sets coco_instances_results.json (bbox + segm AP), and "
+    "metrics.json when the set has ground truth."
 )
 EPILOG = LAUNCH_EPILOG
 
