@@ -130,6 +130,7 @@ def _child(impl: str, data: str, api_dir: str | None) -> dict:
         dts = load_results(res_path, gt)
         t1 = time.perf_counter()
         stats = list(evaluate_ytvis(gt, dts, progress=False).stats.values())
+        api_dir = os.path.dirname(os.path.dirname(os.path.dirname(evaluate_ytvis.__code__.co_filename)))
     else:
         import contextlib
         import io
@@ -153,7 +154,7 @@ def _child(impl: str, data: str, api_dir: str | None) -> dict:
     cpu = time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     out = {"load_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0, "cpu_s": cpu, "peak_rss_mib": rss}
-    return {**out, "stats": stats, "json_parser": _parser_note(impl)}
+    return {**out, "stats": stats, "json_parser": _parser_note(impl), "code": api_dir}
 
 
 def _parser_note(impl: str) -> str:
@@ -162,13 +163,14 @@ def _parser_note(impl: str) -> str:
     return "json + numpy counts-list parser (vidseg.evaluation.rle_json)"
 
 
-def _run_child(impl: str, data: str, api_dir: str | None) -> dict:
+def _run_child(impl: str, data: str, api_dir: str | None, src: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", impl, "--data", data] + (
         ["--official-api", api_dir] if api_dir else []
     )
-    out = subprocess.run(
-        cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if src:  # another copy of vidseg (e.g. an exported earlier commit) first on the path
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -184,6 +186,11 @@ def main() -> int:
         "--official-api", metavar="DIR", help="directory with the (numpy-patched) official ytvos*.py"
     )
     p.add_argument("--data", help="reuse/generate the case in this directory (default: a temporary one)")
+    p.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also time the vidseg in DIR (`git archive <commit> vidseg | tar -x -C DIR`) as 'before'",
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -201,13 +208,15 @@ def main() -> int:
         generate(data, args.videos, args.frames, args.height, args.width, args.classes, args.preds_per_video)
     sizes = {n: os.path.getsize(os.path.join(data, n)) / 2**20 for n in ("gt.json", "results.json")}
     print(f"case: {data} (gt.json {sizes['gt.json']:.0f} MiB, results.json {sizes['results.json']:.0f} MiB)")
-    impls = [("vidseg", None)]
+    impls = [("vidseg", "vidseg", None, None)]
+    if args.baseline_src:
+        impls.insert(0, ("vidseg before", "vidseg", None, os.path.abspath(args.baseline_src)))
     if args.official_api:
-        impls.append(("official", os.path.abspath(args.official_api)))
+        impls.append(("official", "official", os.path.abspath(args.official_api), None))
     runs: dict[str, dict] = {}
-    for _ in range(max(1, args.repeat)):  # alternating, so that both see the same changes of machine load
-        for name, api in impls:
-            r = _run_child(name, data, api)
+    for _ in range(max(1, args.repeat)):  # alternating, so that all see the same changes of machine load
+        for name, impl, api, src in impls:
+            r = _run_child(impl, data, api, src)
             if name not in runs or r["total_s"] < runs[name]["total_s"]:
                 runs[name] = r
     base = runs.get("official")
@@ -232,7 +241,7 @@ def main() -> int:
         ]
         print("| " + " | ".join(cells) + " |")
     for name, r in runs.items():
-        print(f"JSON parsing ({name}): {r['json_parser']}")
+        print(f"JSON parsing ({name}): {r['json_parser']}; code from {r['code']}")
     if base:
         diff = np.abs(np.array(runs["vidseg"]["stats"]) - np.array(base["stats"])).max()
         print(f"\nmax |stat difference| vidseg vs official over the 12 stats: {diff:.3g}")

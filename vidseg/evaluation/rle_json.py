@@ -134,14 +134,15 @@ def _parse_fast(data: bytes, spans: list[tuple[int, int]]) -> tuple | None:
     The non-empty lists are joined with a ``-1`` sentinel between them (no list holds a sign, checked) and
     parsed by numpy's C text parser in one call; byte-level counts check that the text is a strict JSON
     integer list, and the sentinels give the list boundaries."""
-    pieces = [data[a:b] for a, b in spans]
+    view = memoryview(data)  # slices of a view: the lists are copied once, by the join below
+    pieces = [view[a:b] for a, b in spans]
     nonempty = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)) > 0
     n_sep = int(nonempty.sum()) - 1
     if n_sep < 0:
         z = np.zeros(len(pieces), dtype=np.int64)
         return np.zeros(0, np.int64), z, z, np.zeros(len(pieces), dtype=bool)
     # json.dump writes ", " between numbers (default) or "," (compact separators); anything else: None.
-    sample = next((x for x in pieces if b"," in x), b"")
+    sample = next((bytes(x) for x in pieces if len(x) and b"," in bytes(x[:32])), b"")
     comma = b", " if b", " in sample else b","
     body = (comma + b"-1" + comma).join(x for x in pieces if x)
     rest = body.translate(None, b"0123456789-")  # the separators only, if the text is strict

@@ -1,21 +1,15 @@
-"""Run-length masks as foreground runs, decoded in batches with numpy.
+"""Run-length masks: compressed RLE strings decoded in batches with numpy, and checks of their counts.
 
-The metric only needs, per frame mask, its area and the areas of its intersections with other masks of the
-same
-size. Both follow from the foreground runs ``[start, start + length)`` in the column-major pixel order of COCO
-RLE,
-so masks are never expanded to ``H x W`` bitmaps. A compressed RLE string (pycocotools' ``rleToString``
-format) is
-decoded here with vectorised numpy over a whole batch of strings at once; it gives exactly the counts that
-pycocotools' ``rleFrString`` gives for every well-formed string, and raises :class:`RLEError` naming the
-offending
-string for malformed ones (which the C code would silently misread).
+A compressed RLE string (pycocotools' ``rleToString`` format) is decoded here with vectorised numpy over a
+whole batch of strings at once; it gives exactly the counts that pycocotools' ``rleFrString`` gives for every
+well-formed string, and raises :class:`RLEError` naming the offending string for malformed ones (which the C
+code would silently misread, or never finish walking: see ``video_iou``). Masks are never expanded to
+``H x W`` bitmaps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -135,56 +129,48 @@ def _string_of(char_ptr: np.ndarray, pos: int) -> int:
     return int(np.searchsorted(char_ptr, pos, side="right") - 1)
 
 
-@dataclass
-class FrameRuns:
-    """Foreground runs of N frame masks laid end to end on one pixel axis (mask i occupies
-    ``[region_start[i], region_start[i + 1])``, its pixels in column-major order).
-
-    Attributes:
-        region_start: int64 [N+1], exclusive cumulative sum of the masks' ``h * w``.
-        run_ptr: int64 [N+1]; the runs of mask i are ``run_start/run_len[run_ptr[i]:run_ptr[i+1]]``.
-        run_start: int64 [R], first pixel of each run on the common axis (sorted).
-        run_len: int64 [R], run lengths (may be 0).
-        area: int64 [N], foreground pixels of each mask.
-    """
-
-    region_start: np.ndarray
-    run_ptr: np.ndarray
-    run_start: np.ndarray
-    run_len: np.ndarray
-    area: np.ndarray
-
-
-def runs_from_counts(counts: np.ndarray, ptr: np.ndarray, num_pixels: np.ndarray) -> FrameRuns:
-    """Foreground runs of N masks given as concatenated RLE counts.
+def check_counts(
+    counts: np.ndarray, ptr: np.ndarray, num_pixels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check N masks given as concatenated RLE counts and return their areas.
 
     Args:
-        counts: int64 [C], counts of all masks (background first, then alternating).
+        counts: int64 [C], counts of all masks (background first, then alternating), all >= 0.
         ptr: int64 [N+1], segment pointers into ``counts``.
         num_pixels: int64 [N], ``h * w`` of each mask; the counts of a mask must add up to it.
+
+    Returns:
+        ``(area, zero_inside)``: int64 [N] foreground pixels (the sum of the odd-numbered counts, as
+        pycocotools' ``area``); bool [N] masks with a count of 0 at position >= 1 that is followed by pixels
+        (pycocotools' C walk over two such masks can stop there, see ``video_iou``).
 
     Raises:
         RLEError: counts that do not add up to ``h * w``.
     """
+    n = len(ptr) - 1
     cum = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=cum[1:])
-    region_start = cum[ptr]  # the counts add up to h * w (checked), so this is where each mask begins
-    totals = np.diff(region_start)
+    totals = cum[ptr[1:]] - cum[ptr[:-1]]
     bad = totals != num_pixels
     if bad.any():
         i = int(np.argmax(bad))
         raise RLEError(
             i, f"RLE counts add up to {int(totals[i])} pixels, but its size gives {int(num_pixels[i])}"
         )
-    odd, run_ptr = _odd_positions(ptr)
-    run_len = counts[odd]
-    run_start = cum[odd]
-    area_cum = np.zeros(len(run_len) + 1, dtype=np.int64)
-    np.cumsum(run_len, out=area_cum[1:])
-    area = area_cum[run_ptr[1:]] - area_cum[run_ptr[:-1]]
-    return FrameRuns(
-        region_start=region_start, run_ptr=run_ptr, run_start=run_start, run_len=run_len, area=area
-    )
+    per = np.diff(ptr)
+    # odd position within its mask: global parity differs from the parity of the mask's first count
+    first = np.repeat(ptr[:-1], per)
+    odd = ((np.arange(len(counts), dtype=np.int64) - first) & 1).astype(bool)
+    area_cum = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.where(odd, counts, 0), out=area_cum[1:])
+    area = area_cum[ptr[1:]] - area_cum[ptr[:-1]]
+    zero_inside = np.zeros(n, dtype=bool)
+    z = np.flatnonzero(counts == 0)
+    if len(z):
+        owner = np.searchsorted(ptr, z, side="right") - 1
+        inside = (z > ptr[owner]) & (cum[z] < cum[ptr[owner + 1]])  # not first, pixels after it
+        zero_inside[owner[inside]] = True
+    return area, zero_inside
 
 
 def polygons_to_compressed(polygons: list, height: int, width: int) -> bytes:
@@ -195,3 +181,110 @@ def polygons_to_compressed(polygons: list, height: int, width: int) -> bytes:
 
     rles = mask_utils.frPyObjects(polygons, height, width)
     return mask_utils.merge(rles)["counts"]
+
+
+_MAX_FAST_CHARS = 6  # numbers of up to 6 characters (30 bits) are read alike by numpy here and by C
+
+
+def check_compressed(strings: Sequence[str | bytes], num_pixels: np.ndarray) -> np.ndarray:
+    """Check compressed RLE strings and return their areas, without building their counts.
+
+    A string passes when its counts are well-formed, all >= 0 and add up to ``num_pixels`` (what
+    pycocotools' C walk over two masks needs to end). Counts from the third on are stored as differences to
+    the count two places before, so each mask's odd and even counts are running sums along two chains; for
+    each string this computes the chains' sums and minima with one strided cumulative sum over the whole
+    batch and ``reduceat`` over each string's part of it, never materialising the counts themselves.
+
+    Args:
+        strings: N compressed count strings (``str``; anything unusual takes the exact path).
+        num_pixels: int64 [N], ``h * w`` of each mask.
+
+    Returns:
+        int64 [N], the foreground areas (as pycocotools' ``area``).
+
+    Raises:
+        RLEError: as :func:`decode_compressed_batch` and :func:`check_counts` (any failure here re-runs the
+        exact path, which gives the message).
+    """
+    num_pixels = np.asarray(num_pixels, dtype=np.int64)
+    area = _check_compressed_fast(strings, num_pixels)
+    if area is None:
+        counts, ptr = decode_compressed_batch(strings)
+        area, _ = check_counts(counts, ptr, num_pixels)
+    return area
+
+
+def _check_compressed_fast(strings: Sequence, num_pixels: np.ndarray) -> np.ndarray | None:
+    """The vectorised check of :func:`check_compressed`; None when the exact path must decide."""
+    n = len(strings)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not all(type(s) is str for s in strings) or (num_pixels >= 2**31).any():
+        return None
+    lens = np.fromiter(map(len, strings), dtype=np.int64, count=n)
+    try:
+        buf = "".join(strings).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if not len(buf):
+        return None if (num_pixels != 0).any() else np.zeros(n, dtype=np.int64)
+    c = np.frombuffer(buf, dtype=np.uint8) - np.uint8(48)
+    if (c > 63).any():
+        return None
+    more = (c & 0x20).astype(bool)
+    char_end = np.cumsum(lens)
+    nonempty = lens > 0
+    if more[char_end[nonempty] - 1].any():  # a string ends inside a number
+        return None
+    lo = c & 0x1F
+    v = lo.astype(np.int32)
+    v -= (lo & 0x10).astype(np.int32) << 1  # one-character numbers: 5-bit two's complement
+    cont = np.flatnonzero(more)  # characters of longer numbers (usually only the first counts of a mask)
+    if len(cont):
+        first = cont[np.concatenate([[True], np.diff(cont) > 1])]
+        nchar = np.searchsorted(cont, first, side="left")
+        end_run = np.concatenate([nchar[1:], [len(cont)]])
+        nchar = end_run - nchar + 1  # continuation characters + the terminating one
+        if nchar.max() > _MAX_FAST_CHARS:
+            return None
+        val = np.zeros(len(first), dtype=np.int64)
+        for j in range(int(nchar.max())):
+            sel = nchar > j
+            val[sel] += lo[first[sel] + j].astype(np.int64) << (5 * j)
+        last = lo[first + nchar - 1]
+        val -= ((last & 0x10) != 0).astype(np.int64) << (5 * nchar)
+        v[first + nchar - 1] = val  # fits: |val| < 2**29 with at most 6 characters
+    term = ~more
+    x = v[term].astype(np.int64)
+    ntok = np.zeros(n, dtype=np.int64)
+    ntok[nonempty] = np.add.reduceat(term, (char_end - lens)[nonempty], dtype=np.int64)
+    # Running sums are bounded by sum(|x|), a segment's sum of them by that times its length: keep int64.
+    if int(np.abs(x).sum()) * max(int(ntok.max()), 1) >= 2**62:
+        return None
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(ntok, out=ptr[1:])
+    heads = ptr[:-1][nonempty]
+    head_val = np.zeros(n, dtype=np.int64)
+    head_val[nonempty] = x[heads]
+    x[heads] = 0  # the first count is not part of a chain; it is added back below
+    total = head_val.copy()
+    area = np.zeros(n, dtype=np.int64)
+    ok = head_val >= 0
+    for par in (0, 1):  # global parity: each string's tokens of that parity are one segment of the view
+        acc = np.cumsum(x[par::2])
+        lo_s = (ptr[:-1] - par + 1) >> 1  # first view index at or after each string's start
+        hi_s = (ptr[1:] - par + 1) >> 1
+        seg = hi_s > lo_s
+        base = np.concatenate([[0], acc])[lo_s]  # the running sum just before each string's segment
+        seg_sum = np.zeros(n, dtype=np.int64)
+        seg_min = np.zeros(n, dtype=np.int64)
+        seg_sum[seg] = np.add.reduceat(acc, lo_s[seg])
+        seg_min[seg] = np.minimum.reduceat(acc, lo_s[seg])
+        sums = np.where(seg, seg_sum - base * (hi_s - lo_s), 0)
+        ok &= ~seg | (seg_min >= base)  # every count of the chain >= 0
+        total += sums
+        odd_chain = (ptr[:-1] & 1) != par  # the chain of the 2nd, 4th, ... counts: the foreground runs
+        area += np.where(odd_chain, sums, 0)
+    if not ok.all() or (total != num_pixels).any():
+        return None
+    return area

@@ -1,21 +1,30 @@
-"""Spatio-temporal mask IoU between predicted and ground-truth tracks of one video, vectorised.
+"""Spatio-temporal mask IoU between predicted and ground-truth tracks of one video (or a few together).
 
 Official definition (``YTVOSeval.computeIoU.iou_seq``) for a prediction d and a GT g, frames paired with
-``zip``
-(so only the first ``min(len(d), len(g))`` frames count)::
+``zip`` (so only the first ``min(len(d), len(g))`` frames count)::
 
-    I = sum_t |d_t & g_t|           over frames where both are present
-    U = sum_t |d_t | g_t|           (a frame with only one present adds that one's area)
+    I = sum_t area(merge([d_t, g_t], intersect=1))     over frames where both are present
+    U = sum_t area(merge([d_t, g_t], intersect=0))     (a frame with only one present adds that one's area)
     IoU = I / U if U > 0 else 0
 
 A frame where both are present but their sizes differ adds 0 to I and U (``rleMerge`` returns an empty mask).
 
-All intersections of all (prediction, GT, frame) triples of a video are computed at once: every prediction
-frame
-gets its own slice of one long pixel axis, the foreground-pixel count ``F(x)`` of all prediction runs left of
-x
-is a ``searchsorted`` away, and a GT run ``[s, e)`` placed in the slice of a prediction frame overlaps it by
-``F(e) - F(s)`` pixels.
+The frame intersections of a whole video come from ONE call of pycocotools' C ``iou`` (``rleIou``): all
+prediction frames against all GT frames, each RLE parsed once. Only frames of the same (frame index,
+category, mask size) must meet, so each frame's ``size`` is given to the C code as ``[h, key]`` with a
+key unique to that combination: ``rleIou`` skips pairs whose boxes do not overlap (C, no run walk) and pairs
+of different sizes (-1), so the only pairs whose runs are walked are those the metric needs. With every GT
+flagged "crowd", ``rleIou`` returns ``i / area(d)``, from which the integer intersection ``i`` is recovered
+exactly (see :func:`vidseg.evaluation.rle_c.c_intersections`); the union follows as ``area(d) + area(g) - i``.
+
+Counts of 0 inside an RLE (never written by pycocotools' encoder): the C walk over two RLEs (the same loop in
+``rleMerge``, used by the official code, and ``rleIou``) stops early when both RLEs reach a count of 0 at the
+same pixel, so the official intersection and union then only cover the pixels before that point. A GT frame
+with such a count takes the official path itself (``area(merge(...))`` per pair, C); with none in the GT
+frame, the walk cannot stop early and the fast path is exact.
+
+Every RLE that reaches the C walk is checked first (its counts must fill exactly ``h * w`` pixels): the C loop
+never ends for two RLEs of different totals.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidseg.evaluation.rle_c import c_intersections, official_frames
 from vidseg.evaluation.rle_runs import (
-    FrameRuns,
     RLEError,
+    check_compressed,
+    check_counts,
     decode_compressed_batch,
     polygons_to_compressed,
-    runs_from_counts,
 )
 
 
@@ -43,9 +53,11 @@ class VideoMasks:
         present: bool [N, T], frame given (a truthy entry; an empty mask is present with area 0).
         area: int64 [N, T], mask areas (0 where absent).
         height, width: int64 [N, T], mask sizes (0 where absent).
-        frame_index: int64 [N, T], row of ``runs`` holding the frame; -1 where absent or not decoded into
-        runs.
-        runs: foreground runs of the decoded frames.
+        rle_index: int64 [N, T], index into ``rles`` of the checked frames; -1 where absent or only the area
+            is known.
+        rles: checked frames as compressed RLE dicts ``{"size": [h, w], "counts": str | bytes}`` for the C
+            code.
+        zero_inside: bool [len(rles)], the RLE has a count of 0 before its last pixel (see the module doc).
     """
 
     length: np.ndarray
@@ -53,8 +65,9 @@ class VideoMasks:
     area: np.ndarray
     height: np.ndarray
     width: np.ndarray
-    frame_index: np.ndarray
-    runs: FrameRuns
+    rle_index: np.ndarray
+    rles: list
+    zero_inside: np.ndarray
 
 
 _AREA_CHUNK = (
@@ -67,8 +80,9 @@ def decode_tracks(
     on_error: Callable[[int, int, str], Exception],
     video_size: tuple[int | None, int | None] = (None, None),
     need_runs: np.ndarray | None = None,
+    find_zero_counts: bool = True,
 ) -> VideoMasks:
-    """Decode the frames of several tracks of one video, each RLE at most once.
+    """Read and check the frames of several tracks of one video, each RLE decoded at most once.
 
     Args:
         tracks: N per-frame lists; an entry is None (absent), a compressed RLE dict (``counts`` str/bytes), an
@@ -76,23 +90,14 @@ def decode_tracks(
             ``video_size``).
         on_error: builds the exception for (track n, frame t, reason) of a malformed mask.
         video_size: ``(height, width)`` of the video, needed for polygons only.
-        need_runs: optional bool [N, >=T]; compressed frames marked False are not decoded into runs: only
-        their
-            area is taken (pycocotools' C ``area``) after a check of their characters. Default: decode all.
+        need_runs: optional bool [N, >=T]; compressed frames marked False never meet a GT frame: only their
+            area is taken (pycocotools' C ``area``) after a check of their characters. Default: check all.
+        find_zero_counts: fill ``zero_inside`` (needed for GT frames only; predictions leave it False).
     """
-    n = len(tracks)
-    length = np.array([len(f) for f in tracks], dtype=np.int64)
-    tmax = int(length.max()) if n else 0
-    shape = (n, tmax)
-    present = np.zeros(shape, dtype=bool)
-    area = np.zeros(shape, dtype=np.int64)
-    height = np.zeros(shape, dtype=np.int64)
-    width = np.zeros(shape, dtype=np.int64)
-    frame_index = np.full(shape, -1, dtype=np.int64)
-    where: list[tuple[int, int]] = []
-    pieces, strings, string_pos = [], [], []
-    area_only, area_where = [], []
+    lengths, present_t, sizes, segs = [], [], [], []
     for i, frames in enumerate(tracks):
+        lengths.append(len(frames))
+        ts, hw, given = [], [], []
         for t, seg in enumerate(frames):
             if seg is None:
                 continue
@@ -104,44 +109,13 @@ def decode_tracks(
                     seg = {"size": [h, w], "counts": polygons_to_compressed(seg, h, w)}
                 except Exception as e:  # pycocotools raises assorted errors for bad polygons
                     raise on_error(i, t, f"cannot rasterise polygon ({e})") from None
-            present[i, t] = True
-            height[i, t], width[i, t] = int(seg["size"][0]), int(seg["size"][1])
-            counts = seg["counts"]
-            is_str = isinstance(counts, (str, bytes))
-            if is_str and need_runs is not None and not need_runs[i, t]:
-                area_only.append(seg)
-                area_where.append((i, t))
-                continue
-            frame_index[i, t] = len(where)
-            where.append((i, t))
-            if is_str:
-                string_pos.append(len(pieces))
-                strings.append(counts)
-                pieces.append(None)
-            else:
-                pieces.append(np.asarray(counts, dtype=np.int64))
-    if area_only:
-        rows_only = np.array(area_where, dtype=np.int64).reshape(-1, 2).T
-        _areas_only(area_only, rows_only[0], rows_only[1], area, on_error)
-    try:
-        s_counts, s_ptr = decode_compressed_batch(strings)
-    except RLEError as e:
-        raise on_error(*where[string_pos[e.index]], e.reason) from None
-    if len(strings) == len(pieces):  # all compressed (always so for predictions): no re-assembly needed
-        counts, ptr = s_counts, s_ptr
-    else:
-        for j, p in enumerate(string_pos):
-            pieces[p] = s_counts[s_ptr[j] : s_ptr[j + 1]]
-        ptr = np.zeros(len(pieces) + 1, dtype=np.int64)
-        np.cumsum([len(p) for p in pieces], out=ptr[1:])
-        counts = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-    rows = tuple(np.array(where, dtype=np.int64).reshape(-1, 2).T)
-    try:
-        runs = runs_from_counts(counts, ptr, height[rows] * width[rows])
-    except RLEError as e:
-        raise on_error(*where[e.index], e.reason) from None
-    area[rows] = runs.area
-    return VideoMasks(length, present, area, height, width, frame_index, runs)
+            ts.append(t)
+            hw.append((int(seg["size"][0]), int(seg["size"][1])))
+            given.append(seg)
+        present_t.append(np.array(ts, dtype=np.int64))
+        sizes.append(np.array(hw, dtype=np.int64).reshape(-1, 2))
+        segs.append(given)
+    return decode_packed_tracks(lengths, present_t, sizes, segs, on_error, need_runs, find_zero_counts)
 
 
 def decode_packed_tracks(
@@ -151,25 +125,26 @@ def decode_packed_tracks(
     segs: Sequence[Sequence[Mapping]],
     on_error: Callable[[int, int, str], Exception],
     need_runs: np.ndarray | None = None,
+    find_zero_counts: bool = True,
 ) -> VideoMasks:
-    """:func:`decode_tracks` for tracks whose frames are all compressed RLEs (or all uncompressed int64
-    arrays), already indexed (no Python loop over frames here).
+    """:func:`decode_tracks` for tracks whose given frames are already indexed (no Python loop over frames
+    for the usual inputs: all compressed strings, or all int64 count arrays).
 
     Args:
         lengths: N frame-list lengths.
         present_t: per track, int64 [F_n] indices of the given frames.
         sizes: per track, int64 [F_n, 2] their (height, width).
-        segs: per track, the F_n RLE dicts (``counts`` str/bytes, or int64 arrays), in ``present_t`` order.
-        on_error, need_runs: as :func:`decode_tracks`.
+        segs: per track, the F_n RLE dicts (``counts`` str/bytes, int64 arrays or int lists), in ``present_t``
+            order.
+        on_error, need_runs, find_zero_counts: as :func:`decode_tracks`.
     """
     n = len(lengths)
     length = np.asarray(lengths, dtype=np.int64).reshape(n)
-    tmax = int(length.max()) if n else 0
-    shape = (n, tmax)
+    shape = (n, int(length.max()) if n else 0)
     nf = np.fromiter((len(t) for t in present_t), dtype=np.int64, count=n)
     row = np.repeat(np.arange(n, dtype=np.int64), nf)
     col = np.concatenate(present_t) if n else np.zeros(0, np.int64)
-    hw = np.concatenate(sizes) if n else np.zeros((0, 2), np.int64)
+    hw = np.concatenate(sizes).reshape(-1, 2) if n else np.zeros((0, 2), np.int64)
     flat = [x for track in segs for x in track]
     present = np.zeros(shape, dtype=bool)
     present[row, col] = True
@@ -178,35 +153,88 @@ def decode_packed_tracks(
     height[row, col] = hw[:, 0]
     width[row, col] = hw[:, 1]
     area = np.zeros(shape, dtype=np.int64)
-    frame_index = np.full(shape, -1, dtype=np.int64)
+    rle_index = np.full(shape, -1, dtype=np.int64)
+    counts_all = [x["counts"] for x in flat]
+    is_str = np.fromiter(
+        (type(c) is str or type(c) is bytes for c in counts_all), dtype=bool, count=len(flat)
+    )
     need = need_runs[row, col] if need_runs is not None else np.ones(len(row), dtype=bool)
-    sel = np.flatnonzero(need)
-    rest = np.flatnonzero(~need)
+    rest = np.flatnonzero(~need & is_str)
     if len(rest):
         _areas_only([flat[i] for i in rest.tolist()], row[rest], col[rest], area, on_error)
-    given = [flat[i]["counts"] for i in sel.tolist()]
-    if all(type(x) is np.ndarray for x in given):  # uncompressed (GT): the counts as they are
-        ptr = np.zeros(len(given) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, given), dtype=np.int64, count=len(given)), out=ptr[1:])
-        counts = np.concatenate(given).astype(np.int64, copy=False) if given else np.zeros(0, np.int64)
-    else:
-        try:
-            counts, ptr = decode_compressed_batch(given)
-        except RLEError as e:
-            raise on_error(int(row[sel[e.index]]), int(col[sel[e.index]]), e.reason) from None
+    sel = np.flatnonzero(need | ~is_str)
     rs, cs = row[sel], col[sel]
+    npix = hw[sel, 0] * hw[sel, 1]
+    if not find_zero_counts and is_str[sel].all():  # predictions: checked without building their counts
+        try:
+            sel_area = check_compressed([counts_all[i] for i in sel.tolist()], npix)
+        except RLEError as e:
+            raise on_error(int(rs[e.index]), int(cs[e.index]), e.reason) from None
+        zero_inside = np.zeros(len(sel), dtype=bool)
+        rles = [flat[i] for i in sel.tolist()]
+    else:
+        counts, ptr = _frame_counts(
+            [counts_all[i] for i in sel.tolist()], is_str[sel], row[sel], col[sel], on_error
+        )
+        try:
+            sel_area, zero_inside = check_counts(counts, ptr, npix)
+        except RLEError as e:
+            raise on_error(int(rs[e.index]), int(cs[e.index]), e.reason) from None
+        rles = _c_rles([flat[i] for i in sel.tolist()], is_str[sel], counts, ptr, hw[sel])
+    area[rs, cs] = sel_area
+    rle_index[rs, cs] = np.arange(len(sel))
+    return VideoMasks(length, present, area, height, width, rle_index, rles, zero_inside)
+
+
+def _frame_counts(
+    given: list, is_str: np.ndarray, rows: np.ndarray, cols: np.ndarray, on_error: Callable
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of frames given as strings (decoded) or int arrays/lists, concatenated: ``(counts, ptr)``."""
+    s_pos = np.flatnonzero(is_str)
     try:
-        runs = runs_from_counts(counts, ptr, hw[sel, 0] * hw[sel, 1])
+        s_counts, s_ptr = decode_compressed_batch([given[i] for i in s_pos.tolist()])
     except RLEError as e:
-        raise on_error(int(rs[e.index]), int(cs[e.index]), e.reason) from None
-    frame_index[rs, cs] = np.arange(len(sel))
-    area[rs, cs] = runs.area
-    return VideoMasks(length, present, area, height, width, frame_index, runs)
+        raise on_error(int(rows[s_pos[e.index]]), int(cols[s_pos[e.index]]), e.reason) from None
+    if len(s_pos) == len(given):  # all compressed (always so for predictions): no re-assembly needed
+        return s_counts, s_ptr
+    pieces: list = [None] * len(given)
+    for j, p in enumerate(s_pos.tolist()):
+        pieces[p] = s_counts[s_ptr[j] : s_ptr[j + 1]]
+    for p in np.flatnonzero(~is_str).tolist():
+        c = given[p]
+        pieces[p] = c if type(c) is np.ndarray and c.dtype == np.int64 else np.asarray(c, dtype=np.int64)
+    ptr = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)), out=ptr[1:])
+    counts = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    return counts, ptr
+
+
+def _c_rles(segs: list, is_str: np.ndarray, counts: np.ndarray, ptr: np.ndarray, hw: np.ndarray) -> list:
+    """Compressed RLE dicts for the C code: given strings as they are (already checked), count arrays
+    encoded by pycocotools' C ``frPyObjects`` (empty ones left as given)."""
+    out = list(segs)
+    # (no frames without counts: pycocotools writes past a 0-byte buffer for them; they have no pixels and
+    # never reach the C walk)
+    arr = np.flatnonzero(~is_str & (np.diff(ptr) > 0)).tolist()
+    if arr:
+        from pycocotools import mask as mask_utils
+
+        c32 = counts.astype(np.uint32)  # checked <= h * w; pycocotools copies each list into uint32 anyway
+        hs, ws, lo, hi = (
+            hw[arr, 0].tolist(),
+            hw[arr, 1].tolist(),
+            ptr[arr].tolist(),
+            ptr[np.add(arr, 1)].tolist(),
+        )
+        unc = [{"size": [h, w], "counts": c32[a:b]} for h, w, a, b in zip(hs, ws, lo, hi)]
+        for i, r in zip(arr, mask_utils.frPyObjects(unc, 0, 0)):  # h, w are read from each dict
+            out[i] = r
+    return out
 
 
 def _areas_only(segs: list, rows: np.ndarray, cols: np.ndarray, area: np.ndarray, on_error: Callable) -> None:
-    """Areas of compressed frames ``segs`` (at ``[rows, cols]``) that need no runs, with a cheap check of
-    their characters."""
+    """Areas of compressed frames ``segs`` (at ``[rows, cols]``) that need no intersection, with a cheap check
+    of their characters (so that the C parser cannot read past a string)."""
     from pycocotools import mask as mask_utils
 
     strings = [s["counts"] for s in segs]
@@ -228,8 +256,24 @@ def _areas_only(segs: list, rows: np.ndarray, cols: np.ndarray, area: np.ndarray
     area[rows, cols] = np.concatenate(vals).astype(np.int64)
 
 
-def pair_ious(dt: VideoMasks, gt: VideoMasks, pd: np.ndarray, pg: np.ndarray) -> np.ndarray:
+def pair_ious(
+    dt: VideoMasks,
+    gt: VideoMasks,
+    pd: np.ndarray,
+    pg: np.ndarray,
+    dt_group: np.ndarray,
+    gt_group: np.ndarray,
+    dt_block: np.ndarray | None = None,
+    gt_block: np.ndarray | None = None,
+) -> np.ndarray:
     """Video IoU of the pairs ``(pd[p], pg[p])`` of prediction and GT tracks.
+
+    Args:
+        pd, pg: int64 [P], the pairs; every pair of tracks with equal group (category) must be listed.
+        dt_group, gt_group: int64 [N_dt], [N_gt], each track's group; only tracks of the same group are
+            paired.
+        dt_block, gt_block: optional int64 [N_dt], [N_gt], each track's video when the tracks of several
+            videos are given together (one C call per video: frames of different videos never meet).
 
     Returns:
         float64 [P], equal to the official ``iou_seq`` value of each pair.
@@ -248,14 +292,12 @@ def pair_ious(dt: VideoMasks, gt: VideoMasks, pd: np.ndarray, pg: np.ndarray) ->
     area_d = np.where(dpres, _pad(dt.area, tmax, 0)[pd], 0)
     area_g = np.where(gpres, _pad(gt.area, tmax, 0)[pg], 0)
     area_sum = np.where(mismatch, 0, area_d + area_g).sum(axis=1)
-    dfi = _pad(dt.frame_index, tmax)[pd]
-    gfi = _pad(gt.frame_index, tmax)[pg]
-    inter = np.zeros(num_pairs)
-    pi, ti = np.nonzero(same)
-    if len(pi):
-        inter_trip = _intersections(dt, gt, dfi[pi, ti], gfi[pi, ti])
-        inter = np.bincount(pi, weights=inter_trip, minlength=num_pairs)
-    union = area_sum - inter  # sums of integers below 2**53: exact, as the official float sums
+    pair_of = np.full((len(dt.length), len(gt.length)), -1, dtype=np.int64)
+    pair_of[pd, pg] = np.arange(num_pairs)
+    if dt_block is None or gt_block is None:
+        dt_block, gt_block = np.zeros(len(dt.length), np.int64), np.zeros(len(gt.length), np.int64)
+    inter, extra_union = _video_intersections(dt, gt, dt_group, gt_group, dt_block, gt_block, pair_of)
+    union = area_sum - inter + extra_union  # sums of integers below 2**53: exact, as the official float sums
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
@@ -265,35 +307,96 @@ def _pad(x: np.ndarray, tmax: int, fill: int | bool = -1) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, tmax - x.shape[1])), constant_values=fill)
 
 
-def _intersections(dt: VideoMasks, gt: VideoMasks, dframes: np.ndarray, gframes: np.ndarray) -> np.ndarray:
-    """Pixel counts ``|dt frame dframes[k] & gt frame gframes[k]|`` (same-size masks), float64 [K]."""
-    runs = dt.runs
-    lens = runs.run_len
-    g = gt.runs
-    nrun = g.run_ptr[gframes + 1] - g.run_ptr[gframes]
-    total = int(nrun.sum())
-    if total == 0 or len(lens) == 0:
-        return np.zeros(len(dframes))
-    first = np.zeros(len(nrun), dtype=np.int64)
-    np.cumsum(nrun[:-1], out=first[1:])
-    idx = np.repeat(g.run_ptr[gframes] - first, nrun) + np.arange(total)
-    # GT run positions moved from the GT mask's region to the paired prediction mask's region
-    rows = np.repeat(dframes, nrun)
-    s = g.run_start[idx] + (runs.region_start[rows] - g.region_start[np.repeat(gframes, nrun)])
-    x = np.concatenate([s + g.run_len[idx], s])  # run ends, then run starts
-    cov = _covered(dt, x)
-    per_run = cov[:total] - cov[total:]
-    return np.bincount(np.repeat(np.arange(len(dframes)), nrun), weights=per_run, minlength=len(dframes))
+def _frames_meeting(
+    dt: VideoMasks, gt: VideoMasks, dt_group: np.ndarray, gt_group: np.ndarray
+) -> tuple[tuple, tuple, np.ndarray, np.ndarray]:
+    """Checked frames of both sides as ``(rows, cols)``, and an int64 key per frame that is equal exactly for
+    frames of the same (group, frame index, height, width)."""
+    d_rc = np.nonzero(dt.rle_index >= 0)
+    g_rc = np.nonzero(gt.rle_index >= 0)
+    fields = [
+        np.concatenate([dt_group[d_rc[0]], gt_group[g_rc[0]]]),
+        np.concatenate([d_rc[1], g_rc[1]]),
+        np.concatenate([dt.height[d_rc], gt.height[g_rc]]),
+        np.concatenate([dt.width[d_rc], gt.width[g_rc]]),
+    ]
+    # One integer per (group, frame, h, w), mixed-radix (Python ints in the unlikely case int64 could
+    # overflow); np.unique then makes the keys small and dense.
+    bits = sum(int(v.max(initial=0)).bit_length() + 1 for v in fields)
+    code = np.zeros(len(fields[0]), dtype=object if bits >= 62 else np.int64)
+    for values in fields:
+        code = code * (int(values.max(initial=0)) + 1) + values
+    _, key = np.unique(code, return_inverse=True)
+    key = key.reshape(-1).astype(np.int64)
+    return d_rc, g_rc, key[: len(d_rc[0])], key[len(d_rc[0]) :]
 
 
-def _covered(dt: VideoMasks, x: np.ndarray) -> np.ndarray:
-    """Prediction foreground pixels left of positions ``x`` [Q] on the common pixel axis, int64 [Q]:
-    ``cumlen[j] + min(x - start[j], len[j])`` with ``j`` the last run starting at or before ``x`` (one binary
-    search over all runs of the video; a per-column lookup table was tried instead and was slower)."""
-    r = dt.runs
-    # A first empty run at -1 makes j >= 0 for every x >= 0 (no masking needed).
-    starts = np.concatenate([[-1], r.run_start])
-    lens = np.concatenate([[0], r.run_len])
-    before = np.cumsum(lens) - lens  # foreground pixels of all earlier runs
-    j = np.searchsorted(starts, x, side="right") - 1
-    return before[j] + np.minimum(x - starts[j], lens[j])
+def _video_intersections(
+    dt: VideoMasks,
+    gt: VideoMasks,
+    dt_group: np.ndarray,
+    gt_group: np.ndarray,
+    dt_block: np.ndarray,
+    gt_block: np.ndarray,
+    pair_of: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (``pair_of[n, g]``, -1 for no pair): the summed frame intersections (official ``merge``
+    values, zip truncation applied) and the union correction of GT frames with a count of 0 inside (official
+    union minus ``area(d) + area(g) - I``), both float64 [P]."""
+    num_pairs = int(pair_of.max()) + 1
+    inter = np.zeros(num_pairs)
+    extra = np.zeros(num_pairs)
+    if not len(dt.rles) or not len(gt.rles):
+        return inter, extra
+    (dr, dc), (gr, gc), dkey, gkey = _frames_meeting(dt, gt, dt_group, gt_group)
+    d_area = dt.area[dr, dc]
+    g_area = gt.area[gr, gc]
+    g_zero = gt.zero_inside[gt.rle_index[gr, gc]]
+    # The fast path: frames with pixels, GT frames without a count of 0 inside, keys present on both sides.
+    d_use = d_area > 0
+    g_use = (g_area > 0) & ~g_zero
+    d_use &= np.isin(dkey, gkey[g_use])
+    g_use &= np.isin(gkey, dkey[d_use])
+    di, gi = np.flatnonzero(d_use), np.flatnonzero(g_use)
+    if len(di) and len(gi):
+        a, b, i_ab = c_intersections(
+            [dt.rles[k] for k in dt.rle_index[dr[di], dc[di]].tolist()],
+            [gt.rles[k] for k in gt.rle_index[gr[gi], gc[gi]].tolist()],
+            dkey[di],
+            gkey[gi],
+            dt.height[dr[di], dc[di]],
+            gt.height[gr[gi], gc[gi]],
+            d_area[di],
+            int(max(dt.width.max(initial=0), gt.width.max(initial=0))),
+            dt_block[dr[di]],
+            gt_block[gr[gi]],
+        )
+        _add(inter, pair_of, dt.length, gt.length, dr[di[a]], gr[gi[b]], dc[di[a]], i_ab)
+    # The official path for GT frames with a count of 0 inside (rare: pycocotools never writes one).
+    for g in np.flatnonzero(g_zero).tolist():
+        ds = np.flatnonzero(dkey == gkey[g])
+        if not len(ds):
+            continue
+        grle = gt.rles[gt.rle_index[gr[g], gc[g]]]
+        i_o, u_o = official_frames([dt.rles[dt.rle_index[dr[k], dc[k]]] for k in ds.tolist()], grle)
+        _add(inter, pair_of, dt.length, gt.length, dr[ds], np.full(len(ds), gr[g]), dc[ds], i_o)
+        fast_union = d_area[ds] + g_area[g] - i_o
+        _add(extra, pair_of, dt.length, gt.length, dr[ds], np.full(len(ds), gr[g]), dc[ds], u_o - fast_union)
+    return inter, extra
+
+
+def _add(
+    out: np.ndarray,
+    pair_of: np.ndarray,
+    d_len: np.ndarray,
+    g_len: np.ndarray,
+    rows_d: np.ndarray,
+    rows_g: np.ndarray,
+    t: np.ndarray,
+    values: np.ndarray,
+) -> None:
+    """``out[pair] += values`` for frame ``t`` of tracks ``(rows_d, rows_g)``, where they form a pair and
+    ``t`` is inside both frame lists (zip truncation)."""
+    p = pair_of[rows_d, rows_g]
+    keep = (p >= 0) & (t < np.minimum(d_len[rows_d], g_len[rows_g]))
+    out += np.bincount(p[keep], weights=values[keep], minlength=len(out))

@@ -12,7 +12,7 @@ Usage::
     res = evaluate_ytvis("valid_sub.json", "results.json")   # paths, or a loaded dict / list
     res.stats["AP"], res.per_category_ap
 
-Videos are processed one at a time (decode, IoU, matching), so peak memory does not grow with the number of
+Videos are processed a few at a time (read, IoU, matching), so peak memory does not grow with the number of
 videos; accumulation is vectorised over IoU thresholds and detections.
 """
 
@@ -35,6 +35,7 @@ from vidseg.evaluation.ytvis_data import (
     GTTrack,
     load_ground_truth,
     load_results,
+    without_gc,
 )
 
 # Exactly the official thresholds: np.linspace gives 0.8999999999999999 for the 9th IoU threshold.
@@ -48,11 +49,15 @@ AREA_RANGES = {
     "medium": (128.0**2, 256.0**2),
     "large": (256.0**2, 1e10),
 }
+_AREA_LO = np.array([lo for lo, _ in AREA_RANGES.values()])
+_AREA_HI = np.array([hi for _, hi in AREA_RANGES.values()])
 OCCLUSION_RANGES = {"all": (0.0, 1.0), "light": (0.0, 0.25), "medium": (0.25, 0.5), "heavy": (0.5, 1.0)}
 
 YTVIS_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 OVIS_STATS = YTVIS_STATS[:6] + ("AP_light", "AP_medium", "AP_heavy") + YTVIS_STATS[6:]
 OVIS_STATS = OVIS_STATS + ("AR_light", "AR_medium", "AR_heavy")
+
+_VIDEO_BATCH = 16  # videos read, checked and compared together (amortises numpy's per-call overhead)
 
 # stat name -> (is AP, IoU threshold or None, area label, occlusion label, maxDets)
 _STAT_DEFS = {
@@ -111,6 +116,7 @@ class EvalResult:
         }
 
 
+@without_gc
 def evaluate_ytvis(
     gt: str | os.PathLike | Mapping | GroundTruth,
     results: str | os.PathLike | Sequence[Mapping] | Sequence[DTTrack],
@@ -198,26 +204,46 @@ class _Evaluation:
         self.entries = [[[[] for _ in range(no)] for _ in range(na)] for _ in gt.category_ids]
 
     def run(self, progress: bool) -> EvalResult:
-        for vid in tqdm(self.gt.video_ids, desc="evaluate", unit="video", disable=not progress, leave=False):
-            self._evaluate_video(vid)
+        vids = self.gt.video_ids
+        with tqdm(total=len(vids), desc="evaluate", unit="video", disable=not progress, leave=False) as bar:
+            for i in range(0, len(vids), _VIDEO_BATCH):
+                batch = vids[i : i + _VIDEO_BATCH]
+                self._evaluate_videos(batch)
+                bar.update(len(batch))
         precision, recall = self._accumulate()
         return self._summarize(precision, recall)
 
-    # ---------------------------------------------------------------- per video
-    def _evaluate_video(self, vid: object) -> None:
-        gts_by_cat = self.gts_by_video.get(vid, {})
-        dts_by_cat: dict = defaultdict(list)
-        for d in self.dts_by_video.get(vid, []):
-            dts_by_cat[d.category_id].append(d)
-        cats = sorted(set(gts_by_cat) | set(dts_by_cat), key=self.cat_index.__getitem__)
-        if not cats:
+    # ---------------------------------------------------------------- per batch of videos
+    def _evaluate_videos(self, vids: Sequence) -> None:
+        """Match the predictions of a few consecutive videos: their masks are read, checked and compared in
+        one pass (numpy bookkeeping per batch rather than per video; one C ``iou`` call per video)."""
+        groups, dts_of, gts_of = [], [], []  # (video, category) groups in video, then category order
+        for vid in vids:
+            gts_by_cat = self.gts_by_video.get(vid, {})
+            dts_by_cat: dict = defaultdict(list)
+            for d in self.dts_by_video.get(vid, []):
+                dts_by_cat[d.category_id].append(d)
+            for c in sorted(set(gts_by_cat) | set(dts_by_cat), key=self.cat_index.__getitem__):
+                # Detections: stable sort by -score, keep the top 100 (maxDets[-1]) per (video, category).
+                ds = dts_by_cat.get(c, [])
+                order = np.argsort(-np.array([d.score for d in ds], dtype=np.float64), kind="mergesort")
+                groups.append((vid, c))
+                dts_of.append([ds[i] for i in order[: MAX_DETS[-1]]])
+                gts_of.append(gts_by_cat.get(c, []))
+        if not groups:
             return
-        # Detections: stable sort by -score, keep the top 100 (maxDets[-1]) per (video, category).
-        for c, ds in dts_by_cat.items():
-            order = np.argsort(-np.array([d.score for d in ds], dtype=np.float64), kind="mergesort")
-            dts_by_cat[c] = [ds[i] for i in order[: MAX_DETS[-1]]]
-        all_dt = [d for c in cats for d in dts_by_cat.get(c, [])]
-        all_gt = [g for c in cats for g in gts_by_cat.get(c, [])]
+        all_dt = [d for ds in dts_of for d in ds]
+        all_gt = [g for gs in gts_of for g in gs]
+        packed = all(x.present_t is not None for x in all_dt + all_gt)
+        if not packed and len(vids) > 1:  # polygons or in-memory masks: video by video (video sizes differ)
+            for vid in vids:
+                self._evaluate_videos([vid])
+            return
+        ng = len(groups)
+        dt_group = np.repeat(np.arange(ng), [len(ds) for ds in dts_of])
+        gt_group = np.repeat(np.arange(ng), [len(gs) for gs in gts_of])
+        video_of = {v: i for i, v in enumerate(vids)}
+        group_video = np.array([video_of[v] for v, _ in groups], dtype=np.int64)
         src_dt = all_dt[0].source if all_dt else "<results>"
 
         def dt_error(n: int, t: int, reason: str) -> Exception:
@@ -228,52 +254,49 @@ class _Evaluation:
                 f"{self.gt.source}: annotations[{all_gt[n].index}]: segmentations[{t}]: {reason}"
             )
 
-        # Only prediction frames that meet a GT frame of their category need runs; the rest need only an area.
-        tmax = max([len(x.frames) for x in all_dt + all_gt] + [0])
-        gt_frames = {c: np.zeros(tmax, dtype=bool) for c in cats}
-        for g in all_gt:
-            gt_frames[g.category_id][: len(g.frames)] |= [f is not None for f in g.frames]
-        need = np.zeros((len(all_dt), tmax), dtype=bool)
-        for n, d in enumerate(all_dt):
-            need[n, : len(d.frames)] = gt_frames[d.category_id][: len(d.frames)]
+        # Only prediction frames that meet a GT frame of their group are checked and compared; the rest
+        # need only an area.
+        dt_len = np.array([len(d.frames) for d in all_dt], dtype=np.int64)
+        gt_len = np.array([len(g.frames) for g in all_gt], dtype=np.int64)
+        tmax = int(max(dt_len.max(initial=0), gt_len.max(initial=0)))
+        gt_frames = np.zeros((ng, tmax), dtype=bool)
+        for j, g in zip(gt_group.tolist(), all_gt):
+            if g.present_t is not None:
+                gt_frames[j, g.present_t] = True
+            else:
+                gt_frames[j, : len(g.frames)] |= [f is not None for f in g.frames]
+        need = gt_frames[dt_group] & (np.arange(tmax)[None, :] < dt_len[:, None])
         if all(d.present_t is not None for d in all_dt):  # indexed by load_results: no loop over frames
             dm = decode_packed_tracks(
-                [len(d.frames) for d in all_dt],
-                [d.present_t for d in all_dt],
-                [d.sizes for d in all_dt],
-                [d.given for d in all_dt],
-                dt_error,
-                need_runs=need,
-            )
+                dt_len, [d.present_t for d in all_dt], [d.sizes for d in all_dt], [d.given for d in all_dt],
+                dt_error, need_runs=need, find_zero_counts=False,
+            )  # fmt: skip
         else:
-            dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need)
+            dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need, find_zero_counts=False)
         if all(g.present_t is not None for g in all_gt):
             gm = decode_packed_tracks(
-                [len(g.frames) for g in all_gt],
-                [g.present_t for g in all_gt],
-                [g.sizes for g in all_gt],
-                [g.given for g in all_gt],
+                gt_len, [g.present_t for g in all_gt], [g.sizes for g in all_gt], [g.given for g in all_gt],
                 gt_error,
-            )
+            )  # fmt: skip
         else:
-            size = self.gt.video_sizes.get(vid, (None, None))
+            size = self.gt.video_sizes.get(vids[0], (None, None))  # a single video here (see above)
             gm = decode_tracks([g.frames for g in all_gt], gt_error, size)
         # Detection "area": mean of the non-zero frame areas (0 if none), as loadRes.
         dt_areas = dm.area
         nz = (dt_areas > 0).sum(axis=1)
         dt_avg = np.where(nz > 0, dt_areas.sum(axis=1) / np.maximum(nz, 1), 0.0)
 
-        # All (detection, GT) pairs of the same category, in one vectorised IoU pass.
+        # All (detection, GT) pairs of the same group, in one vectorised IoU pass.
         d0 = g0 = 0
-        spans, pd, pg = {}, [], []
-        for c in cats:
-            nd, ng = len(dts_by_cat.get(c, [])), len(gts_by_cat.get(c, []))
-            spans[c] = (d0, nd, g0, ng)
-            if nd and ng:
-                dd, gg = np.meshgrid(np.arange(d0, d0 + nd), np.arange(g0, g0 + ng), indexing="ij")
+        spans, pd, pg = [], [], []
+        for ds, gs in zip(dts_of, gts_of):
+            nd, ngt = len(ds), len(gs)
+            spans.append((d0, nd, g0, ngt))
+            if nd and ngt:
+                dd, gg = np.meshgrid(np.arange(d0, d0 + nd), np.arange(g0, g0 + ngt), indexing="ij")
                 pd.append(dd.ravel())
                 pg.append(gg.ravel())
-            d0, g0 = d0 + nd, g0 + ng
+            d0, g0 = d0 + nd, g0 + ngt
         pd_a = np.concatenate(pd) if pd else np.zeros(0, np.int64)
         pg_a = np.concatenate(pg) if pg else np.zeros(0, np.int64)
         if self.ovis:
@@ -284,13 +307,12 @@ class _Evaluation:
                     f"{src_dt}: entry {d.index}: field 'segmentations' has {len(d.frames)} frames but GT "
                     f"annotations[{g.index}] has {len(g.frames)} (OVIS requires equal lengths)"
                 )
-        ious = pair_ious(dm, gm, pd_a, pg_a)
+        ious = pair_ious(dm, gm, pd_a, pg_a, dt_group, gt_group, group_video[dt_group], group_video[gt_group])
         pos = 0
-        for c in cats:
-            d0, nd, g0, ng = spans[c]
-            iou = ious[pos : pos + nd * ng].reshape(nd, ng)
-            pos += nd * ng
-            self._evaluate_group(c, dts_by_cat.get(c, []), dt_avg[d0 : d0 + nd], gts_by_cat.get(c, []), iou)
+        for (_, c), (d0, nd, _g0, ngt), ds, gs in zip(groups, spans, dts_of, gts_of):
+            iou = ious[pos : pos + nd * ngt].reshape(nd, ngt)
+            pos += nd * ngt
+            self._evaluate_group(c, ds, dt_avg[d0 : d0 + nd], gs, iou)
 
     def _evaluate_group(
         self, cat: object, dts: list[DTTrack], dt_avg: np.ndarray, gts: list[GTTrack], ious: np.ndarray
@@ -298,27 +320,33 @@ class _Evaluation:
         k = self.cat_index[cat]
         scores = np.array([d.score for d in dts], dtype=np.float64)
         nd = len(dts)
+        if not gts:  # detections only (often): all unmatched, ignored where outside the area range
+            none = np.zeros((len(IOU_THRESHOLDS), nd), dtype=bool)
+            for a, (alo, ahi) in enumerate(AREA_RANGES.values()):
+                out = np.broadcast_to((dt_avg < alo) | (dt_avg > ahi), none.shape)
+                for o in range(len(self.occ_labels)):
+                    self.entries[k][a][o].append(_Entry(scores, none, out, 0))
+            return
         cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        for a, (alo, ahi) in enumerate(AREA_RANGES.values()):
-            dt_out = (dt_avg < alo) | (dt_avg > ahi)
+        g_area = np.array([g.avg_area for g in gts], dtype=np.float64)
+        # [A, D] / [A, G]: outside each area range (GT: also crowd), both bounds inclusive
+        dt_out = (dt_avg[None, :] < _AREA_LO[:, None]) | (dt_avg[None, :] > _AREA_HI[:, None])
+        g_out = (g_area[None, :] < _AREA_LO[:, None]) | (g_area[None, :] > _AREA_HI[:, None])
+        g_out |= np.array([g.ignore for g in gts], dtype=bool)[None, :]
+        if len(self.occ_labels) > 1:
+            g_occ = np.array([g.occ_score for g in gts], dtype=np.float64)
+        for a in range(len(AREA_RANGES)):
             for o, olab in enumerate(self.occ_labels):
-                olo, ohi = OCCLUSION_RANGES[olab]
-                flags = tuple(
-                    bool(
-                        g.ignore
-                        or g.avg_area < alo
-                        or g.avg_area > ahi
-                        or (olab != "all" and (g.occ_score < olo or g.occ_score > ohi))
-                    )
-                    for g in gts
-                )
-                if (
-                    flags not in cache
-                ):  # matching depends on the area/occlusion range only through these flags
+                out = g_out[a]
+                if olab != "all":
+                    olo, ohi = OCCLUSION_RANGES[olab]
+                    out = out | (g_occ < olo) | (g_occ > ohi)
+                flags = tuple(out.tolist())
+                if flags not in cache:  # matching depends on the area/occlusion range only through these
                     cache[flags] = _match(ious, gts, flags, nd)
                 tp, ig = cache[flags]
-                ignored = ig | (~tp & dt_out[None, :])
-                npig = sum(1 for f in flags if not f)
+                ignored = ig | (~tp & dt_out[a][None, :])
+                npig = len(flags) - int(out.sum())
                 self.entries[k][a][o].append(_Entry(scores, tp, ignored, npig))
 
     # ---------------------------------------------------------------- accumulate / summarize
@@ -393,6 +421,11 @@ def _match(ious: np.ndarray, gts: list[GTTrack], flags: tuple, nd: int) -> tuple
     ng = len(gts)
     if nd == 0 or ng == 0:
         return tp, ig
+    if ng == 1:  # the usual case, without the loops: the first detection at or above a threshold takes it
+        hit = ious[:, 0][None, :] >= np.minimum(IOU_THRESHOLDS, 1 - 1e-10)[:, None]
+        if not gts[0].crowd:  # a matched regular GT is skipped by the later detections
+            hit &= np.cumsum(hit, axis=1) == 1
+        return hit & (gts[0].ann_id != 0), hit & bool(flags[0])
     order = np.argsort(np.array(flags, dtype=np.int64), kind="mergesort")  # non-ignored GT first, stable
     g_ig = [flags[j] for j in order]
     g_crowd = [gts[j].crowd for j in order]
