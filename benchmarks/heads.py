@@ -4,7 +4,7 @@ criterion.
 Each table row is timed in this run and compared with a baseline measured in the same run:
 
 - mask head forward: the plain-conv head is the baseline, the modulated-deformable-conv head (DeVIS default)
-  is compared with it;
+  is compared with it, with the former (``method="legacy"``) and the current ``deform_conv2d`` path;
 - matcher: one-by-one matching (one cost matrix per image) is the baseline for the batched cost matrix;
 - criterion: forward+backward of the full 6-layer loss (mask losses at the final layer and aux layer 2).
 
@@ -24,6 +24,7 @@ import torch
 from vidseg.models.criterion import SetCriterion, build_weight_dict
 from vidseg.models.mask_head import MaskHeadConv, MultiScaleMHAttentionMap, run_mask_head
 from vidseg.models.matcher import HungarianMatcher, pad_matched_queries
+from vidseg.ops import ModulatedDeformConv2d
 
 
 def _time(fn, repeats: int, device: str) -> float:
@@ -46,9 +47,21 @@ def bench_mask_head(h: int, w: int, n: int, c4: int, repeats: int, device: str) 
     mems = [torch.randn(1, 256, hp // s, wp // s, device=device) for s in (32, 16, 8)]
     feats = [*mems, torch.randn(1, c4, hp // 4, wp // 4, device=device)]
     rows = []
-    for name, mdc in (("mask head, plain convs (baseline)", False), ("mask head, MDC", True)):
+    variants = (
+        ("mask head, plain convs (baseline)", False, None),
+        ("mask head, MDC, former whole-batch grid_sample path", True, "legacy"),
+        ("mask head, MDC", True, "auto"),
+    )
+    for name, mdc, method in variants:
         att = MultiScaleMHAttentionMap(256, 256, 8, 3).to(device).eval()
         head = MaskHeadConv(256, (256, 256, c4), 8, 3, use_mdc=mdc).to(device).eval()
+        for m in head.modules():
+            if isinstance(m, ModulatedDeformConv2d):
+                m.method = method
+                # Non-zero offsets/modulation (zero-initialised) so the deformable sampling is exercised.
+                torch.nn.init.normal_(m.offset_conv.weight, std=0.02)
+                torch.nn.init.normal_(m.offset_conv.bias, std=1.0)
+                torch.nn.init.normal_(m.modulator_conv.weight, std=0.02)
         with torch.no_grad():
             rows.append(
                 (

@@ -3,9 +3,13 @@
     python benchmarks/models.py                      # CPU, 800x1333 (the COCO test size)
     python benchmarks/models.py --quick              # CPU, 400x667, fewer repetitions (shared machines)
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
+    python benchmarks/models.py --quick --mdc-legacy # also time the former modulated-deformable-conv path
 
 The baseline measured in the same run is the ResNet-50 backbone alone on the same input; the table gives each
-measurement's ratio to it. With CUDA the full model is timed with both deformable-attention backends.
+measurement's ratio to it. With CUDA the full model is timed with both deformable-attention backends. With
+``--mdc-legacy`` the full model is also timed with the mask head's former deformable-conv formulation
+(``vidseg.ops.deform_conv2d(method="legacy")``: one whole-batch grid_sample, separate offset/modulator convs),
+so before/after figures come from the same run and machine state; the outputs of both are compared.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 
 from vidseg.config import load_config
 from vidseg.models.deformable_detr.build import build_deformable_detr_segm
+from vidseg.ops import ModulatedDeformConv2d
 
 OFFICIAL_PARAMS_M = 42.5  # devis.md §8: COCO R50 mask-head model, 655 state-dict entries
 OFFICIAL_FPS = 12.1  # DeVIS README, COCO R50 image model (GPU not stated)
@@ -42,6 +47,13 @@ def time_fn(fn, device: torch.device, warmup: int, iters: int) -> float:
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def set_mdc_method(model: torch.nn.Module, method: str) -> None:
+    """Switch every modulated deformable conv of ``model`` to ``vidseg.ops.deform_conv2d(method=...)``."""
+    for m in model.modules():
+        if isinstance(m, ModulatedDeformConv2d):
+            m.method = method
 
 
 def param_table(model: torch.nn.Module) -> list[tuple[str, float]]:
@@ -75,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 1 CPU, 10 GPU)")
+    ap.add_argument("--mdc-legacy", action="store_true", help="also time the former MDC path (before/after)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -92,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.manual_seed(0)
     model = build_deformable_detr_segm(cfg, cfg.MODEL.NUM_CLASSES).to(device).eval()
+    # Non-zero offsets and modulation (they are zero-initialised) so that the deformable sampling is exercised
+    # and the before/after comparison of the MDC path means something.
+    for m in model.modules():
+        if isinstance(m, ModulatedDeformConv2d):
+            torch.nn.init.normal_(m.offset_conv.weight, std=0.02)
+            torch.nn.init.normal_(m.offset_conv.bias, std=1.0)
+            torch.nn.init.normal_(m.modulator_conv.weight, std=0.02)
     x = torch.randn(1, 3, h, w, device=device)
     mask = torch.zeros(1, h, w, dtype=torch.bool, device=device)
 
@@ -99,12 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     base = time_fn(lambda: model.def_detr.backbone[0](x), device, warmup, iters)
     rows.append(("ResNet-50 backbone only (baseline)", base))
     impls = ["torch", "triton"] if device.type == "cuda" else ["torch"]
+    mdc_methods = ["legacy", "auto"] if args.mdc_legacy else ["auto"]
+    masks = {}
     for impl in impls:
         for m in model.modules():
             if hasattr(m, "impl") and isinstance(m.impl, str):
                 m.impl = impl
-        t = time_fn(lambda: model(x, mask), device, warmup, iters)
-        rows.append((f"DeformableDETRSegm R50 forward (MSDA {impl}, top-{cfg.TEST.NUM_OUT} masks)", t))
+        for method in mdc_methods:
+            set_mdc_method(model, method)
+            t = time_fn(lambda: model(x, mask), device, warmup, iters)
+            label = "former MDC path" if method == "legacy" else "MDC"
+            rows.append(
+                (f"DeformableDETRSegm R50 forward (MSDA {impl}, {label}, top-{cfg.TEST.NUM_OUT} masks)", t)
+            )
+            if impl == "torch":
+                with torch.no_grad():
+                    masks[method] = model(x, mask)["pred_masks"]
 
     print(f"\n## Forward time per image, {h}x{w}, batch 1, {device.type}, median of {iters}")
     if device.type == "cpu":
@@ -115,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"|{'-' * 64}|{'-' * 11}|{'-' * 8}|{'-' * 12}|")
     for name, t in rows:
         print(f"| {name:<62} | {t * 1e3:9.1f} | {1 / t:6.2f} | {t / base:10.2f} |")
+    if len(masks) == 2:
+        diff = (masks["legacy"] - masks["auto"]).abs().max().item()
+        legacy_t = next(t for n, t in rows if "former" in n)
+        new_t = next(t for n, t in rows if "former" not in n and "MSDA torch" in n)
+        print(f"MDC before/after: {legacy_t / new_t:.2f}x faster; max |mask logit difference| {diff:.2e}")
     if device.type == "cuda":
         fps = 1 / min(t for _, t in rows[1:])
         print(f"best FPS {fps:.2f} vs DeVIS README {OFFICIAL_FPS} FPS (ratio {fps / OFFICIAL_FPS:.2f})")

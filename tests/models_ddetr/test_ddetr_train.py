@@ -10,13 +10,15 @@ from vidseg.config import load_config
 from vidseg.models.deformable_detr.build import build
 
 
-def _train(iters: int, seed: int = 0, lr: float = 2e-4) -> tuple[list[float], float]:
+def _train(iters: int, seed: int = 0, lr: float = 2e-4, opts: tuple = (), bundle_out: list | None = None):
     torch.manual_seed(seed)
     cfg = load_config(
         "quickstart/deformable_mask_head_tiny.yaml",
-        ["MODEL.NUM_CLASSES", "3", "SOLVER.BASE_LR", str(lr), "SOLVER.LR_BACKBONE", str(lr / 2)],
+        ["MODEL.NUM_CLASSES", "3", "SOLVER.BASE_LR", str(lr), "SOLVER.LR_BACKBONE", str(lr / 2), *opts],
     )
     bundle = build(cfg)
+    if bundle_out is not None:
+        bundle_out.append(bundle)
     model, criterion = bundle.model, bundle.criterion
     opt = torch.optim.AdamW(bundle.param_groups(model), lr=lr, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     model.train()
@@ -39,6 +41,15 @@ def test_ddetr_tiny_train_steps_run_and_update():
     history, sec_per_iter = _train(3)
     assert all(torch.isfinite(torch.tensor(history)))
     assert sec_per_iter < 5.0
+
+
+def test_ddetr_tiny_train_steps_with_mdc_mask_head():
+    # The COCO configs' modulated deformable convs train too: offsets and modulators receive updates.
+    bundles: list = []
+    history, _ = _train(3, opts=("MODEL.MASK_HEAD.USE_MDC", "True"), bundle_out=bundles)
+    assert all(torch.isfinite(torch.tensor(history)))
+    lay5 = bundles[0].model.mask_head.lay5
+    assert lay5.offset_conv.weight.abs().sum() > 0 and lay5.modulator_conv.weight.abs().sum() > 0
 
 
 @pytest.mark.slow

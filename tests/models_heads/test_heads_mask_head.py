@@ -246,3 +246,37 @@ def test_build_from_config_and_feature_selection():
     bad.MODEL.MASK_HEAD.USED_FEATURES = [["/16", "encoded"], ["/8", "encoded"]]
     with pytest.raises(ValueError, match="UPSAMPLING_RESOLUTIONS"):
         build_mask_head(bad, channels)
+
+
+def test_mdc_head_current_path_matches_the_former_one_forward_and_backward():
+    """The chunked project/gather deformable convs give the former whole-batch grid_sample results and
+    gradients (random offsets and modulation, several instances per image; float64 so that the comparison
+    is tight)."""
+    from vidseg.ops import ModulatedDeformConv2d
+
+    torch.manual_seed(0)
+    model = _heads(use_mdc=True).double()
+    for m in model.mask_head.modules():
+        if isinstance(m, ModulatedDeformConv2d):
+            nn.init.normal_(m.offset_conv.weight, std=0.05)
+            nn.init.normal_(m.offset_conv.bias, std=1.0)
+            nn.init.normal_(m.modulator_conv.weight, std=0.05)
+    q, mems, masks, feats = _inputs(b=2, n=3)
+    q, mems, feats = q.double(), [m.double() for m in mems], [f.double() for f in feats]
+    results = {}
+    for method, chunk in (("legacy", 2**30), ("auto", 2**30), ("auto", 1)):
+        for m in model.mask_head.modules():
+            if isinstance(m, ModulatedDeformConv2d):
+                m.method, m.max_chunk_bytes = method, chunk
+        model.zero_grad()
+        out = run_mask_head(model.bbox_attention, model.mask_head, q, mems, masks, feats)
+        out.square().mean().backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        results[(method, chunk)] = (out.detach(), grads)
+    ref_out, ref_grads = results[("legacy", 2**30)]
+    for key in (("auto", 2**30), ("auto", 1)):
+        out, grads = results[key]
+        torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-10)
+        assert grads.keys() == ref_grads.keys()
+        for k in ref_grads:
+            torch.testing.assert_close(grads[k], ref_grads[k], rtol=1e-8, atol=1e-10, msg=k)

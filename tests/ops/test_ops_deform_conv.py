@@ -1,7 +1,9 @@
-"""Modulated deformable conv against an explicit bilinear-gathering loop (torchvision semantics)."""
+"""Modulated deformable conv against an explicit bilinear-gathering loop (torchvision semantics), for every
+formulation of ``deform_conv2d`` (project / gather, embedding_bag / grid_sample, chunked or not)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -9,6 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from vidseg.ops import ModulatedDeformConv2d, deform_conv2d
+from vidseg.ops.deform_conv import choose_method
+
+METHODS = ["project", "project_grid", "gather", "gather_grid", "legacy", "auto"]
 
 
 def _bilinear(img, y, x):
@@ -71,7 +76,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES)
 def test_deform_conv_matches_explicit_loops(case):
     Cin, Cout, (kh, kw), s, p, d, G, Gw, use_mask, use_bias = case
-    B, H, W = 2, 5, 6
+    B, H, W = 3, 5, 6
     Ho = (H + 2 * p[0] - (d[0] * (kh - 1) + 1)) // s[0] + 1
     Wo = (W + 2 * p[1] - (d[1] * (kw - 1) + 1)) // s[1] + 1
     inp = torch.randn(B, Cin, H, W, dtype=torch.float64)
@@ -79,9 +84,75 @@ def test_deform_conv_matches_explicit_loops(case):
     weight = torch.randn(Cout, Cin // Gw, kh, kw, dtype=torch.float64)
     bias = torch.randn(Cout, dtype=torch.float64) if use_bias else None
     mask = torch.rand(B, G * kh * kw, Ho, Wo, dtype=torch.float64) if use_mask else None
-    out = deform_conv2d(inp, offset, weight, bias, stride=s, padding=p, dilation=d, mask=mask)
     ref = _loop_deform_conv(inp, offset, weight, bias, s, p, d, mask)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    # Every formulation; one image per chunk, then all at once: chunking must not change anything.
+    for method, chunk in itertools.product(METHODS, (1, 2**30)):
+        out = deform_conv2d(
+            inp, offset, weight, bias, s, p, d, mask, method=method, max_chunk_bytes=chunk
+        )  # fmt: skip
+        assert out.is_contiguous()
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_deform_conv_samples_at_and_beyond_the_border():
+    """Samples exactly at -1, 0, H-1, H, between and far outside: zero padding as in torchvision."""
+    B, C, H, W = 1, 2, 4, 5
+    inp = torch.randn(B, C, H, W, dtype=torch.float64)
+    weight = torch.randn(3, C, 3, 3, dtype=torch.float64)
+    vals = torch.tensor([-7.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.25, 2.75, 3.0, 3.5, 4.0, 4.2, 9.0])
+    g = torch.Generator().manual_seed(0)
+    # Offsets chosen so that the absolute sample positions hit the listed values.
+    ii = torch.arange(H, dtype=torch.float64).view(1, 1, H, 1)
+    jj = torch.arange(W, dtype=torch.float64).view(1, 1, 1, W)
+    ky = torch.arange(3, dtype=torch.float64).repeat_interleave(3).view(1, 9, 1, 1)
+    kx = torch.arange(3, dtype=torch.float64).repeat(3).view(1, 9, 1, 1)
+    ty = vals[torch.randint(len(vals), (B, 9, H, W), generator=g)].double()
+    tx = vals[torch.randint(len(vals), (B, 9, H, W), generator=g)].double()
+    offset = torch.stack((ty - (ii - 1 + ky), tx - (jj - 1 + kx)), 2).view(B, 18, H, W)
+    mask = torch.rand(B, 9, H, W, dtype=torch.float64, generator=g)
+    ref = _loop_deform_conv(inp, offset, weight, None, (1, 1), (1, 1), (1, 1), mask)
+    for method in METHODS:
+        out = deform_conv2d(inp, offset, weight, None, padding=1, mask=mask, method=method)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10, msg=method)
+
+
+@pytest.mark.parametrize("method", ["project", "project_grid", "gather", "gather_grid"])
+def test_deform_conv_gradcheck_every_method_two_offset_groups(method):
+    inp = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    offset = (torch.randn(2, 36, 2, 2, dtype=torch.float64) * 0.7).requires_grad_()
+    weight = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(2, 18, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: deform_conv2d(
+            a[0], a[1], a[2], None, stride=2, padding=1, mask=a[3], method=method, max_chunk_bytes=1
+        ),
+        (inp, offset, weight, mask),
+        atol=1e-7,
+    )
+
+
+def test_auto_method_choices_for_the_devis_mask_head():
+    # (Cin, Cout, H, W) of lay1, lay3, lay5 and out_lay at 800x1333.
+    assert choose_method(264, 264, 1, 9, (25, 42), 25 * 42) == "gather"
+    assert choose_method(136, 64, 1, 9, (50, 84), 50 * 84) == "project"
+    assert choose_method(32, 16, 1, 9, (200, 334), 200 * 334) == "project"
+    assert choose_method(16, 1, 1, 9, (200, 334), 200 * 334) == "project_grid"
+    with pytest.raises(ValueError, match="unknown method"):
+        deform_conv2d(torch.randn(1, 2, 5, 5), torch.zeros(1, 18, 5, 5), torch.randn(2, 2, 3, 3), padding=1,
+                      method="fast")  # fmt: skip
+
+
+def test_module_fused_offset_conv_matches_legacy_path():
+    torch.manual_seed(0)
+    m = ModulatedDeformConv2d(12, 6, 3, padding=1)
+    with torch.no_grad():
+        m.offset_conv.weight.normal_(std=0.1)
+        m.offset_conv.bias.normal_()
+        m.modulator_conv.weight.normal_(std=0.1)
+    x = torch.randn(3, 12, 9, 7)
+    new = m(x)
+    m.method = "legacy"
+    torch.testing.assert_close(new, m(x), rtol=1e-5, atol=1e-5)
 
 
 def test_zero_offsets_unit_mask_equal_regular_conv():
@@ -131,3 +202,23 @@ def test_module_names_init_and_forward():
 def test_bad_offset_shape_is_reported():
     with pytest.raises(ValueError, match="offset must be"):
         deform_conv2d(torch.randn(1, 2, 5, 5), torch.zeros(1, 17, 5, 5), torch.randn(2, 2, 3, 3), padding=1)
+
+
+def test_nan_offset_gives_nan_at_that_pixel_only():
+    x = torch.randn(1, 4, 5, 7)
+    off = torch.zeros(1, 18, 5, 7)
+    off[0, 1, 2, 3] = float("nan")
+    mask = torch.ones(1, 9, 5, 7)
+    for method in METHODS:
+        out = deform_conv2d(x, off, torch.randn(2, 4, 3, 3), padding=1, mask=mask, method=method)
+        assert torch.isnan(out).nonzero().tolist() == [[0, 0, 2, 3], [0, 1, 2, 3]], method
+
+
+def test_empty_batch_gives_empty_output_and_zero_grads():
+    m = ModulatedDeformConv2d(6, 4, 3, padding=1)
+    x = torch.zeros(0, 6, 5, 7, requires_grad=True)
+    out = m(x)
+    assert out.shape == (0, 4, 5, 7)
+    out.sum().backward()
+    for p in m.parameters():
+        assert p.grad is not None and p.grad.abs().sum() == 0

@@ -202,9 +202,11 @@ class MaskHeadConv(nn.Module):
         x = F.relu(self.gn1(self.lay1(x)))
         x = F.relu(self.gn2(self.lay2(x)))
         for lvl, feat in enumerate(features[1:], start=1):
-            # The adapter runs before the expansion: N times cheaper than adapting every instance copy.
-            cur = expand(getattr(self, f"adapter{lvl}")(feat))
-            x = cur + F.interpolate(x, size=cur.shape[-2:], mode="nearest")
+            # The adapter runs once per image and is broadcast over the instances in the sum (identical
+            # for all of them), instead of adapting or materialising N copies.
+            cur = getattr(self, f"adapter{lvl}")(feat)  # [B, C, H, W]
+            up = F.interpolate(x, size=cur.shape[-2:], mode="nearest")
+            x = (up.view(b, n, *up.shape[1:]) + cur[:, None]).flatten(0, 1)
             if lvl < self.num_att_levels:
                 x = torch.cat([x, att_maps[lvl].flatten(0, 1)], 1)
             x = F.relu(getattr(self, f"gn{lvl + 2}")(getattr(self, f"lay{lvl + 2}")(x)))

@@ -56,6 +56,11 @@ def build_deformable_detr(cfg: Any, num_classes: int) -> DeformableDETR:
     m = cfg.MODEL
     if not m.WITH_BBX_REFINE and m.BBX_GRADIENT_PROP:
         raise ValueError("MODEL.BBX_GRADIENT_PROP True needs MODEL.WITH_BBX_REFINE True")
+    if m.WITH_BBX_REFINE and m.WITH_REF_POINT_REFINE:
+        raise ValueError(
+            "MODEL.WITH_BBX_REFINE and MODEL.WITH_REF_POINT_REFINE are both True: they are exclusive, "
+            "select one of the two"
+        )
     backbone = build_backbone(
         m.BACKBONE,
         train_backbone=float(cfg.SOLVER.LR_BACKBONE) > 0,
@@ -87,6 +92,7 @@ def build_deformable_detr(cfg: Any, num_classes: int) -> DeformableDETR:
         num_feature_levels=m.NUM_FEATURE_LEVELS,
         aux_loss=m.LOSS.AUX_LOSS,
         with_box_refine=m.WITH_BBX_REFINE,
+        with_ref_point_refine=m.WITH_REF_POINT_REFINE,
         bbox_gradient_prop=m.BBX_GRADIENT_PROP,
     )
 

@@ -27,6 +27,8 @@ def add_deformable_detr_config(cfg: CN) -> None:
     m.NUM_FEATURE_LEVELS = 4  # 4: /8,/16,/32,/64; 3: /8,/16,/32; 1: /32 only
     m.WITH_BBX_REFINE = True  # iterative box refinement (separate heads per decoder layer)
     m.BBX_GRADIENT_PROP = False  # True: refined boxes are not detached between decoder layers (DeVIS)
+    # xy-only refinement of the 2-d reference points (per-layer MLP -> dxy); exclusive with WITH_BBX_REFINE
+    m.WITH_REF_POINT_REFINE = False
     m.MASK_ON = True  # False: detection only (no mask head, no mask losses)
     m.SHIFT_CLASS_NEURON = False  # loading official D-DETR weights whose label = COCO cat id: move row 0 last
 

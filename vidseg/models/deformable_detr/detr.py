@@ -81,6 +81,11 @@ class DeformableDETR(nn.Module):
         num_queries: Q. num_feature_levels: 1 (/32), 3 (/8,/16,/32) or >= 4 (extra stride-2 levels).
         aux_loss: return per-layer outputs for layers 0..L_dec-2.
         with_box_refine: separate class/box heads per layer and iterative box refinement.
+        with_ref_point_refine: DeVIS's WITH_REF_POINT_REFINE (exclusive with ``with_box_refine``): per-layer
+            MLPs ``transformer.decoder.ref_point_embed.{l}`` (256-256-2, last layer zero-initialised) move the
+            2-d reference point, ``r_l = sigmoid(ref_point_embed_l(h_l) + inverse_sigmoid(r_{l-1}))``, not
+            detached (as officially); boxes keep the shared head:
+            ``xy = delta_xy + inverse_sigmoid(r_{l-1})``.
         bbox_gradient_prop: DeVIS's BBX_GRADIENT_PROP (box output of a layer is its non-detached refined box).
     """
 
@@ -94,6 +99,7 @@ class DeformableDETR(nn.Module):
         aux_loss: bool = True,
         with_box_refine: bool = True,
         bbox_gradient_prop: bool = False,
+        with_ref_point_refine: bool = False,
     ):
         super().__init__()
         if num_feature_levels == 2 or num_feature_levels < 1:
@@ -106,12 +112,18 @@ class DeformableDETR(nn.Module):
             )
         if bbox_gradient_prop and not with_box_refine:
             raise ValueError("bbox_gradient_prop needs with_box_refine")
+        if with_box_refine and with_ref_point_refine:
+            raise ValueError(
+                "with_box_refine (MODEL.WITH_BBX_REFINE) and with_ref_point_refine "
+                "(MODEL.WITH_REF_POINT_REFINE) are exclusive: select one of the two"
+            )
         hidden = transformer.d_model
         self.backbone = backbone
         self.num_queries = num_queries
         self.num_feature_levels = num_feature_levels
         self.aux_loss = aux_loss
         self.with_box_refine = with_box_refine
+        self.with_ref_point_refine = with_ref_point_refine
         self.bbox_gradient_prop = bbox_gradient_prop
         self.transformer = transformer
         transformer.decoder.with_gradient = bbox_gradient_prop
@@ -135,6 +147,14 @@ class DeformableDETR(nn.Module):
             nn.init.constant_(bbox_embed.layers[-1].bias[2:], -2.0)
             self.class_embed = nn.ModuleList([class_embed] * num_pred)
             self.bbox_embed = nn.ModuleList([bbox_embed] * num_pred)
+            if with_ref_point_refine:
+                # Held by the decoder only (official key names transformer.decoder.ref_point_embed.{l}.*).
+                ref_point_embed = layers.MLP(hidden, hidden, 2, 3)
+                nn.init.zeros_(ref_point_embed.layers[-1].weight)
+                nn.init.zeros_(ref_point_embed.layers[-1].bias)
+                self.transformer.decoder.ref_point_embed = nn.ModuleList(
+                    [copy.deepcopy(ref_point_embed) for _ in range(num_pred)]
+                )
         self.query_embed = nn.Embedding(num_queries, hidden * 2)
 
         chans = [backbone.out_channels[k] for k in self.in_levels]

@@ -201,7 +201,8 @@ class DeformableTransformerDecoderLayer(nn.Module):
 
 
 class DeformableTransformerDecoder(nn.Module):
-    """Decoder with optional iterative box refinement.
+    """Decoder with optional iterative box refinement (``bbox_embed``) or xy-only reference-point refinement
+    (``ref_point_embed``, DeVIS's ``WITH_REF_POINT_REFINE``; references stay 2-d).
 
     ``bbox_embed`` (a ModuleList of per-layer box MLPs) is attached by the owning model, as in the official
     code,
@@ -216,6 +217,9 @@ class DeformableTransformerDecoder(nn.Module):
         self.num_layers = num_layers
         self.with_gradient = with_gradient
         self.bbox_embed: nn.ModuleList | None = None
+        # xy-only refinement (MODEL.WITH_REF_POINT_REFINE), attached by the owning model; exclusive with
+        # bbox_embed.
+        self.ref_point_embed: nn.ModuleList | None = None
 
     def forward(
         self,
@@ -253,6 +257,10 @@ class DeformableTransformerDecoder(nn.Module):
                 # Standard D-DETR detaches between layers; DeVIS (BBX_GRADIENT_PROP) lets gradients flow
                 # through.
                 reference_points = new_ref if self.with_gradient else new_ref.detach()
+            elif self.ref_point_embed is not None:
+                # Moves the 2-d point only; not detached, as in the official code.
+                delta = self.ref_point_embed[lid](out)
+                reference_points = (delta + inverse_sigmoid(reference_points)).sigmoid()
             hs.append(out)
             refs.append(reference_points)
         return torch.stack(hs), torch.stack(refs), (torch.stack(boxes) if boxes else None)
