@@ -178,13 +178,21 @@ class ImageInference:
             pad[0, 0, :h, :w] = False
             meta = [{"orig_size": tuple(video.orig_size), "image_size": (h, w)}]
             (inst,) = self._images(model, ClipBatch(frames=frames, pad_mask=pad, meta=meta).to(device))
-            for score, label, mask in zip(inst["scores"].tolist(), inst["labels"].tolist(), inst["masks"]):
+            # Boxes go along as xywh so COCO bbox AP scores the predicted boxes, not the masks' tight boxes;
+            # a box-only model (MODEL.MASK_ON False) gives tracks without masks.
+            xyxy = inst["boxes"].float().cpu()
+            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1).tolist()
+            inst_masks = inst.get("masks")
+            for j, (score, label) in enumerate(zip(inst["scores"].tolist(), inst["labels"].tolist())):
                 masks: list = [None] * n
-                masks[t] = encode_rle(mask.cpu().numpy())
+                if inst_masks is not None:
+                    masks[t] = encode_rle(inst_masks[j].cpu().numpy())
                 scores: list = [None] * n
                 scores[t] = float(score)
+                boxes: list = [None] * n
+                boxes[t] = xywh[j]
                 result.tracks.append(
-                    Track(score=float(score), label=int(label), masks=masks, frame_scores=scores)
+                    Track(score=float(score), label=int(label), masks=masks, frame_scores=scores, boxes=boxes)
                 )
         return result
 
