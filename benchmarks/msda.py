@@ -10,7 +10,10 @@ Implementations:
   per-level  the official fallback's formulation (``ms_deform_attn_core_pytorch``): one grid_sample per level;
              for the temporal op a Python loop over frames with the other frames stacked as extra levels.
              The baseline.
-  torch      vidseg's pure-PyTorch path (one grid_sample per level for the whole clip).
+  torch      vidseg's pure-PyTorch path as dispatched (on CPU: the sampling as a sparse matrix, one MKL
+             product per query chunk; the backward is a scatter and an SDDMM of the bilinear taps).
+  torch-grid vidseg's pure-PyTorch grid_sample formulation (one grid_sample per level for the whole clip; the
+             path on GPU and for bf16/fp16), forced on CPU for comparison (--impls ...,torch-grid).
   triton     vidseg's fused kernels (CUDA only).
 Peak memory: on CUDA ``max_memory_allocated`` above the inputs; on CPU the growth of the peak RSS of a fresh
 worker process above its RSS once the inputs exist (every measurement runs in its own process).
@@ -91,8 +94,13 @@ def make_case(name: str, n_levels: int, device: str, dtype: torch.dtype, seed: i
 
 
 def op_fn(case: dict, impl: str):
+    import vidseg.ops.msda_torch as msda_torch_mod
     from vidseg.ops import ms_deform_attn, temporal_frame_table, temporal_ms_deform_attn
     from vidseg.ops.msda_reference import ms_deform_attn_per_level, temporal_ms_deform_attn_per_frame
+
+    if impl == "torch-grid":  # the grid_sample formulation on CPU (each measurement is its own process)
+        msda_torch_mod.SPARSE_CPU = "never"
+        impl = "torch"
 
     ss, start = case["shapes"], case["start"]
     if case["kind"] == "temporal":

@@ -96,6 +96,8 @@ def test_multi_frame_equals_spatial_op_per_frame():
 
 
 def test_query_chunking_matches_unchunked_forward_and_backward(monkeypatch):
+    # the grid_sample formulation's chunking (the sparse CPU path's is in test_ops_msda_sparse.py)
+    monkeypatch.setattr(msda_torch_mod, "SPARSE_CPU", "never")
     ss, start, S = level_layout(SHAPES)
     B, nF, Q, M, D, L, P = 1, 2, 11, 2, 3, len(SHAPES), 2
     xs = [

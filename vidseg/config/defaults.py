@@ -27,7 +27,7 @@ _C.DATASETS.CUSTOM_TRAIN_JSON = ""
 _C.DATASETS.CUSTOM_TRAIN_IMAGES = ""
 _C.DATASETS.CUSTOM_VAL_JSON = ""
 _C.DATASETS.CUSTOM_VAL_IMAGES = ""
-_C.DATASETS.CUSTOM_FORMAT = "ytvis"  # custom_* JSON format: "ytvis" (YouTube-VIS/OVIS videos) | "coco" (images)
+_C.DATASETS.CUSTOM_FORMAT = "ytvis"  # custom_* JSON: "ytvis" (YouTube-VIS/OVIS videos) | "coco" (images)
 _C.DATASETS.CUSTOM_CLASSES = []  # optional class names; default: from the JSON's categories
 _C.DATASETS.TRAIN_SUBSET = 0  # use only the first N videos (0 = all); for quick runs
 

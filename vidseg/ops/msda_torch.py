@@ -1,5 +1,9 @@
 """Pure-PyTorch multi-scale deformable attention: the reference implementation and the CPU path.
 
+On CPU with fp32/fp64 tensors :func:`msda_torch` hands the work to the sparse-matrix formulation in
+``msda_sparse.py`` (faster forward and, above all, backward; see docs/ops.md). Everywhere else (CUDA with
+``impl="torch"``, bf16/fp16, ``torch.compile`` tracing) it runs the ``grid_sample`` formulation below.
+
 One core handles the spatial op (one frame per batch element) and the DeVIS temporal op (every sample reads
 the frame given by a per-sample frame index). Per level it samples all frames, heads and queries with ONE
 ``grid_sample``: the frames of a level are stacked vertically into one tall "canvas" with two zero rows
@@ -22,8 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from vidseg.ops.msda_sparse import msda_sparse, sparse_path_supported
+
 # Queries per chunk are chosen so that one chunk's samples hold at most this many elements (64 MiB fp32).
 _CHUNK_ELEMS = 1 << 24
+# When the sparse-matrix path (msda_sparse.py) runs on CPU: "always" (fp32/fp64 CPU tensors), "grad" (only
+# when a backward will follow), "never" (the grid_sample formulation everywhere; benchmarks and tests).
+SPARSE_CPU = "always"
 
 
 def msda_torch(
@@ -67,6 +76,9 @@ def msda_torch(
         sampling_locations.to(ct),
         attention_weights.to(ct),
     )
+    if _use_sparse(value, sampling_locations, attention_weights, shapes, nF):
+        out = msda_sparse(value, shapes, starts, sampling_locations, attention_weights, frame_index)
+        return out.to(out_dtype)
 
     # Grids for all levels at once (a few passes over the location tensor instead of many small per-level
     # ops), written straight into the layout [L, B*M, P, Q, 2]: (B, M) folds into the grid_sample batch, and
@@ -94,6 +106,14 @@ def msda_torch(
         o = _WeightedGridSample.apply(canvas, grids[lvl], weights[lvl], chunk)  # [B*M, D, Q]
         out = o if out is None else out + o
     return out.view(B, M, D, Q).permute(0, 3, 1, 2).reshape(B, Q, M * D).to(out_dtype)
+
+
+def _use_sparse(value: Tensor, loc: Tensor, attn: Tensor, shapes: list[tuple[int, int]], nF: int) -> bool:
+    if SPARSE_CPU == "never" or not sparse_path_supported(value, shapes, nF):
+        return False
+    if SPARSE_CPU == "always":
+        return True
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (value, loc, attn))
 
 
 def _sample(canvas: Tensor, grid: Tensor) -> Tensor:
