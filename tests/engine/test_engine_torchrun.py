@@ -26,6 +26,24 @@ def _torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
 
+def _run_together(jobs: list[tuple[list[str], dict]], timeout: int = 300) -> None:
+    """Start every ``(command, env)`` at once (the "nodes" must meet at the rendezvous), wait for all, and
+    fail with their output if any exits non-zero."""
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd, env in jobs
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(x[-3000:] for x in logs)
+
+
 def _check_ranks_identical(out: Path, world: int) -> None:
     dumps = [torch.load(out / f"rank{r}.pt") for r in range(world)]
     assert all(d["iter"] == dumps[0]["iter"] > 0 for d in dumps)
@@ -51,25 +69,8 @@ def test_torchrun_two_nodes_c10d_rendezvous(tmp_path):
     port = free_port()
     common = ["--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}"]
     common += ["--rdzv_id=vidseg-test", "--max_restarts=0"]
-    procs = [
-        subprocess.Popen(
-            _torchrun(*common, str(RUNNER), str(out), "--dump"),
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=300)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(x[-3000:] for x in logs)
+    cmd = _torchrun(*common, str(RUNNER), str(out), "--dump")
+    _run_together([(cmd, _env()), (cmd, _env())])
     _check_ranks_identical(out, 2)
 
 
@@ -78,7 +79,7 @@ def test_two_machines_without_torchrun(tmp_path):
     "machine" spawns its local process and all join machine 0's address."""
     out = tmp_path / "run"
     port = free_port()
-    procs = []
+    jobs = []
     for rank in range(2):
         env = _env() | {
             "VIDSEG_NUM_MACHINES": "2",
@@ -86,24 +87,8 @@ def test_two_machines_without_torchrun(tmp_path):
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
         }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(RUNNER), str(out), "--dump"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=300)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(x[-3000:] for x in logs)
+        jobs.append(([sys.executable, str(RUNNER), str(out), "--dump"], env))
+    _run_together(jobs)
     _check_ranks_identical(out, 2)
 
 

@@ -2,12 +2,11 @@
 the results file is valid COCO results JSON, bad input names the image, ranks are gathered once per image."""
 
 import json
-import socket
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
-import torch.multiprocessing as mp
+from gloo_ranks import run_ranks
 from pycocotools.coco import COCO
 
 from vidseg.data.records import InstanceRecord, VideoRecord
@@ -214,20 +213,8 @@ def _gather_worker(rank, port, gt_path, out_dir, queue):
 
 
 def test_two_gloo_ranks_gather_on_rank_0(gt_file, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_gather_worker, args=(r, port, str(gt_file), str(tmp_path / "out"), queue))
-        for r in (0, 1)
-    ]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
+    out = str(tmp_path / "out")
+    results = run_ranks(_gather_worker, lambda r, port, queue: (r, port, str(gt_file), out, queue))
     assert results[1] == {}
     assert results[0]["bbox"]["AP"] == pytest.approx(100.0) and results[0]["segm"]["AP"] == pytest.approx(
         100.0

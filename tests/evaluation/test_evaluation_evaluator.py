@@ -3,12 +3,11 @@
 import json
 import math
 import os
-import socket
 import zipfile
 
 import pytest
-import torch.multiprocessing as mp
 from evalcase_gen import encode
+from gloo_ranks import run_ranks
 from test_evaluation_quirks import ONE, block, gt_dict
 
 from vidseg.cli import main
@@ -67,20 +66,8 @@ def _worker(rank, world, port, gt_path, out_dir, queue):
 
 
 def test_evaluator_gathers_across_two_gloo_processes(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker, args=(r, 2, port, str(_gt_file(tmp_path)), str(tmp_path), queue))
-        for r in (0, 1)
-    ]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
+    gt = str(_gt_file(tmp_path))
+    results = run_ranks(_worker, lambda r, port, queue: (r, 2, port, gt, str(tmp_path), queue))
     assert results[1] == {}
     assert results[0]["segm"]["AP"] == pytest.approx(ONE * 100)  # both videos found, video 1 counted once
     assert len(json.loads((tmp_path / "results.json").read_text())) == 2
