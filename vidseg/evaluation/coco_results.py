@@ -23,7 +23,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 
-from vidseg.structures.results import VideoResult
+from vidseg.structures.results import Track, VideoResult
 
 __all__ = ["label_map", "video_result_to_coco", "coco_gt_from_records"]
 
@@ -54,11 +54,11 @@ def _compressed(rle: Mapping[str, Any], height: int, width: int, where: str) -> 
     return {"size": size, "counts": counts}
 
 
-def _track_box(track: Any) -> list[float] | None:
+def _track_box(track: Track) -> list[float] | None:
     """The track's own box of its frame, when the inference stored one (``boxes``: per frame
     ``[x, y, w, h]`` in pixels or None)."""
-    boxes = getattr(track, "boxes", None)
-    if boxes is None or len(boxes) == 0 or boxes[0] is None:
+    boxes = track.boxes
+    if not boxes or boxes[0] is None:
         return None
     box = [float(v) for v in boxes[0]]
     if len(box) != 4:
