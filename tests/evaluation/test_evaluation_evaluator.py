@@ -92,3 +92,19 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["evaluate", str(gt), str(res), "--no-progress"]) == 1
     assert "entry 0: missing required field 'category_id'" in capsys.readouterr().err
     assert main(["evaluate", str(gt), os.fspath(tmp_path / "nope.json")]) == 1
+
+
+def test_cli_workers_option(tmp_path, capsys):
+    gt = _gt_file(tmp_path)
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps([e for vr in [_video_result(1)] for e in vr.to_official([1, 2])]))
+    outs = []
+    for w in ("1", "2"):
+        out = tmp_path / f"scores{w}.json"
+        assert main(["evaluate", str(gt), str(res), "--workers", w, "--json", str(out), "--no-progress"]) == 0
+        outs.append(json.loads(out.read_text()))
+    assert outs[0] == outs[1]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(gt), str(res), "--workers", "0"])
+    assert "expected a positive integer" in capsys.readouterr().err

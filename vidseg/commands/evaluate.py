@@ -36,6 +36,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-category", action="store_true", help="also print AP per category")
     p.add_argument("--json", metavar="OUT", help="write the stats as JSON to OUT ('-' for stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="processes to use (forked; default: one per available CPU, at most 8, fewer for small inputs; "
+        "1: a single process). The numbers do not depend on it",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
 
 
 def _fmt(v: float) -> str:
@@ -64,11 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.ytvis2022:
-            out = evaluate_ytvis2022(args.gt, *args.ytvis2022, args.results, progress=not args.no_progress)
+            out = evaluate_ytvis2022(
+                args.gt, *args.ytvis2022, args.results, progress=not args.no_progress, workers=args.workers
+            )
             parts = {"short": out["short"], "long": out["long"]}
             report: dict = {"mAP": out["mAP"], **{k: v.to_dict() for k, v in parts.items()}}
         else:
-            res = evaluate_ytvis(args.gt, args.results, ovis=args.ovis, progress=not args.no_progress)
+            res = evaluate_ytvis(
+                args.gt, args.results, ovis=args.ovis, progress=not args.no_progress, workers=args.workers
+            )
             parts = {"": res}
             report = res.to_dict()
     except (EvalInputError, FileNotFoundError) as e:

@@ -69,6 +69,7 @@ class YTVISEvaluator(DatasetEvaluator):
         output_dir: where ``results.json`` and ``results.zip`` go (None: write nothing).
         ovis: OVIS rules (equal frame-list lengths; 18 stats with occlusion labels).
         progress: tqdm bar during the metric.
+        workers: processes for the metric (see :func:`evaluate_ytvis`; None: automatic, 1: no fork).
 
     ``process(inputs, outputs)``: ``outputs`` is a :class:`VideoResult` or a list of them; ``inputs`` is
     unused.
@@ -89,8 +90,10 @@ class YTVISEvaluator(DatasetEvaluator):
         *,
         ovis: bool = False,
         progress: bool = True,
+        workers: int | None = None,
     ) -> None:
         self.gt_json = os.fspath(gt_json)
+        self.workers = workers
         self.label_to_category_id = label_to_category_id
         self.output_dir = output_dir
         self.ovis = ovis
@@ -120,7 +123,7 @@ class YTVISEvaluator(DatasetEvaluator):
         gt = load_ground_truth(self.gt_json)
         if not gt.has_annotations:
             return {}
-        res = evaluate_ytvis(gt, entries, ovis=self.ovis, progress=self.progress)
+        res = evaluate_ytvis(gt, entries, ovis=self.ovis, progress=self.progress, workers=self.workers)
         out = {k: (v * 100 if v >= 0 else math.nan) for k, v in res.stats.items()}
         for c in res.category_ids:
             ap = res.per_category_ap[c]

@@ -196,7 +196,7 @@ def check_compressed(strings: Sequence[str | bytes], num_pixels: np.ndarray) -> 
     batch and ``reduceat`` over each string's part of it, never materialising the counts themselves.
 
     Args:
-        strings: N compressed count strings (``str``; anything unusual takes the exact path).
+        strings: N compressed count strings (all ``str`` or all ``bytes``; else the exact path decides).
         num_pixels: int64 [N], ``h * w`` of each mask.
 
     Returns:
@@ -219,12 +219,18 @@ def _check_compressed_fast(strings: Sequence, num_pixels: np.ndarray) -> np.ndar
     n = len(strings)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    if not all(type(s) is str for s in strings) or (num_pixels >= 2**31).any():
+    if (num_pixels >= 2**31).any():
         return None
+    kinds = set(map(type, strings))
     lens = np.fromiter(map(len, strings), dtype=np.int64, count=n)
-    try:
-        buf = "".join(strings).encode("ascii")
-    except UnicodeEncodeError:
+    if kinds == {str}:
+        try:
+            buf = "".join(strings).encode("ascii")
+        except UnicodeEncodeError:
+            return None
+    elif kinds == {bytes}:  # e.g. taken from a results buffer (non-ASCII bytes fail the check below)
+        buf = b"".join(strings)
+    else:
         return None
     if not len(buf):
         return None if (num_pixels != 0).any() else np.zeros(n, dtype=np.int64)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidseg.evaluation.blob_frames import shared_blob
 from vidseg.evaluation.rle_c import c_intersections, official_frames
 from vidseg.evaluation.rle_runs import (
     RLEError,
@@ -126,6 +127,7 @@ def decode_packed_tracks(
     on_error: Callable[[int, int, str], Exception],
     need_runs: np.ndarray | None = None,
     find_zero_counts: bool = True,
+    known_areas: Sequence[np.ndarray | None] | None = None,
 ) -> VideoMasks:
     """:func:`decode_tracks` for tracks whose given frames are already indexed (no Python loop over frames
     for the usual inputs: all compressed strings, or all int64 count arrays).
@@ -137,6 +139,8 @@ def decode_packed_tracks(
         segs: per track, the F_n RLE dicts (``counts`` str/bytes, int64 arrays or int lists), in ``present_t``
             order.
         on_error, need_runs, find_zero_counts: as :func:`decode_tracks`.
+        known_areas: optional, per track int64 [F_n] areas of its given frames (pycocotools ``area``, computed
+            while loading after the character check) or None; used for the frames that need no runs.
     """
     n = len(lengths)
     length = np.asarray(lengths, dtype=np.int64).reshape(n)
@@ -145,7 +149,15 @@ def decode_packed_tracks(
     row = np.repeat(np.arange(n, dtype=np.int64), nf)
     col = np.concatenate(present_t) if n else np.zeros(0, np.int64)
     hw = np.concatenate(sizes).reshape(-1, 2) if n else np.zeros((0, 2), np.int64)
-    flat = [x for track in segs for x in track]
+    blob = shared_blob(segs)  # predictions read by results_fork: strings taken from the buffer on demand
+    if blob is None:
+        flat = [x for track in segs for x in track]
+        counts_all = [x["counts"] for x in flat]
+        is_str = np.fromiter(
+            (type(c) is str or type(c) is bytes for c in counts_all), dtype=bool, count=len(flat)
+        )
+    else:
+        is_str = np.ones(len(row), dtype=bool)
     present = np.zeros(shape, dtype=bool)
     present[row, col] = True
     height = np.zeros(shape, dtype=np.int64)
@@ -154,33 +166,48 @@ def decode_packed_tracks(
     width[row, col] = hw[:, 1]
     area = np.zeros(shape, dtype=np.int64)
     rle_index = np.full(shape, -1, dtype=np.int64)
-    counts_all = [x["counts"] for x in flat]
-    is_str = np.fromiter(
-        (type(c) is str or type(c) is bytes for c in counts_all), dtype=bool, count=len(flat)
-    )
+
+    def counts_of(idx: np.ndarray) -> list:
+        if blob is None:
+            return [counts_all[i] for i in idx.tolist()]
+        buf, starts, ends = blob
+        return [buf[a:b] for a, b in zip(starts[idx].tolist(), ends[idx].tolist())]
+
+    def dicts_of(idx: np.ndarray, counts: list | None = None) -> list:
+        if blob is None:
+            return [flat[i] for i in idx.tolist()]
+        counts = counts_of(idx) if counts is None else counts
+        return [{"size": z, "counts": c} for z, c in zip(hw[idx].tolist(), counts)]
+
     need = need_runs[row, col] if need_runs is not None else np.ones(len(row), dtype=bool)
     rest = np.flatnonzero(~need & is_str)
+    if len(rest) and known_areas is not None and any(a is not None for a in known_areas):
+        known = np.concatenate(
+            [np.full(len(t), -1, np.int64) if a is None else a for a, t in zip(known_areas, present_t)]
+        )[rest]
+        have = known >= 0
+        area[row[rest[have]], col[rest[have]]] = known[have]
+        rest = rest[~have]
     if len(rest):
-        _areas_only([flat[i] for i in rest.tolist()], row[rest], col[rest], area, on_error)
+        _areas_only(dicts_of(rest), row[rest], col[rest], area, on_error)
     sel = np.flatnonzero(need | ~is_str)
     rs, cs = row[sel], col[sel]
     npix = hw[sel, 0] * hw[sel, 1]
     if not find_zero_counts and is_str[sel].all():  # predictions: checked without building their counts
+        sel_counts = counts_of(sel)
         try:
-            sel_area = check_compressed([counts_all[i] for i in sel.tolist()], npix)
+            sel_area = check_compressed(sel_counts, npix)
         except RLEError as e:
             raise on_error(int(rs[e.index]), int(cs[e.index]), e.reason) from None
         zero_inside = np.zeros(len(sel), dtype=bool)
-        rles = [flat[i] for i in sel.tolist()]
+        rles = dicts_of(sel, sel_counts)
     else:
-        counts, ptr = _frame_counts(
-            [counts_all[i] for i in sel.tolist()], is_str[sel], row[sel], col[sel], on_error
-        )
+        counts, ptr = _frame_counts(counts_of(sel), is_str[sel], row[sel], col[sel], on_error)
         try:
             sel_area, zero_inside = check_counts(counts, ptr, npix)
         except RLEError as e:
             raise on_error(int(rs[e.index]), int(cs[e.index]), e.reason) from None
-        rles = _c_rles([flat[i] for i in sel.tolist()], is_str[sel], counts, ptr, hw[sel])
+        rles = _c_rles(dicts_of(sel), is_str[sel], counts, ptr, hw[sel])
     area[rs, cs] = sel_area
     rle_index[rs, cs] = np.arange(len(sel))
     return VideoMasks(length, present, area, height, width, rle_index, rles, zero_inside)

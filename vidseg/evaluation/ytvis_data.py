@@ -89,6 +89,9 @@ class DTTrack:
     present_t: np.ndarray | None = None  # int64 [F]: indices of the given frames (set by load_results)
     sizes: np.ndarray | None = None  # int64 [F, 2]: their (height, width)
     given: list | None = None  # the F given frame masks, in frame order
+    # int64 [F]: pycocotools ``area`` of each given frame, set (by results_fork) only when all of the entry's
+    # count strings passed the character check; None otherwise (serial load_results leaves it None)
+    areas: np.ndarray | None = None
 
 
 @dataclass
@@ -293,34 +296,21 @@ def _parse_gt_track(a: Mapping, i: int, source: str) -> GTTrack:
         raise EvalInputError(f"{where}: field 'segmentations' must be a list (one entry per frame)")
     if not isinstance(areas, list):
         raise EvalInputError(f"{where}: field 'areas' must be a list (one entry per frame)")
-    frames, present_t, sizes, packed, arrays = [], [], [], True, []
-    for t, s in enumerate(segs):
-        if not s:
-            frames.append(None)
-            continue
-        frames.append(s)
-        present_t.append(t)
-        # Usual frame of a file (int64 counts array from the JSON hook, [h, w] ints): checked in bulk below.
-        c, size = (s.get("counts"), s.get("size")) if type(s) is dict else (None, None)
-        if (
-            type(c) is np.ndarray
-            and c.dtype == np.int64
-            and c.ndim == 1
-            and type(size) is list
-            and len(size) == 2
-            and type(size[0]) is int
-            and type(size[1]) is int
-            and size[0] >= 0
-            and size[1] >= 0
-        ):
-            arrays.append(c)
-            sizes.append((size[0], size[1]))
-            continue
-        _check_gt_frame(s, f"{where}: segmentations[{t}]")
-        if isinstance(s, Mapping) and isinstance(s["counts"], np.ndarray):
-            sizes.append((int(s["size"][0]), int(s["size"][1])))
-        else:
-            packed = False  # polygons, strings or lists: decoded frame by frame
+    frames, present_t, sizes, packed, arrays = _usual_gt_frames(segs)
+    if frames is None:  # anything but int64 count arrays with [h, w] int sizes: frame by frame
+        frames, present_t, sizes, packed, arrays = [], [], [], True, []
+        for t, s in enumerate(segs):
+            if not s:
+                frames.append(None)
+                continue
+            frames.append(s)
+            present_t.append(t)
+            _check_gt_frame(s, f"{where}: segmentations[{t}]")
+            if isinstance(s, Mapping) and isinstance(s["counts"], np.ndarray):
+                arrays.append(s["counts"])
+                sizes.append((int(s["size"][0]), int(s["size"][1])))
+            else:
+                packed = False  # polygons, strings or lists: decoded frame by frame
     if arrays and sum(map(len, arrays)) and np.concatenate(arrays).min() < 0:
         for t in present_t:  # rare: the first frame with a negative count, with the usual message
             _check_gt_frame(segs[t], f"{where}: segmentations[{t}]")
@@ -356,6 +346,32 @@ def _parse_gt_track(a: Mapping, i: int, source: str) -> GTTrack:
         sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2) if packed else None,
         given=[frames[t] for t in present_t] if packed else None,
     )
+
+
+_INT64 = np.dtype(np.int64)
+
+
+def _usual_gt_frames(segs: list) -> tuple:
+    """``(frames, present_t, sizes, True, arrays)`` of a GT frame list whose given frames all are dicts
+    with an int64 count array (from the JSON hook) and a ``[h, w]`` list of non-negative ints, checked with
+    type sets instead of a loop over frames; ``(None,) * 5`` for anything else."""
+    frames = [s if s else None for s in segs]
+    present_t = [t for t, s in enumerate(segs) if s]
+    given = [segs[t] for t in present_t]
+    if not given:
+        return frames, present_t, [], True, []
+    if set(map(type, given)) != {dict}:
+        return (None,) * 5
+    counts = [g.get("counts") for g in given]
+    size = [g.get("size") for g in given]
+    if set(map(type, counts)) != {np.ndarray} or set(map(type, size)) != {list} or set(map(len, size)) != {2}:
+        return (None,) * 5
+    if {c.dtype for c in counts} != {_INT64} or {c.ndim for c in counts} != {1}:
+        return (None,) * 5
+    flat = [v for z in size for v in z]
+    if set(map(type, flat)) != {int} or min(flat) < 0:
+        return (None,) * 5
+    return frames, present_t, size, True, counts
 
 
 def _usual_sizes(given: list) -> list | None:

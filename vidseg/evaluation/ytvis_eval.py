@@ -19,14 +19,16 @@ videos; accumulation is vectorised over IoU thresholds and detections.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
+from vidseg.evaluation.forked import can_fork, resolve_workers, run_sharded, split_contiguous
 from vidseg.evaluation.video_iou import decode_packed_tracks, decode_tracks, pair_ious
 from vidseg.evaluation.ytvis_data import (
     DTTrack,
@@ -58,6 +60,7 @@ OVIS_STATS = YTVIS_STATS[:6] + ("AP_light", "AP_medium", "AP_heavy") + YTVIS_STA
 OVIS_STATS = OVIS_STATS + ("AR_light", "AR_medium", "AR_heavy")
 
 _VIDEO_BATCH = 16  # videos read, checked and compared together (amortises numpy's per-call overhead)
+_MIN_BATCHES_PER_WORKER = 4  # below this a forked worker costs more than it saves
 
 # stat name -> (is AP, IoU threshold or None, area label, occlusion label, maxDets)
 _STAT_DEFS = {
@@ -95,6 +98,7 @@ class EvalResult:
         category_ids: the K category ids (sorted), the K axis of precision/recall.
         category_names: category id -> name.
         per_category_ap: category id -> AP (IoU .50:.95, all areas, 100 dets); -1 for a category without GT.
+        timings: wall seconds of ``load_s`` (reading and checking both inputs) and ``evaluate_s``.
     """
 
     stats: dict[str, float]
@@ -103,6 +107,7 @@ class EvalResult:
     category_ids: list
     category_names: dict
     per_category_ap: dict
+    timings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready summary ``{"stats": {...}, "per_category": [{"id", "name", "AP"}]}``: fractions, -1
@@ -123,6 +128,7 @@ def evaluate_ytvis(
     *,
     ovis: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> EvalResult:
     """Score results against a ground truth with the official YouTube-VIS metric (OVIS variant with ``ovis``).
 
@@ -135,12 +141,27 @@ def evaluate_ytvis(
         the
             GT the 18 OVIS stats are computed.
         progress: show a tqdm bar over videos.
+        workers: processes for the per-video work (forked; shard 0 runs in this one). None: one per available
+            CPU (at most 8), fewer for small inputs; 1: no fork. Results are identical for any value.
     """
-    gt = gt if isinstance(gt, GroundTruth) else load_ground_truth(gt)
-    if not gt.has_annotations:
-        raise EvalInputError(f"{gt.source}: has no 'annotations'; there is nothing to score against")
-    is_loaded = isinstance(results, list) and results and isinstance(results[0], DTTrack)
-    dts = results if is_loaded else load_results(results, gt)
+    t0 = time.perf_counter()
+    background = None
+    if _load_results_in_background(gt, results, workers):
+        from vidseg.evaluation.results_fork import start_results_load
+
+        background = start_results_load(results)  # the results file is read while the GT is
+    try:
+        gt = gt if isinstance(gt, GroundTruth) else load_ground_truth(gt)
+        if not gt.has_annotations:
+            raise EvalInputError(f"{gt.source}: has no 'annotations'; there is nothing to score against")
+        if background is not None:
+            dts = background.get(gt)
+        else:
+            is_loaded = isinstance(results, list) and results and isinstance(results[0], DTTrack)
+            dts = results if is_loaded else load_results(results, gt)
+    finally:
+        if background is not None:
+            background.close()
     occlusion = ovis and gt.has_occlusion
     if ovis and not occlusion:
         warnings.warn(
@@ -149,7 +170,23 @@ def evaluate_ytvis(
             "OVIS locally)",
             stacklevel=2,
         )
-    return _Evaluation(gt, dts, ovis=ovis, occlusion=occlusion).run(progress)
+    t1 = time.perf_counter()
+    out = _Evaluation(gt, dts, ovis=ovis, occlusion=occlusion).run(progress, workers)
+    out.timings = {"load_s": t1 - t0, "evaluate_s": time.perf_counter() - t1}
+    return out
+
+
+_BACKGROUND_MIN_BYTES = 4 << 20  # smaller results files load faster than a fork pays off
+
+
+def _load_results_in_background(gt: object, results: object, workers: int | None) -> bool:
+    """Whether to read a results file in a forked process while the GT file is read here: both are paths,
+    more than one worker is allowed, and (automatic mode) the results file is large enough to gain."""
+    if workers == 1 or isinstance(gt, GroundTruth) or not isinstance(results, (str, os.PathLike)):
+        return False
+    if not can_fork() or not os.path.isfile(results):
+        return False
+    return workers is not None or os.path.getsize(results) >= _BACKGROUND_MIN_BYTES
 
 
 def evaluate_ytvis2022(
@@ -159,17 +196,18 @@ def evaluate_ytvis2022(
     results: str | os.PathLike | Sequence[Mapping],
     *,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, EvalResult | float]:
     """YouTube-VIS 2022 server protocol: results checked against the full GT, then scored separately on the
-    short-video and the long-video GT; ``mAP = (AP_S + AP_L) / 2``.
+    short-video and the long-video GT; ``mAP = (AP_S + AP_L) / 2``. ``workers`` as :func:`evaluate_ytvis`.
 
     Returns:
         ``{"short": EvalResult, "long": EvalResult, "mAP": float}``.
     """
     full = gt_full if isinstance(gt_full, GroundTruth) else load_ground_truth(gt_full)
     dts = load_results(results, full)
-    short = evaluate_ytvis(gt_short, dts, progress=progress)
-    long_ = evaluate_ytvis(gt_long, dts, progress=progress)
+    short = evaluate_ytvis(gt_short, dts, progress=progress, workers=workers)
+    long_ = evaluate_ytvis(gt_long, dts, progress=progress, workers=workers)
     return {"short": short, "long": long_, "mAP": (short.stats["AP"] + long_.stats["AP"]) / 2}
 
 
@@ -183,6 +221,31 @@ class _Entry:
     tp: np.ndarray
     ignored: np.ndarray
     npig: int
+
+
+@dataclass
+class _Packed:
+    """The ``_Entry`` list of one (category, area range, occlusion range) of a shard, concatenated (what a
+    worker sends back): ``scores`` [D], ``tp``/``ignored`` bool [T, D], ``rank`` [D] position within its
+    (video, category) in score order, ``npig`` the non-ignored GT count."""
+
+    scores: np.ndarray
+    tp: np.ndarray
+    ignored: np.ndarray
+    rank: np.ndarray
+    npig: int
+
+
+def _pack(entries: list[_Entry]) -> _Packed | None:
+    if not entries:
+        return None
+    return _Packed(
+        scores=np.concatenate([e.scores for e in entries]),
+        tp=np.concatenate([e.tp for e in entries], axis=1),
+        ignored=np.concatenate([e.ignored for e in entries], axis=1),
+        rank=np.concatenate([np.arange(len(e.scores)) for e in entries]),
+        npig=sum(e.npig for e in entries),
+    )
 
 
 class _Evaluation:
@@ -203,15 +266,32 @@ class _Evaluation:
         na, no = len(AREA_RANGES), len(self.occ_labels)
         self.entries = [[[[] for _ in range(no)] for _ in range(na)] for _ in gt.category_ids]
 
-    def run(self, progress: bool) -> EvalResult:
+    def run(self, progress: bool, workers: int | None = 1) -> EvalResult:
         vids = self.gt.video_ids
+        batches = [vids[i : i + _VIDEO_BATCH] for i in range(0, len(vids), _VIDEO_BATCH)]
+        nproc = resolve_workers(workers, len(batches), _MIN_BATCHES_PER_WORKER)
+        # contiguous shards of about equal work (tracks x frames), so that the entries stay in video order
+        costs = [sum(self._video_cost(v) for v in b) + 1 for b in batches]
+        shards = split_contiguous(costs, nproc)
         with tqdm(total=len(vids), desc="evaluate", unit="video", disable=not progress, leave=False) as bar:
-            for i in range(0, len(vids), _VIDEO_BATCH):
-                batch = vids[i : i + _VIDEO_BATCH]
-                self._evaluate_videos(batch)
-                bar.update(len(batch))
-        precision, recall = self._accumulate()
+            work = lambda s, tick: self._run_shard(batches[s[0] : s[1]], tick)  # noqa: E731
+            parts = run_sharded(shards, work, bar.update)
+        precision, recall = self._accumulate(parts)
         return self._summarize(precision, recall)
+
+    def _video_cost(self, vid: object) -> int:
+        n = sum(len(d.frames) for d in self.dts_by_video.get(vid, ()))
+        return n + sum(len(g.frames) for trs in self.gts_by_video.get(vid, {}).values() for g in trs)
+
+    def _run_shard(self, batches: Sequence[Sequence], tick: Callable[[int], None]) -> list:
+        """Evaluate consecutive batches of videos; returns their entries packed per (category, area range,
+        occlusion range) as ``_Packed`` (or None where there are none), indexed ``[k][a][o]``."""
+        na, no = len(AREA_RANGES), len(self.occ_labels)
+        self.entries = [[[[] for _ in range(no)] for _ in range(na)] for _ in self.gt.category_ids]
+        for batch in batches:
+            self._evaluate_videos(batch)
+            tick(len(batch))
+        return [[[_pack(es) for es in per_a] for per_a in per_k] for per_k in self.entries]
 
     # ---------------------------------------------------------------- per batch of videos
     def _evaluate_videos(self, vids: Sequence) -> None:
@@ -270,6 +350,7 @@ class _Evaluation:
             dm = decode_packed_tracks(
                 dt_len, [d.present_t for d in all_dt], [d.sizes for d in all_dt], [d.given for d in all_dt],
                 dt_error, need_runs=need, find_zero_counts=False,
+                known_areas=[d.areas for d in all_dt],
             )  # fmt: skip
         else:
             dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need, find_zero_counts=False)
@@ -350,7 +431,9 @@ class _Evaluation:
                 self.entries[k][a][o].append(_Entry(scores, tp, ignored, npig))
 
     # ---------------------------------------------------------------- accumulate / summarize
-    def _accumulate(self) -> tuple[np.ndarray, np.ndarray]:
+    def _accumulate(self, parts: Sequence[list]) -> tuple[np.ndarray, np.ndarray]:
+        """Precision [T, R, K, A, O, M] and recall [T, K, A, O, M] from the shards' packed entries (in video
+        order)."""
         T, R, K = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(self.gt.category_ids)
         A, O, M = len(AREA_RANGES), len(self.occ_labels), len(MAX_DETS)
         precision = -np.ones((T, R, K, A, O, M))
@@ -358,16 +441,16 @@ class _Evaluation:
         for k in range(K):
             for a in range(A):
                 for o in range(O):
-                    es = self.entries[k][a][o]
-                    if not es:
+                    ps = [p[k][a][o] for p in parts if p[k][a][o] is not None]
+                    if not ps:
                         continue
-                    npig = sum(e.npig for e in es)
+                    npig = sum(p.npig for p in ps)
                     if npig == 0:
                         continue
-                    scores = np.concatenate([e.scores for e in es])
-                    tp = np.concatenate([e.tp for e in es], axis=1)
-                    ig = np.concatenate([e.ignored for e in es], axis=1)
-                    rank = np.concatenate([np.arange(len(e.scores)) for e in es])
+                    scores = np.concatenate([p.scores for p in ps])
+                    tp = np.concatenate([p.tp for p in ps], axis=1)
+                    ig = np.concatenate([p.ignored for p in ps], axis=1)
+                    rank = np.concatenate([p.rank for p in ps])
                     for m, max_det in enumerate(MAX_DETS):
                         keep = rank < max_det
                         p, r = _precision_recall(scores[keep], tp[:, keep], ig[:, keep], npig)

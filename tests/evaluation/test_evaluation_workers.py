@@ -1,0 +1,129 @@
+"""The metric over forked worker processes: identical numbers for any worker count, errors in serial order, a
+dead worker reported, and the shard/worker helpers."""
+
+import copy
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+from evalcase_gen import random_case
+
+import vidseg.evaluation.ytvis_eval as ye
+from vidseg.evaluation import EvalInputError, evaluate_ytvis
+from vidseg.evaluation.forked import can_fork, resolve_workers, run_sharded, split_contiguous
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="no fork on this platform")
+
+
+def _eval(gt, res, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return evaluate_ytvis(copy.deepcopy(gt), copy.deepcopy(res), progress=False, **kw)
+
+
+@needs_fork
+@pytest.mark.parametrize("seed", range(4))
+def test_workers_give_identical_numbers(monkeypatch, seed):
+    monkeypatch.setattr(ye, "_VIDEO_BATCH", 2)  # many small batches: 2 and 3 workers get real shards
+    gt, res = random_case(seed + 500, n_videos=9, quirks=seed % 2 == 0)
+    serial = _eval(gt, res, workers=1)
+    for w in (2, 3):
+        par = _eval(gt, res, workers=w)
+        assert par.stats == serial.stats
+        np.testing.assert_array_equal(par.precision, serial.precision)
+        np.testing.assert_array_equal(par.recall, serial.recall)
+        assert par.per_category_ap == serial.per_category_ap
+
+
+@needs_fork
+def test_workers_from_files_identical(monkeypatch, tmp_path):
+    monkeypatch.setattr(ye, "_VIDEO_BATCH", 1)
+    gt, res = random_case(77, n_videos=6, quirks=True)
+    gp, rp = tmp_path / "gt.json", tmp_path / "res.json"
+    gp.write_text(json.dumps(gt))
+    rp.write_text(json.dumps(res))
+    serial = _eval(str(gp), str(rp), workers=1)
+    par = _eval(str(gp), str(rp), workers=2)
+    np.testing.assert_array_equal(par.precision, serial.precision)
+
+
+@needs_fork
+def test_error_in_a_later_shard_is_the_serial_error(monkeypatch):
+    monkeypatch.setattr(ye, "_VIDEO_BATCH", 1)
+    gt, res = random_case(3, n_videos=6, quirks=False)
+    last_vid = max(v["id"] for v in gt["videos"])
+    bad = next((i for i, r in enumerate(res) if r["video_id"] == last_vid and any(r["segmentations"])), None)
+    if bad is None:
+        pytest.skip("case without a prediction in the last video")
+    t = next(t for t, s in enumerate(res[bad]["segmentations"]) if s)
+    res[bad]["segmentations"][t]["counts"] = "\x7f\x7f"  # bad characters
+    with pytest.raises(EvalInputError) as serial:
+        _eval(gt, res, workers=1)
+    with pytest.raises(EvalInputError) as par:
+        _eval(gt, res, workers=3)
+    assert str(par.value) == str(serial.value)
+    assert f"entry {bad}" in str(par.value)
+
+
+@needs_fork
+def test_dead_worker_is_reported():
+    parent = os.getpid()
+
+    def work(shard, tick):
+        if os.getpid() != parent and shard == 2:
+            os._exit(3)
+        return shard * 10
+
+    with pytest.raises(RuntimeError, match="worker 2 died"):
+        run_sharded([0, 1, 2], work)
+    assert run_sharded([0, 1, 2], lambda s, tick: s * 10) == [0, 10, 20]
+
+
+@needs_fork
+def test_run_sharded_progress_and_unpicklable_error():
+    seen = []
+
+    def work(shard, tick):
+        for _ in range(shard):
+            tick(1)
+        return shard
+
+    assert run_sharded([3, 4, 5], work, on_progress=seen.append) == [3, 4, 5]
+    assert sum(seen) == 12
+
+    def bad(shard, tick):
+        if shard:
+            raise ValueError(lambda: None)  # an exception holding an unpicklable object
+        return 0
+
+    with pytest.raises(RuntimeError, match="ValueError"):
+        run_sharded([0, 1], bad)
+
+
+def test_split_contiguous_covers_in_order():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        costs = rng.integers(0, 10, n).tolist()
+        for parts in range(1, 6):
+            cuts = split_contiguous(costs, parts)
+            assert len(cuts) == min(parts, n)
+            assert cuts[0][0] == 0 and cuts[-1][1] == n
+            assert all(a < b for a, b in cuts)
+            assert all(cuts[i][1] == cuts[i + 1][0] for i in range(len(cuts) - 1))
+    # balanced: equal costs split evenly
+    assert split_contiguous([1] * 8, 2) == [(0, 4), (4, 8)]
+    assert split_contiguous([5, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 6)]
+
+
+def test_resolve_workers():
+    with pytest.raises(ValueError, match="positive integer"):
+        resolve_workers(0, 10)
+    with pytest.raises(ValueError, match="positive integer"):
+        resolve_workers(True, 10)
+    assert resolve_workers(1, 100) == 1
+    if can_fork():
+        assert resolve_workers(4, 2) == 2  # at most one per item
+        assert resolve_workers(None, 3, min_items_per_worker=4) == 1  # small input: no fork
