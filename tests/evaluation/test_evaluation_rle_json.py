@@ -51,6 +51,10 @@ def _same(a, b) -> bool:
         b'{"size": [1, 1], "counts": [1, 2], "counts": [3]}',  # duplicate key: the last wins
         b'{"size": [1, 1], "counts": [0, 10, 0, 7]}',
         b'{"size": [1, 1], "counts": [1,  2]}',  # double space: general parser
+        b'{"size": [1, 1], "counts": [1 ,2]}',  # space before the comma: general parser
+        b'{"size": [1, 1], "counts": [1, 2,3]}',  # mixed separators in one list
+        b'{"size": [1, 1], "counts": [ 1, 2 ]}',  # spaces inside the brackets
+        b'{"size": [1, 1], "counts": [1,\t2]}',  # a tab (whitespace JSON allows)
         b'{"size": [1, 1], "counts": [ 1, 2 ]}',
         b'{"size": [1, 1], "counts": [1, ,2]}',  # invalid JSON
         b'{"size": [1, 1], "counts": [1, , 2]}',  # invalid JSON (empty token in the usual layout)

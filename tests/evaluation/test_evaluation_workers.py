@@ -127,3 +127,28 @@ def test_resolve_workers():
     if can_fork():
         assert resolve_workers(4, 2) == 2  # at most one per item
         assert resolve_workers(None, 3, min_items_per_worker=4) == 1  # small input: no fork
+
+
+@needs_fork
+def test_parent_error_stops_children_despite_inherited_handlers():
+    """A child still working (and holding a SIGTERM handler inherited from, say, a trainer) is stopped at once
+    when the parent's own shard fails."""
+    import signal
+    import time
+
+    parent = os.getpid()
+    old = signal.signal(signal.SIGTERM, lambda *a: None)  # a handler that would ignore terminate()
+    try:
+
+        def work(shard, tick):
+            if os.getpid() == parent:
+                raise ValueError("parent shard failed")
+            time.sleep(60)
+            return shard
+
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match="parent shard failed"):
+            run_sharded([0, 1], work)
+        assert time.perf_counter() - t0 < 20
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -143,15 +144,19 @@ def run_sharded(
             results[i + 1] = value
         return results
     finally:
+        for c in conns:  # first, so that a child blocked on a full pipe gets EPIPE instead of waiting
+            c.close()
         for p in children:
             if p.is_alive():
-                p.terminate()
+                p.kill()  # SIGKILL: a handler the child inherited (e.g. the trainer's) cannot delay it
             p.join()
-        for c in conns:
-            c.close()
 
 
 def _child_main(work: Callable, shard: Any, tick: Callable[[int], None], send: Any) -> None:
+    # Handlers inherited from the parent (a trainer saving on SIGTERM, say) must not run here: the parent
+    # handles Ctrl-C and stops its workers itself.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         payload = ("ok", work(shard, tick))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent, which raises it

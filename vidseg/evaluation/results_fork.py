@@ -144,17 +144,22 @@ def _strings_blob(counts: list) -> tuple[bytes, np.ndarray, dict[int, str]]:
     return joined.encode("ascii"), lens, extras
 
 
+_ALPHABET = bytes(range(48, 112))  # '0'..'o': the characters of compressed RLE counts
+
+
 def _frame_char_ok(blob: bytes, lens: np.ndarray, extras: dict[int, str]) -> np.ndarray:
     """bool [G]: the string has only characters 48..111 and does not end inside a number (so that
-    pycocotools' C parser cannot read past it) - the check of ``video_iou._areas_only``."""
-    c = np.frombuffer(blob, dtype=np.uint8) - np.uint8(48)
+    pycocotools' C parser cannot read past it) - the check of ``video_iou._areas_only``, without a copy of
+    the blob (bytes.translate keeps only the bad characters, usually none)."""
     ends = np.cumsum(lens)
     ok = np.ones(len(lens), dtype=bool)
-    bad = np.flatnonzero(c > 63)  # usually none: the strings holding them found by bisection
-    if len(bad):
+    if blob.translate(None, _ALPHABET):  # rare: find the strings holding them
+        c = np.frombuffer(blob, dtype=np.uint8) - np.uint8(48)
+        bad = np.flatnonzero(c > 63)
         ok[np.searchsorted(ends, bad, side="right")] = False
     nonempty = lens > 0
-    ok[nonempty] &= (c[ends[nonempty] - 1] & 0x20) == 0
+    last = np.frombuffer(blob, dtype=np.uint8)[ends[nonempty] - 1]
+    ok[nonempty] &= ((last - np.uint8(48)) & 0x20) == 0
     if extras:
         ok[list(extras)] = False
     return ok

@@ -31,6 +31,7 @@ _HEAD = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*\[")
 _SPAN = re.compile(rb'"counts"[ \t\n\r]*:[ \t\n\r]*\[([0-9, \t\n\r]*)\]')
 _CHUNK = 4 << 20  # bytes of list text parsed per numpy pass (bounds the temporaries to ~100 MB)
 _MAX_DIGITS = 18  # below 2**63: longer numbers are left to json
+_COUNT_CHUNK = 1 << 18  # values per pass when counting digits
 _POW10 = 10 ** np.arange(1, _MAX_DIGITS + 1, dtype=np.int64)
 _WS = np.zeros(256, dtype=bool)
 _WS[[ord(" "), ord("\t"), ord("\n"), ord("\r")]] = True
@@ -145,20 +146,24 @@ def _parse_fast(data: bytes, spans: list[tuple[int, int]]) -> tuple | None:
     sample = next((bytes(x) for x in pieces if len(x) and b"," in bytes(x[:32])), b"")
     comma = b", " if b", " in sample else b","
     body = (comma + b"-1" + comma).join(x for x in pieces if x)
-    rest = body.translate(None, b"0123456789-")  # the separators only, if the text is strict
-    n_comma = len(rest) // len(comma)
-    if (
-        rest != comma * n_comma
-        or body.count(b"-") != n_sep
-        or not (body[:1].isdigit() and body[-1:].isdigit())
-    ):
+    # Strict text: digits, the n_sep "-" of the sentinels and the separators, each comma followed by exactly
+    # the separator's space (counted in C, without a copy of the text).
+    if body.translate(None, b"0123456789-, "):
+        return None
+    n_comma = body.count(b",")
+    n_space = body.count(b" ")
+    if comma == b", ":
+        separators_ok = n_space == n_comma and body.count(b", ") == n_comma
+    else:
+        separators_ok = n_space == 0
+    if not separators_ok or body.count(b"-") != n_sep or not (body[:1].isdigit() and body[-1:].isdigit()):
         return None
     # text mode (not deprecated), C speed; it skips the space after a comma
     values = np.fromstring(body, dtype=np.int64, sep=",")
     if len(values) != n_comma + 1 or values.max() >= 10**_MAX_DIGITS:
         return None
     # Digits: an empty token (", ,", read as 0) or a leading zero makes the counts disagree.
-    if not _no_leading_zeros(values, len(body) - len(rest) - n_sep):
+    if not _no_leading_zeros(values, len(body) - n_comma * len(comma) - n_sep):
         return None
     sep = np.flatnonzero(values < 0)
     if len(sep) != n_sep:
@@ -200,8 +205,11 @@ def _no_leading_zeros(values: np.ndarray, num_digits: int) -> bool:
     (an empty token, read as 0, has fewer): so the text is clean exactly when the values' digit counts add up
     to its ``num_digits``."""
     need = len(values)  # every token has a first digit; one more for each power of ten a value reaches
-    for p in _POW10[: int(np.searchsorted(_POW10, values.max(), side="right"))].tolist():
-        need += int(np.count_nonzero(values >= p))
+    powers = _POW10[: int(np.searchsorted(_POW10, values.max(), side="right"))].tolist()
+    for i in range(0, len(values), _COUNT_CHUNK):  # chunks: the comparison temporaries stay in the cache
+        chunk = values[i : i + _COUNT_CHUNK]
+        for p in powers:
+            need += int(np.count_nonzero(chunk >= p))
     return need == num_digits
 
 
