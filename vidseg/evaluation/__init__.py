@@ -6,11 +6,10 @@ interface and the results writer.
   and ``--eval-only``.
 - :func:`write_results`: ``results.json`` + ``results.zip`` for the CodaLab servers.
 - :class:`COCOEvaluator` / :func:`build_coco_evaluator`: COCO bbox + segm AP of image sets (imported on first
-  use: they need torch, the YT-VIS metric does not).
+  use: they need torch, the YT-VIS metric does not; the evaluator and the results writer are imported on first
+  use too).
 """
 
-from vidseg.evaluation.evaluator import DatasetEvaluator, YTVISEvaluator, gather_to_main
-from vidseg.evaluation.results_writer import official_entries, write_results
 from vidseg.evaluation.ytvis_data import EvalInputError, GroundTruth, load_ground_truth, load_results
 from vidseg.evaluation.ytvis_eval import (
     OVIS_STATS,
@@ -40,7 +39,21 @@ __all__ = [
 ]
 
 
+# Imported on first use: the metric alone (``vidseg evaluate``) does not need them.
+_LAZY = {
+    "DatasetEvaluator": "vidseg.evaluation.evaluator",
+    "YTVISEvaluator": "vidseg.evaluation.evaluator",
+    "gather_to_main": "vidseg.evaluation.evaluator",
+    "official_entries": "vidseg.evaluation.results_writer",
+    "write_results": "vidseg.evaluation.results_writer",
+}
+
+
 def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "COCOEvaluator":
         from vidseg.evaluation.coco_eval import COCOEvaluator
 

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from vidseg.evaluation.forked import can_fork, resolve_workers, run_sharded, split_contiguous
 from vidseg.evaluation.video_iou import decode_packed_tracks, decode_tracks, pair_ious
@@ -211,6 +210,26 @@ def evaluate_ytvis2022(
     return {"short": short, "long": long_, "mAP": (short.stats["AP"] + long_.stats["AP"]) / 2}
 
 
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+
+def _progress_bar(total: int, enabled: bool):
+    """A tqdm bar over videos, or a no-op one (tqdm is then not even imported: it takes ~35 ms)."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="video", leave=False)
+
+
 @dataclass
 class _Entry:
     """Matching outcome of one (video, category, area range, occlusion range), as the official
@@ -273,7 +292,7 @@ class _Evaluation:
         # contiguous shards of about equal work (tracks x frames), so that the entries stay in video order
         costs = [sum(self._video_cost(v) for v in b) + 1 for b in batches]
         shards = split_contiguous(costs, nproc)
-        with tqdm(total=len(vids), desc="evaluate", unit="video", disable=not progress, leave=False) as bar:
+        with _progress_bar(len(vids), progress) as bar:
             work = lambda s, tick: self._run_shard(batches[s[0] : s[1]], tick)  # noqa: E731
             parts = run_sharded(shards, work, bar.update)
         precision, recall = self._accumulate(parts)
