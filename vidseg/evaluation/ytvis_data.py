@@ -164,7 +164,7 @@ def read_json(path: str | os.PathLike, *, hook: bool = False) -> Any:
         with open(path, "rb") as f:
             data = f.read()
         if hook:  # uncompressed-RLE counts lists parsed by numpy (same result as json + _rle_hook)
-            return loads_rle_json(data, _rle_hook)
+            return loads_rle_json(data, _rle_hook, hook_skips_arrays=True)
         return json.loads(data)
     except json.JSONDecodeError as e:
         raise EvalInputError(f"{path}: not valid JSON ({e})") from None

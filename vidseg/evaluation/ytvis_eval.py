@@ -420,17 +420,18 @@ class _Evaluation:
         k = self.cat_index[cat]
         scores = np.array([d.score for d in dts], dtype=np.float64)
         nd = len(dts)
+        # [A, D]: outside each area range, both bounds inclusive
+        dt_out = (dt_avg[None, :] < _AREA_LO[:, None]) | (dt_avg[None, :] > _AREA_HI[:, None])
         if not gts:  # detections only (often): all unmatched, ignored where outside the area range
             none = np.zeros((len(IOU_THRESHOLDS), nd), dtype=bool)
-            for a, (alo, ahi) in enumerate(AREA_RANGES.values()):
-                out = np.broadcast_to((dt_avg < alo) | (dt_avg > ahi), none.shape)
+            outs = np.repeat(dt_out[:, None, :], len(IOU_THRESHOLDS), axis=1)  # [A, T, D]
+            for a in range(len(AREA_RANGES)):
                 for o in range(len(self.occ_labels)):
-                    self.entries[k][a][o].append(_Entry(scores, none, out, 0))
+                    self.entries[k][a][o].append(_Entry(scores, none, outs[a], 0))
             return
         cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         g_area = np.array([g.avg_area for g in gts], dtype=np.float64)
-        # [A, D] / [A, G]: outside each area range (GT: also crowd), both bounds inclusive
-        dt_out = (dt_avg[None, :] < _AREA_LO[:, None]) | (dt_avg[None, :] > _AREA_HI[:, None])
+        # [A, G]: GT outside each area range (also crowd GT)
         g_out = (g_area[None, :] < _AREA_LO[:, None]) | (g_area[None, :] > _AREA_HI[:, None])
         g_out |= np.array([g.ignore for g in gts], dtype=bool)[None, :]
         if len(self.occ_labels) > 1:
