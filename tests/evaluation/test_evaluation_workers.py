@@ -12,7 +12,7 @@ from evalcase_gen import random_case
 
 import vidseg.evaluation.ytvis_eval as ye
 from vidseg.evaluation import EvalInputError, evaluate_ytvis
-from vidseg.evaluation.forked import can_fork, resolve_workers, run_sharded, split_contiguous
+from vidseg.evaluation.forked import can_fork, resolve_workers, run_dynamic, run_sharded
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="no fork on this platform")
 
@@ -102,20 +102,38 @@ def test_run_sharded_progress_and_unpicklable_error():
         run_sharded([0, 1], bad)
 
 
-def test_split_contiguous_covers_in_order():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        n = int(rng.integers(1, 30))
-        costs = rng.integers(0, 10, n).tolist()
-        for parts in range(1, 6):
-            cuts = split_contiguous(costs, parts)
-            assert len(cuts) == min(parts, n)
-            assert cuts[0][0] == 0 and cuts[-1][1] == n
-            assert all(a < b for a, b in cuts)
-            assert all(cuts[i][1] == cuts[i + 1][0] for i in range(len(cuts) - 1))
-    # balanced: equal costs split evenly
-    assert split_contiguous([1] * 8, 2) == [(0, 4), (4, 8)]
-    assert split_contiguous([5, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 6)]
+@needs_fork
+def test_run_dynamic_order_balance_and_progress():
+    import time
+
+    seen = []
+
+    def work(i):
+        time.sleep(0.02 if i % 3 == 0 else 0.0)  # unequal items
+        return (i, os.getpid())
+
+    out = run_dynamic(12, work, 3, on_progress=seen.append, units=lambda i: i + 1)
+    assert [i for i, _ in out] == list(range(12))
+    assert len({pid for _, pid in out}) >= 2  # the items were shared out
+    assert sum(seen) == sum(range(1, 13))
+    assert run_dynamic(3, lambda i: i * 2, 1) == [0, 2, 4]  # one worker: a plain loop
+
+
+@needs_fork
+def test_run_dynamic_raises_the_lowest_failing_item():
+    import time
+
+    def work(i):
+        if i == 7:
+            raise ValueError("item 7")
+        if i == 3:
+            time.sleep(0.2)  # the lower failure comes last in time
+            raise ValueError("item 3")
+        return i
+
+    for _ in range(3):
+        with pytest.raises(ValueError, match="item 3"):
+            run_dynamic(10, work, 2)
 
 
 def test_resolve_workers():

@@ -1,10 +1,10 @@
-"""Run contiguous shards of a job in forked worker processes (Linux/macOS ``fork``), for the metric's
-CPU-bound per-video work.
+"""Forked worker processes (Linux/macOS ``fork``) for the metric's CPU-bound per-video work.
 
 Forked children share the parent's loaded data copy-on-write (no pickling of the inputs); each returns one
-pickled result through a pipe. The parent runs shard 0 itself, so ``W`` workers use ``W - 1`` children.
-Errors keep the serial order: the first failing shard (in shard order) decides which exception is raised,
-which is the one a serial run would have met first when shards are contiguous.
+pickled result through a pipe, and the parent works too (``W`` workers use ``W - 1`` children).
+:func:`run_dynamic` hands out items (batches of videos) from a shared counter, so the load balances itself;
+errors keep the serial order (the lowest failing item's exception is raised). :func:`run_sharded` is the
+underlying one-task-per-process runner.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any, TypeVar
-
-import numpy as np
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -50,22 +48,6 @@ def resolve_workers(workers: int | None, num_items: int, min_items_per_worker: i
     if workers is None:
         workers = min(available_cpus(), MAX_AUTO_WORKERS, num_items // max(1, min_items_per_worker))
     return max(1, min(workers, num_items))
-
-
-def split_contiguous(costs: Sequence[float], parts: int) -> list[tuple[int, int]]:
-    """Cut ``range(len(costs))`` into ``min(parts, len(costs))`` contiguous, non-empty ``(start, stop)``
-    ranges of about equal total cost."""
-    n = len(costs)
-    parts = max(1, min(parts, n))
-    cum = np.cumsum(np.asarray(costs, dtype=np.float64)) if n else np.zeros(0)
-    total = float(cum[-1]) if n else 0.0
-    cuts = [0]
-    for k in range(1, parts):
-        c = int(np.searchsorted(cum, total * k / parts, side="left")) + 1  # first prefix reaching k/parts
-        c = min(max(c, cuts[-1] + 1), n - (parts - k))  # non-empty, and an item left for each later part
-        cuts.append(c)
-    cuts.append(n)
-    return [(cuts[j], cuts[j + 1]) for j in range(parts)]
 
 
 class _ChildError(RuntimeError):
@@ -169,3 +151,61 @@ def _child_main(work: Callable, shard: Any, tick: Callable[[int], None], send: A
         data = pickle.dumps(("error", _ChildError(f"evaluation worker failed:\n{text}")))
     send.send_bytes(data)
     send.close()
+
+
+def run_dynamic(
+    num_items: int,
+    work_item: Callable[[int], _R],
+    workers: int,
+    on_progress: Callable[[int], None] | None = None,
+    units: Callable[[int], int] = lambda i: 1,
+) -> list[_R]:
+    """``[work_item(i) for i in range(num_items)]`` over ``workers`` processes (this one and forked
+    children), each taking the next item from a shared counter whenever it is free: the load balances itself
+    (items of unequal cost, or a core busy with another job, cost no idle waiting at the end).
+
+    Args:
+        work_item: ``work_item(i) -> result``; the result must pickle (children send theirs back).
+        on_progress: called in this process with the progress units done since the last call.
+        units: progress units of item ``i`` (default 1).
+
+    Returns:
+        The results in item order. On errors, the exception of the lowest failing item is raised, the one a
+        serial loop would have met first: items are taken in increasing order and a worker finishes the item
+        it holds before it stops.
+    """
+    if workers <= 1 or num_items <= 1:
+        out = []
+        for i in range(num_items):
+            out.append(work_item(i))
+            if on_progress is not None:
+                on_progress(units(i))
+        return out
+    ctx = mp.get_context("fork")
+    next_item = ctx.Value("q", 0)
+    stop = ctx.Value("b", 0)  # set after an error: no new items are taken
+
+    def loop(_worker: int, tick: Callable[[int], None]) -> dict[int, tuple[bool, Any]]:
+        done: dict[int, tuple[bool, Any]] = {}
+        while not stop.value:
+            with next_item.get_lock():
+                i = next_item.value
+                next_item.value = i + 1
+            if i >= num_items:
+                break
+            try:
+                done[i] = (True, work_item(i))
+            except Exception as e:  # noqa: BLE001 - compared with the other workers' errors below
+                done[i] = (False, e)
+                stop.value = 1
+                break
+            tick(units(i))
+        return done
+
+    merged: dict[int, tuple[bool, Any]] = {}
+    for part in run_sharded(list(range(workers)), loop, on_progress):
+        merged.update(part)
+    failed = [i for i, (ok, _) in merged.items() if not ok]
+    if failed:
+        raise merged[min(failed)][1]
+    return [merged[i][1] for i in range(num_items)]

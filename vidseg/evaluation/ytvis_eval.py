@@ -22,12 +22,12 @@ import os
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidseg.evaluation.forked import can_fork, resolve_workers, run_sharded, split_contiguous
+from vidseg.evaluation.forked import can_fork, resolve_workers, run_dynamic
 from vidseg.evaluation.video_iou import decode_packed_tracks, decode_tracks, pair_ious
 from vidseg.evaluation.ytvis_data import (
     DTTrack,
@@ -140,7 +140,7 @@ def evaluate_ytvis(
         the
             GT the 18 OVIS stats are computed.
         progress: show a tqdm bar over videos.
-        workers: processes for the per-video work (forked; shard 0 runs in this one). None: one per available
+        workers: processes for the per-video work (forked; this one works too). None: one per available
             CPU (at most 8), fewer for small inputs; 1: no fork. Results are identical for any value.
     """
     t0 = time.perf_counter()
@@ -244,7 +244,7 @@ class _Entry:
 
 @dataclass
 class _Packed:
-    """The ``_Entry`` list of one (category, area range, occlusion range) of a shard, concatenated (what a
+    """The ``_Entry`` list of one (category, area range, occlusion range) of a batch, concatenated (what a
     worker sends back): ``scores`` [D], ``tp``/``ignored`` bool [T, D], ``rank`` [D] position within its
     (video, category) in score order, ``npig`` the non-ignored GT count."""
 
@@ -289,27 +289,24 @@ class _Evaluation:
         vids = self.gt.video_ids
         batches = [vids[i : i + _VIDEO_BATCH] for i in range(0, len(vids), _VIDEO_BATCH)]
         nproc = resolve_workers(workers, len(batches), _MIN_BATCHES_PER_WORKER)
-        # contiguous shards of about equal work (tracks x frames), so that the entries stay in video order
-        costs = [sum(self._video_cost(v) for v in b) + 1 for b in batches]
-        shards = split_contiguous(costs, nproc)
         with _progress_bar(len(vids), progress) as bar:
-            work = lambda s, tick: self._run_shard(batches[s[0] : s[1]], tick)  # noqa: E731
-            parts = run_sharded(shards, work, bar.update)
+            # each batch's entries come back separately and are merged in video order below
+            parts = run_dynamic(
+                len(batches),
+                lambda i: self._run_batch(batches[i]),
+                nproc,
+                on_progress=bar.update,
+                units=lambda i: len(batches[i]),
+            )
         precision, recall = self._accumulate(parts)
         return self._summarize(precision, recall)
 
-    def _video_cost(self, vid: object) -> int:
-        n = sum(len(d.frames) for d in self.dts_by_video.get(vid, ()))
-        return n + sum(len(g.frames) for trs in self.gts_by_video.get(vid, {}).values() for g in trs)
-
-    def _run_shard(self, batches: Sequence[Sequence], tick: Callable[[int], None]) -> list:
-        """Evaluate consecutive batches of videos; returns their entries packed per (category, area range,
-        occlusion range) as ``_Packed`` (or None where there are none), indexed ``[k][a][o]``."""
+    def _run_batch(self, batch: Sequence) -> list:
+        """Evaluate one batch of videos; returns its entries packed per (category, area range, occlusion
+        range) as ``_Packed`` (or None where there are none), indexed ``[k][a][o]``."""
         na, no = len(AREA_RANGES), len(self.occ_labels)
         self.entries = [[[[] for _ in range(no)] for _ in range(na)] for _ in self.gt.category_ids]
-        for batch in batches:
-            self._evaluate_videos(batch)
-            tick(len(batch))
+        self._evaluate_videos(batch)
         return [[[_pack(es) for es in per_a] for per_a in per_k] for per_k in self.entries]
 
     # ---------------------------------------------------------------- per batch of videos
@@ -452,7 +449,7 @@ class _Evaluation:
 
     # ---------------------------------------------------------------- accumulate / summarize
     def _accumulate(self, parts: Sequence[list]) -> tuple[np.ndarray, np.ndarray]:
-        """Precision [T, R, K, A, O, M] and recall [T, K, A, O, M] from the shards' packed entries (in video
+        """Precision [T, R, K, A, O, M] and recall [T, K, A, O, M] from the batches' packed entries (in video
         order)."""
         T, R, K = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(self.gt.category_ids)
         A, O, M = len(AREA_RANGES), len(self.occ_labels), len(MAX_DETS)
