@@ -27,7 +27,7 @@ import numpy as np
 
 _MARK = "\x00vidseg-rle-"  # a JSON string cannot hold a raw NUL: it is written as \u0000 below
 _MARK_JSON = b'"\\u0000vidseg-rle-'
-_HEAD = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*\[")
+_KEY = re.compile(rb'"counts"[ \t\n\r]*:[ \t\n\r]*\[')
 _SPAN = re.compile(rb'"counts"[ \t\n\r]*:[ \t\n\r]*\[([0-9, \t\n\r]*)\]')
 _CHUNK = 4 << 20  # bytes of list text parsed per numpy pass (bounds the temporaries to ~100 MB)
 _MAX_DIGITS = 18  # below 2**63: longer numbers are left to json
@@ -220,17 +220,16 @@ def _no_leading_zeros(values: np.ndarray, num_digits: int) -> bool:
 
 def _candidate_spans(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of the contents of ``"counts": [ ... ]`` up to the first ``]``, for real keys; the
-    contents are checked afterwards (:func:`_parse_fast`), so this needs no scan of the lists' characters."""
+    contents are checked afterwards (:func:`_parse_fast`), so this needs no scan of the lists' characters
+    beyond the search for their ``]``."""
     spans = []
-    i = data.find(b'"counts"')
-    while i >= 0:
-        m = _HEAD.match(data, i + 8)
-        if m and _unescaped(data, i):
-            e = data.find(b"]", m.end())
+    find = data.find
+    for m in _KEY.finditer(data):
+        if _unescaped(data, m.start()):
+            e = find(b"]", m.end())
             if e < 0:
                 break
             spans.append((m.end(), e))
-        i = data.find(b'"counts"', i + 8)
     return spans
 
 
