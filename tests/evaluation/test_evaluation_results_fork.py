@@ -67,7 +67,9 @@ def _assert_areas(tracks: list) -> None:
         assert tr.areas.tolist() == expected
 
 
-def test_random_cases_equal_load_results_and_areas(tmp_path):
+@pytest.mark.parametrize("batch", [2048, 3])  # 3: the strings are written in many batches
+def test_random_cases_equal_load_results_and_areas(tmp_path, monkeypatch, batch):
+    monkeypatch.setattr(results_fork, "_WRITE_BATCH", batch)
     for seed in range(3):
         gt, res = random_case(seed, n_videos=6)
         res.append({"video_id": gt["videos"][0]["id"], "category_id": 99, "score": 0.3, "segmentations": []})
@@ -114,7 +116,9 @@ def test_string_ids_nulls_empty_lists_and_warnings(tmp_path):
     assert "1 entries have a category_id" in w_fork[0] and "2 result entries" in w_fork[1]
 
 
-def test_malformed_string_areas_none_for_that_entry_only(tmp_path):
+@pytest.mark.parametrize("batch", [2048, 1, 2])  # strings written one batch at a time: batch edges
+def test_malformed_string_areas_none_for_that_entry_only(tmp_path, monkeypatch, batch):
+    monkeypatch.setattr(results_fork, "_WRITE_BATCH", batch)
     bad = dict(_mask(0), counts="0~1")  # '~' is outside the RLE alphabet
     unfinished = dict(_mask(1), counts=_mask(1)["counts"] + "P")  # ends inside a number (bit 0x20)
     non_ascii = dict(_mask(2), counts="1é")

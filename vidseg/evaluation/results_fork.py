@@ -6,18 +6,20 @@ pycocotools ``area`` of every given frame after the cheap character check of
 :func:`vidseg.evaluation.video_iou._areas_only`. It hands the lot back in a compact form, never as pickled
 ``DTTrack`` objects (unpickling those costs as much as parsing the JSON again): an anonymous memory file holds
 a small pickled header (ids, the odd non-ASCII count string), numpy arrays per entry and per given frame, and
-ONE blob of all count strings joined; a pipe carries only a fixed-size "done" message. The parent rebuilds the
-``DTTrack`` list from that (one ASCII decode per count string, straight from the mapped file).
+ONE blob of all count strings; a pipe carries only a fixed-size "done" message (with the header's length).
+The parent makes the ``DTTrack`` list from that; their frames stay spans of the mapped file
+(:mod:`vidseg.evaluation.blob_frames`) until something reads them.
 
 Anything unusual (a missing file, invalid JSON, an entry or frame not in the usual form, an empty list, a
 video not in the GT, the child raising, being killed or taking too long) makes :meth:`ResultsLoad.get` call
 :func:`~vidseg.evaluation.ytvis_data.load_results` in the parent instead, so errors, warnings and results are
 those of the serial code by construction.
 
-Layout of the memory file (all arrays little-endian native, 8-byte aligned)::
+Layout of the memory file (all arrays little-endian native, 8-byte aligned; the strings come first, written
+a batch at a time while they are checked, so that no joined copy of all of them is ever made)::
 
-    [pickled header][scores f8 E][nframes i8 E][ngiven i8 E][areas_ok u1 E][pad]
-    [present_t i8 G][sizes i8 G*2][areas i8 G][lengths i8 G][blob: G count strings, ASCII]
+    [blob: G count strings, ASCII][pad][scores f8 E][nframes i8 E][ngiven i8 E][areas_ok u1 E][pad]
+    [present_t i8 G][sizes i8 G*2][areas i8 G][lengths i8 G][pickled header]
 
 E = entries of the results list, G = given (non-null) frames over all entries.
 """
@@ -68,10 +70,11 @@ class _Unusual(Exception):
     """The results file is not in the usual form: the parent loads it serially (same messages)."""
 
 
-def _layout(header_len: int, n_entries: int, n_frames: int) -> tuple[dict[str, tuple[int, int]], int]:
-    """Byte offset and element count of each array, and the blob's offset."""
+def _layout(blob_len: int, n_entries: int, n_frames: int) -> tuple[dict[str, tuple[int, int]], int]:
+    """Byte offset and element count of each array (after the blob, 8-byte aligned), and the header's
+    offset."""
     per = {"E": n_entries, "G": n_frames, "G2": 2 * n_frames}
-    out, off = {}, header_len
+    out, off = {}, blob_len
     for name, dtype, kind in _ARRAYS:
         off = (off + 7) // 8 * 8
         out[name] = (off, per[kind])
@@ -128,41 +131,49 @@ def _collect(results: Any) -> tuple[dict, list, list]:
     return lists, given_all, counts
 
 
-def _strings_blob(counts: list) -> tuple[bytes, np.ndarray, dict[int, str]]:
-    """All count strings as one ASCII blob, their lengths, and the non-ASCII strings (kept out of the
-    blob)."""
-    joined = "".join(counts)
-    extras: dict[int, str] = {}
-    if not joined.isascii():  # rare: such a string fails the character check anyway; sent as it is
-        counts = list(counts)
-        for k, s in enumerate(counts):
-            if not s.isascii():
-                extras[k] = s
-                counts[k] = ""
-        joined = "".join(counts)
-    lens = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
-    return joined.encode("ascii"), lens, extras
-
-
 _ALPHABET = bytes(range(48, 112))  # '0'..'o': the characters of compressed RLE counts
+_WRITE_BATCH = 2048  # count strings joined and written at a time (about 1 MB)
 
 
-def _frame_char_ok(blob: bytes, lens: np.ndarray, extras: dict[int, str]) -> np.ndarray:
-    """bool [G]: the string has only characters 48..111 and does not end inside a number (so that
-    pycocotools' C parser cannot read past it) - the check of ``video_iou._areas_only``, without a copy of
-    the blob (bytes.translate keeps only the bad characters, usually none)."""
-    ends = np.cumsum(lens)
-    ok = np.ones(len(lens), dtype=bool)
-    if blob.translate(None, _ALPHABET):  # rare: find the strings holding them
-        c = np.frombuffer(blob, dtype=np.uint8) - np.uint8(48)
-        bad = np.flatnonzero(c > 63)
-        ok[np.searchsorted(ends, bad, side="right")] = False
-    nonempty = lens > 0
-    last = np.frombuffer(blob, dtype=np.uint8)[ends[nonempty] - 1]
-    ok[nonempty] &= ((last - np.uint8(48)) & 0x20) == 0
-    if extras:
-        ok[list(extras)] = False
-    return ok
+def _write_strings(fd: int, counts: list) -> tuple[int, np.ndarray, dict[int, str], np.ndarray]:
+    """Write the count strings one after the other at the start of ``fd``, a batch at a time (no joined
+    copy of all of them), with the character check of ``video_iou._areas_only``.
+
+    Returns:
+        ``(blob_len, lens, extras, ok)``: bytes written; int64 [G] each string's length in the blob (0 for
+        the non-ASCII ones, kept in ``extras`` {index: string} instead); bool [G] the string has only
+        characters 48..111 and does not end inside a number (so that pycocotools' C parser cannot read past
+        it).
+    """
+    n = len(counts)
+    lens = np.fromiter(map(len, counts), dtype=np.int64, count=n)
+    ok = np.ones(n, dtype=bool)
+    extras: dict[int, str] = {}
+    off = 0
+    for lo in range(0, n, _WRITE_BATCH):
+        batch = counts[lo : lo + _WRITE_BATCH]
+        joined = "".join(batch)
+        if not joined.isascii():  # rare: such a string fails the check anyway; sent as it is
+            batch = list(batch)
+            for k, x in enumerate(batch):
+                if not x.isascii():
+                    extras[lo + k] = x
+                    batch[k] = ""
+                    lens[lo + k] = 0
+                    ok[lo + k] = False
+            joined = "".join(batch)
+        data = joined.encode("ascii")
+        b_lens = lens[lo : lo + len(batch)]
+        ends = np.cumsum(b_lens)
+        if data.translate(None, _ALPHABET):  # a character outside the alphabet: find its strings
+            bad = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) - np.uint8(48) > 63)
+            ok[lo + np.searchsorted(ends, bad, side="right")] = False
+        nonempty = np.flatnonzero(b_lens > 0)
+        last = np.frombuffer(data, dtype=np.uint8)[ends[nonempty] - 1]
+        ok[lo + nonempty[((last - np.uint8(48)) & 0x20) != 0]] = False
+        _pwrite_all(fd, data, off)
+        off += len(data)
+    return off, lens, extras, ok
 
 
 def _frame_areas(given_all: list, frame_ok: np.ndarray) -> np.ndarray:
@@ -194,9 +205,8 @@ def _child_work(path: str, out_fd: int, t0: float) -> tuple[int, int]:
         raise _Unusual(f"cannot read: {e}") from None
     lists, given_all, counts = _collect(results)
     del results
-    blob, lens, extras = _strings_blob(counts)
+    blob_len, lens, extras, frame_ok = _write_strings(out_fd, counts)
     del counts
-    frame_ok = _frame_char_ok(blob, lens, extras)
     ngiven = np.asarray(lists["ngiven"], dtype=np.int64)
     gptr = np.zeros(len(ngiven) + 1, dtype=np.int64)
     np.cumsum(ngiven, out=gptr[1:])
@@ -223,20 +233,19 @@ def _child_work(path: str, out_fd: int, t0: float) -> tuple[int, int]:
     header = {
         "n_entries": len(ngiven),
         "n_frames": len(lens),
-        "blob_len": len(blob),
+        "blob_len": blob_len,
         "vids": lists["vids"],
         "cats": lists["cats"],
         "extras": extras,
         "child_s": time.perf_counter() - t0,
     }
     head = pickle.dumps(header, protocol=5)
-    offsets, blob_off = _layout(len(head), header["n_entries"], header["n_frames"])
-    total = blob_off + len(blob)
+    offsets, head_off = _layout(blob_len, header["n_entries"], header["n_frames"])
+    total = head_off + len(head)
     os.ftruncate(out_fd, total)
-    _pwrite_all(out_fd, head, 0)
     for name, dtype, _ in _ARRAYS:
         _pwrite_all(out_fd, np.ascontiguousarray(arrays[name], dtype=dtype), offsets[name][0])
-    _pwrite_all(out_fd, blob, blob_off)
+    _pwrite_all(out_fd, head, head_off)
     return len(head), total
 
 
@@ -366,8 +375,7 @@ class ResultsLoad:
             self._fallback("memory file of the wrong size")
             return None
         mm = mmap.mmap(fd, total, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-        header = pickle.loads(mm[:head_len])
-        header["head_len"] = head_len
+        header = pickle.loads(mm[total - head_len : total])
         self.timings["child"] = header["child_s"]
         return header, mm
 
@@ -390,7 +398,7 @@ class ResultsLoad:
         if not set(gt.video_ids).issuperset(vids):
             self._fallback("a video not in the GT")  # load_results raises, naming the first such entry
             return None
-        offsets, blob_off = _layout(header["head_len"], header["n_entries"], header["n_frames"])
+        offsets, _ = _layout(header["blob_len"], header["n_entries"], header["n_frames"])
         # private copies of the arrays (small next to the strings, which stay in the mapping)
         arr = {
             name: np.frombuffer(mm, dtype=dtype, count=offsets[name][1], offset=offsets[name][0]).copy()
@@ -404,7 +412,7 @@ class ResultsLoad:
             n_len_bad += length is not None and n != length
         gt_cats = set(gt.category_ids)
         keep = [i for i, c in enumerate(cats) if c in gt_cats]
-        ends = np.cumsum(arr["lengths"]) + blob_off
+        ends = np.cumsum(arr["lengths"])  # the blob starts the file
         starts = ends - arr["lengths"]
         sizes = arr["sizes"].reshape(-1, 2)
         present_t, areas = arr["present_t"], arr["areas"]

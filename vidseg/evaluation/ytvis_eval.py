@@ -144,6 +144,8 @@ def evaluate_ytvis(
             CPU (at most 8), fewer for small inputs; 1: no fork. Results are identical for any value.
     """
     t0 = time.perf_counter()
+    import pycocotools.mask  # noqa: F401 - imported before any fork, so that the workers inherit it
+
     background = None
     if _load_results_in_background(gt, results, workers):
         from vidseg.evaluation.results_fork import start_results_load
