@@ -191,6 +191,13 @@ def test_missing_file(tmp_path):
         load.get(gt)
 
 
+def _case_files(tmp_path, seed: int) -> tuple[str, object]:
+    """A random case written to files: (results path, loaded GT)."""
+    gt, res = random_case(seed, n_videos=4)
+    gp, rp = _write(tmp_path, gt, res)
+    return rp, load_ground_truth(gp)
+
+
 def _slow_child(monkeypatch) -> None:
     """Children forked from now on sleep before working (a fork sees the patched module)."""
     work = results_fork._child_work
@@ -205,9 +212,7 @@ def _slow_child(monkeypatch) -> None:
 @pytest.mark.filterwarnings("ignore:.*frame list whose length")
 def test_killed_child_falls_back(tmp_path, monkeypatch):
     _slow_child(monkeypatch)
-    gt, res = random_case(5, n_videos=4)
-    gp, rp = _write(tmp_path, gt, res)
-    gtl = load_ground_truth(gp)
+    rp, gtl = _case_files(tmp_path, 5)
     load = start_results_load(rp)
     os.kill(load.pid, signal.SIGKILL)
     got = load.get(gtl)
@@ -220,9 +225,7 @@ def test_killed_child_falls_back(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:.*frame list whose length")
 def test_slow_child_is_killed_and_close_reaps(tmp_path, monkeypatch):
     _slow_child(monkeypatch)
-    gt, res = random_case(6, n_videos=4)
-    gp, rp = _write(tmp_path, gt, res)
-    gtl = load_ground_truth(gp)
+    rp, gtl = _case_files(tmp_path, 6)
     load = start_results_load(rp, timeout=1.0)
     t0 = time.perf_counter()
     got = load.get(gtl)
@@ -238,9 +241,7 @@ def test_slow_child_is_killed_and_close_reaps(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:.*frame list whose length")
 def test_without_memfd_and_without_fork(tmp_path, monkeypatch):
-    gt, res = random_case(7, n_videos=4)
-    gp, rp = _write(tmp_path, gt, res)
-    gtl = load_ground_truth(gp)
+    rp, gtl = _case_files(tmp_path, 7)
     ref = load_results(rp, gtl)
     monkeypatch.delattr(os, "memfd_create", raising=False)  # a temporary file carries the data instead
     load = start_results_load(rp)
