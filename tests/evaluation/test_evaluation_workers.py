@@ -170,3 +170,20 @@ def test_parent_error_stops_children_despite_inherited_handlers():
         assert time.perf_counter() - t0 < 20
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _eval_in_pool_worker(args):
+    gt, res = args
+    return _eval(gt, res, workers=2).stats
+
+
+@needs_fork
+def test_daemonic_pool_worker_evaluates_in_one_process(monkeypatch):
+    """A multiprocessing Pool worker may not have children: the metric then stays in that process."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(ye, "_VIDEO_BATCH", 1)
+    gt, res = random_case(11, n_videos=4, quirks=False)
+    with mp.get_context("fork").Pool(1) as pool:
+        stats = pool.map(_eval_in_pool_worker, [(gt, res)])[0]
+    assert stats == _eval(gt, res, workers=1).stats

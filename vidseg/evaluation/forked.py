@@ -34,7 +34,9 @@ def available_cpus() -> int:
 
 
 def can_fork() -> bool:
-    return "fork" in mp.get_all_start_methods()
+    """Whether this process may fork workers: the platform has ``fork``, and this is not a daemonic
+    multiprocessing worker (e.g. in a ``Pool``), which multiprocessing forbids to have children."""
+    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
 
 
 def resolve_workers(workers: int | None, num_items: int, min_items_per_worker: int = 1) -> int:
