@@ -136,3 +136,26 @@ def test_load_ground_truth_fast_path_errors_name_file_and_field(tmp_path) -> Non
     path.write_text(json.dumps(gt)[:-5])
     with pytest.raises(EvalInputError, match=r"gt\.json: not valid JSON"):
         read_json(path, hook=True)
+
+
+def test_rle_json_mutated_lists_match_json() -> None:
+    """Random one-character edits of count lists (spaces, commas, signs, zeros, deletions) in both
+    json.dump layouts: the fast path accepts exactly what json accepts, with json's values or error."""
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        lists = [[int(x) for x in rng.integers(0, 10 ** int(rng.integers(1, 4)), int(rng.integers(1, 6)))]]
+        lists.append([int(x) for x in rng.integers(0, 500, 4)])
+        sep = (", ", ": ") if trial % 2 else (",", ":")
+        text = json.dumps([{"size": [2, 3], "counts": c} for c in lists], separators=sep).encode()
+        starts = [i for i in range(len(text)) if text[i : i + 1] == b"["][2:]  # inside the count lists
+        pos = int(rng.choice(starts)) + 1 + int(rng.integers(0, 6))
+        edit = rng.choice([b" ", b",", b"-", b"0", b"", b"  ", b"\t"])
+        mutated = text[:pos] + edit + text[pos + (1 if rng.random() < 0.5 else 0) :]
+        try:
+            want = _reference(mutated)
+        except json.JSONDecodeError as e:
+            with pytest.raises(json.JSONDecodeError) as got:
+                loads_rle_json(mutated)
+            assert str(got.value) == str(e), mutated
+            continue
+        assert _same(loads_rle_json(mutated), want), mutated

@@ -151,20 +151,23 @@ def _parse_fast(data: bytes, spans: list[tuple[int, int]]) -> tuple | None:
     sample = next((bytes(x) for x in pieces if len(x) and b"," in bytes(x[:32])), b"")
     comma = b", " if b", " in sample else b","
     body = (comma + b"-1" + comma).join(x for x in pieces if x)
-    # Strict text: digits, the n_sep "-" of the sentinels and the separators, each comma followed by exactly
-    # the separator's space (counted in C, without a copy of the text).
-    if body.translate(None, b"0123456789-, "):
+    # Strict text: without digits and "-" only separators remain, which then tile it exactly (k copies of
+    # the separator in a text of k separators' length); the only "-" are the n_sep of the sentinels.
+    rest = body.translate(None, b"0123456789-")
+    n_comma = len(rest) // len(comma)
+    if (
+        len(rest) != n_comma * len(comma)
+        or rest.count(comma) != n_comma
+        or body.count(b"-") != n_sep
+        or not (body[:1].isdigit() and body[-1:].isdigit())
+    ):
         return None
-    n_comma = body.count(b",")
-    n_space = body.count(b" ")
-    if comma == b", ":
-        separators_ok = n_space == n_comma and body.count(b", ") == n_comma
-    else:
-        separators_ok = n_space == 0
-    if not separators_ok or body.count(b"-") != n_sep or not (body[:1].isdigit() and body[-1:].isdigit()):
-        return None
+    del rest
     # text mode (not deprecated), C speed; it skips the space after a comma
-    values = np.fromstring(body, dtype=np.int64, sep=",")
+    try:
+        values = np.fromstring(body, dtype=np.int64, sep=",")
+    except ValueError:  # e.g. an empty token (",,"): numpy 2 stops with an error; json gives the message
+        return None
     if len(values) != n_comma + 1 or values.max() >= 10**_MAX_DIGITS:
         return None
     # Digits: an empty token (", ,", read as 0) or a leading zero makes the counts disagree.
@@ -260,10 +263,10 @@ def _wrap(
 
     def restore(obj: dict) -> Any:
         c = obj.get("counts")
-        if table is None:  # plain json path: the same conversion as the fast path
-            if isinstance(c, list) and "size" in obj and all(type(x) is int and 0 <= x < 2**63 for x in c):
+        if type(c) is list:  # a list json parsed itself (plain path, or one the fast path left to json)
+            if "size" in obj and all(type(x) is int and 0 <= x < 2**63 for x in c):
                 obj["counts"] = np.array(c, dtype=np.int64)
-        elif type(c) is str and c.startswith(_MARK):
+        elif table is not None and type(c) is str and c.startswith(_MARK):
             k = int(c[n_mark:])
             if placed.get(k) is False:
                 placed[k] = True
