@@ -28,6 +28,29 @@ def _corner(value_ptr, row0, yy, xx, H, W, m, M, D, offs_d, dmask, qmask):
 
 
 @triton.jit
+def _point(
+    loc_ptr, attn_ptr, fidx_ptr, idx, offs_q, p, P, qmask, b, nF, S, s0, Hf, Wf,
+    HAS_FRAMES: tl.constexpr, BLOCK_Q: tl.constexpr,
+):  # fmt: skip
+    """Sampling point ``idx`` of each query of the block: its weight, the token row of its frame's level
+    start, the top-left integer pixel (x0, y0) and the bilinear fractions (lx, ly). Pixel centres sit at
+    half-integers (``px = x * W - 0.5``), as ``grid_sample(align_corners=False)``."""
+    x = tl.load(loc_ptr + 2 * idx, mask=qmask, other=0.0).to(tl.float32)
+    y = tl.load(loc_ptr + 2 * idx + 1, mask=qmask, other=0.0).to(tl.float32)
+    a = tl.load(attn_ptr + idx, mask=qmask, other=0.0).to(tl.float32)
+    if HAS_FRAMES:
+        f = tl.load(fidx_ptr + offs_q * P + p, mask=qmask, other=0)
+    else:
+        f = tl.zeros((BLOCK_Q,), dtype=tl.int32)
+    row0 = ((b * nF + f) * S + s0).to(tl.int64)
+    px = x * Wf - 0.5
+    py = y * Hf - 0.5
+    x0f = tl.floor(px)
+    y0f = tl.floor(py)
+    return a, row0, x0f.to(tl.int32), y0f.to(tl.int32), px - x0f, py - y0f
+
+
+@triton.jit
 def msda_fwd_kernel(
     value_ptr,
     shapes_ptr,
@@ -66,22 +89,10 @@ def msda_fwd_kernel(
         Wf = W.to(tl.float32)
         for p in range(P):
             idx = base_qm + lvl * P + p
-            x = tl.load(loc_ptr + 2 * idx, mask=qmask, other=0.0).to(tl.float32)
-            y = tl.load(loc_ptr + 2 * idx + 1, mask=qmask, other=0.0).to(tl.float32)
-            a = tl.load(attn_ptr + idx, mask=qmask, other=0.0).to(tl.float32)
-            if HAS_FRAMES:
-                f = tl.load(fidx_ptr + offs_q * P + p, mask=qmask, other=0)
-            else:
-                f = tl.zeros((BLOCK_Q,), dtype=tl.int32)
-            row0 = ((b * nF + f) * S + s0).to(tl.int64)
-            px = x * Wf - 0.5
-            py = y * Hf - 0.5
-            x0f = tl.floor(px)
-            y0f = tl.floor(py)
-            lx = px - x0f
-            ly = py - y0f
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
+            a, row0, x0, y0, lx, ly = _point(
+                loc_ptr, attn_ptr, fidx_ptr, idx, offs_q, p, P, qmask, b, nF, S, s0, Hf, Wf,
+                HAS_FRAMES, BLOCK_Q,
+            )  # fmt: skip
             v, _, _ = _corner(value_ptr, row0, y0, x0, H, W, m, M, D, offs_d, dmask, qmask)
             acc += ((1 - ly) * (1 - lx) * a)[:, None] * v
             v, _, _ = _corner(value_ptr, row0, y0, x0 + 1, H, W, m, M, D, offs_d, dmask, qmask)
@@ -138,24 +149,12 @@ def msda_bwd_kernel(
         Wf = W.to(tl.float32)
         for p in range(P):
             idx = base_qm + lvl * P + p
-            x = tl.load(loc_ptr + 2 * idx, mask=qmask, other=0.0).to(tl.float32)
-            y = tl.load(loc_ptr + 2 * idx + 1, mask=qmask, other=0.0).to(tl.float32)
-            a = tl.load(attn_ptr + idx, mask=qmask, other=0.0).to(tl.float32)
-            if HAS_FRAMES:
-                f = tl.load(fidx_ptr + offs_q * P + p, mask=qmask, other=0)
-            else:
-                f = tl.zeros((BLOCK_Q,), dtype=tl.int32)
-            row0 = ((b * nF + f) * S + s0).to(tl.int64)
-            px = x * Wf - 0.5
-            py = y * Hf - 0.5
-            x0f = tl.floor(px)
-            y0f = tl.floor(py)
-            lx = px - x0f
-            ly = py - y0f
+            a, row0, x0, y0, lx, ly = _point(
+                loc_ptr, attn_ptr, fidx_ptr, idx, offs_q, p, P, qmask, b, nF, S, s0, Hf, Wf,
+                HAS_FRAMES, BLOCK_Q,
+            )  # fmt: skip
             hx = 1 - lx
             hy = 1 - ly
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
             grad_a = tl.zeros((BLOCK_Q,), dtype=tl.float32)
             gpx = tl.zeros((BLOCK_Q,), dtype=tl.float32)
             gpy = tl.zeros((BLOCK_Q,), dtype=tl.float32)
