@@ -103,11 +103,11 @@ def multi_frame_ms_deform_attn(
         return msda_torch(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights, frame_index
         )
-    from vidseg.ops.msda_triton_op import msda_triton  # lazy: imports triton
+    from vidseg.ops.msda_triton_op import msda_forward  # lazy: imports triton
 
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    return msda_triton(
+    return msda_forward(
         value,
         spatial_shapes,
         level_start_index,

@@ -221,24 +221,3 @@ def _backward(ctx, grad_output):
 
 
 msda_forward.register_autograd(_backward, setup_context=_setup_context)
-
-
-def msda_triton(
-    value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
-    sampling_locations: Tensor,
-    attention_weights: Tensor,
-    frame_index: Tensor | None,
-    deterministic: bool,
-) -> Tensor:
-    """Triton MSDA, see :func:`vidseg.ops.msda.multi_frame_ms_deform_attn` for shapes."""
-    return msda_forward(
-        value,
-        spatial_shapes,
-        level_start_index,
-        sampling_locations,
-        attention_weights,
-        frame_index,
-        deterministic,
-    )
