@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from vidseg.evaluation.blob_frames import BlobTrack, LazyFrames, LazyGiven
+from vidseg.evaluation.rle_runs import readable_strings
 from vidseg.evaluation.ytvis_data import (
     DTTrack,
     GroundTruth,
@@ -131,19 +132,16 @@ def _collect(results: Any) -> tuple[dict, list, list]:
     return lists, given_all, counts
 
 
-_ALPHABET = bytes(range(48, 112))  # '0'..'o': the characters of compressed RLE counts
 _WRITE_BATCH = 2048  # count strings joined and written at a time (about 1 MB)
 
 
 def _write_strings(fd: int, counts: list) -> tuple[int, np.ndarray, dict[int, str], np.ndarray]:
     """Write the count strings one after the other at the start of ``fd``, a batch at a time (no joined
-    copy of all of them), with the character check of ``video_iou._areas_only``.
+    copy of all of them), with the character check of :func:`~vidseg.evaluation.rle_runs.readable_strings`.
 
     Returns:
         ``(blob_len, lens, extras, ok)``: bytes written; int64 [G] each string's length in the blob (0 for
-        the non-ASCII ones, kept in ``extras`` {index: string} instead); bool [G] the string has only
-        characters 48..111 and does not end inside a number (so that pycocotools' C parser cannot read past
-        it).
+        the non-ASCII ones, kept in ``extras`` {index: string} instead); bool [G] the string is readable.
     """
     n = len(counts)
     lens = np.fromiter(map(len, counts), dtype=np.int64, count=n)
@@ -163,14 +161,7 @@ def _write_strings(fd: int, counts: list) -> tuple[int, np.ndarray, dict[int, st
                     ok[lo + k] = False
             joined = "".join(batch)
         data = joined.encode("ascii")
-        b_lens = lens[lo : lo + len(batch)]
-        ends = np.cumsum(b_lens)
-        if data.translate(None, _ALPHABET):  # a character outside the alphabet: find its strings
-            bad = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) - np.uint8(48) > 63)
-            ok[lo + np.searchsorted(ends, bad, side="right")] = False
-        nonempty = np.flatnonzero(b_lens > 0)
-        last = np.frombuffer(data, dtype=np.uint8)[ends[nonempty] - 1]
-        ok[lo + nonempty[((last - np.uint8(48)) & 0x20) != 0]] = False
+        ok[lo : lo + len(batch)] &= readable_strings(data, lens[lo : lo + len(batch)])
         _pwrite_all(fd, data, off)
         off += len(data)
     return off, lens, extras, ok

@@ -125,6 +125,25 @@ def decode_compressed_batch(strings: Sequence[str | bytes]) -> tuple[np.ndarray,
     return counts, ptr
 
 
+_ALPHABET = bytes(range(48, 112))  # '0'..'o': the characters of compressed RLE counts
+
+
+def readable_strings(data: bytes, lens: np.ndarray) -> np.ndarray:
+    """bool [N]: string i of ``data`` (the strings end to end, ``lens`` int64 [N] bytes each) has only the
+    characters '0'..'o' and does not end inside a number (continuation bit 0x20 on its last character), so
+    pycocotools' C parser cannot read past it. No copy of ``data``: ``bytes.translate`` keeps only the bad
+    characters (usually none)."""
+    ends = np.cumsum(lens)
+    ok = np.ones(len(lens), dtype=bool)
+    if data.translate(None, _ALPHABET):  # rare: find the strings holding them
+        bad = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) - np.uint8(48) > 63)
+        ok[np.searchsorted(ends, bad, side="right")] = False
+    nonempty = np.flatnonzero(lens > 0)
+    last = np.frombuffer(data, dtype=np.uint8)[ends[nonempty] - 1]
+    ok[nonempty[((last - np.uint8(48)) & 0x20) != 0]] = False
+    return ok
+
+
 def _string_of(char_ptr: np.ndarray, pos: int) -> int:
     return int(np.searchsorted(char_ptr, pos, side="right") - 1)
 

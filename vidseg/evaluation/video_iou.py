@@ -42,6 +42,7 @@ from vidseg.evaluation.rle_runs import (
     check_counts,
     decode_compressed_batch,
     polygons_to_compressed,
+    readable_strings,
 )
 
 
@@ -269,16 +270,12 @@ def _areas_only(segs: list, rows: np.ndarray, cols: np.ndarray, area: np.ndarray
         joined = "".join(strings).encode("latin-1", errors="replace")
     else:
         joined = b"".join(x if isinstance(x, bytes) else x.encode("latin-1", "replace") for x in strings)
-    c = np.frombuffer(joined, dtype=np.uint8) - np.uint8(48)
-    ends = np.cumsum(np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)))
-    nonempty = np.diff(ends, prepend=0) > 0
-    last = c[ends[nonempty] - 1]  # a string must not end inside a number (continuation bit 0x20)
-    if (c > 63).any() or (last & 0x20).any():
-        for k, x in enumerate(strings):  # rare: find the bad one with the full decoder's message
-            try:
-                decode_compressed_batch([x])
-            except RLEError as e:
-                raise on_error(int(rows[k]), int(cols[k]), e.reason) from None
+    ok = readable_strings(joined, np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)))
+    for k in np.flatnonzero(~ok).tolist():  # rare: the first bad one, with the full decoder's message
+        try:
+            decode_compressed_batch([strings[k]])
+        except RLEError as e:
+            raise on_error(int(rows[k]), int(cols[k]), e.reason) from None
     vals = [mask_utils.area(segs[i : i + _AREA_CHUNK]) for i in range(0, len(segs), _AREA_CHUNK)]
     area[rows, cols] = np.concatenate(vals).astype(np.int64)
 
