@@ -316,9 +316,11 @@ def _parse_gt_track(a: Mapping, i: int, source: str) -> GTTrack:
         raise EvalInputError(f"{where}: field 'segmentations' must be a list (one entry per frame)")
     if not isinstance(areas, list):
         raise EvalInputError(f"{where}: field 'areas' must be a list (one entry per frame)")
-    frames, present_t, sizes, packed, arrays = _usual_gt_frames(segs)
-    if frames is None:  # anything but int64 count arrays with [h, w] int sizes: frame by frame
-        frames, present_t, sizes, packed, arrays = [], [], [], True, []
+    usual, packed = _usual_gt_frames(segs), True
+    if usual is not None:
+        frames, present_t, sizes, arrays = usual
+    else:  # anything but int64 count arrays with [h, w] int sizes: frame by frame
+        frames, present_t, sizes, arrays = [], [], [], []
         for t, s in enumerate(segs):
             if not s:
                 frames.append(None)
@@ -371,27 +373,27 @@ def _parse_gt_track(a: Mapping, i: int, source: str) -> GTTrack:
 _INT64 = np.dtype(np.int64)
 
 
-def _usual_gt_frames(segs: list) -> tuple:
-    """``(frames, present_t, sizes, True, arrays)`` of a GT frame list whose given frames all are dicts
+def _usual_gt_frames(segs: list) -> tuple | None:
+    """``(frames, present_t, sizes, arrays)`` of a GT frame list whose given frames all are dicts
     with an int64 count array (from the JSON hook) and a ``[h, w]`` list of non-negative ints, checked with
-    type sets instead of a loop over frames; ``(None,) * 5`` for anything else."""
+    type sets instead of a loop over frames; None for anything else."""
     frames = [s if s else None for s in segs]
     present_t = [t for t, s in enumerate(segs) if s]
     given = [segs[t] for t in present_t]
     if not given:
-        return frames, present_t, [], True, []
+        return frames, present_t, [], []
     if set(map(type, given)) != {dict}:
-        return (None,) * 5
+        return None
     counts = [g.get("counts") for g in given]
     size = [g.get("size") for g in given]
     if set(map(type, counts)) != {np.ndarray} or set(map(type, size)) != {list} or set(map(len, size)) != {2}:
-        return (None,) * 5
+        return None
     if {c.dtype for c in counts} != {_INT64} or {c.ndim for c in counts} != {1}:
-        return (None,) * 5
+        return None
     flat = [v for z in size for v in z]
     if set(map(type, flat)) != {int} or min(flat) < 0:
-        return (None,) * 5
-    return frames, present_t, size, True, counts
+        return None
+    return frames, present_t, size, counts
 
 
 def _usual_sizes(given: list) -> list | None:
