@@ -21,9 +21,10 @@ import time
 
 import torch
 
-from vidseg.models.criterion import SetCriterion, build_weight_dict
-from vidseg.models.mask_head import MaskHeadConv, MultiScaleMHAttentionMap, run_mask_head
-from vidseg.models.matcher import HungarianMatcher, pad_matched_queries
+from vidseg.models.devis.clip_matcher import pad_matched_queries
+from vidseg.models.devis.criterion import build_weight_dict, focal_set_criterion
+from vidseg.models.devis.mask_head import MaskHeadConv, MultiScaleMHAttentionMap, run_mask_head
+from vidseg.models.set_prediction.matcher import HungarianMatcher
 from vidseg.ops import ModulatedDeformConv2d
 
 
@@ -102,7 +103,7 @@ def bench_criterion(
 ) -> list[tuple[str, float]]:
     matcher = HungarianMatcher()
     weights = build_weight_dict(class_coef=2, bbox_coef=5, giou_coef=2, mask_coef=8, dice_coef=8)
-    crit = SetCriterion(k, matcher, weights, mask_aux_layers=(2,))
+    crit = focal_set_criterion(k, matcher, weights, mask_aux_layers=(2,))
     hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
     tgts = [
         {

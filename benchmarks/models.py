@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from vidseg.config import load_config
-from vidseg.models.deformable_detr.build import build_deformable_detr_segm
+from vidseg.models import load_config
+from vidseg.models.devis.build import build_deformable_detr_segm
 from vidseg.ops import ModulatedDeformConv2d
 
 OFFICIAL_PARAMS_M = 42.5  # devis.md §8: COCO R50 mask-head model, 655 state-dict entries

@@ -21,7 +21,7 @@ from pathlib import Path
 _CHILD = r"""
 import json, resource, sys, time
 import torch
-from vidseg.config import get_cfg
+from vidseg.models import get_cfg
 from vidseg.inference import VideoPredictor
 torch.manual_seed(0)
 video, clip = sys.argv[1], int(sys.argv[2])

@@ -170,8 +170,8 @@ def test_save_checkpoint_is_weights_only_and_refuses_overwrite(tmp_path):
 
 @pytest.mark.slow
 def test_round_trip_into_the_real_image_model(tmp_path, coco_shapes):
-    build = pytest.importorskip("vidseg.models.deformable_detr.build")
-    from vidseg.config import load_config
+    build = pytest.importorskip("vidseg.models.devis.build")
+    from vidseg.models import load_config
 
     cfg = load_config(
         "vidseg/configs/deformable_mask_head/deformable_mask_head_R_50.yaml", ["MODEL.WEIGHTS", ""]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from vidseg.config import ConfigError, get_cfg, load_config, merge_overrides
-from vidseg.config.config import config_from_dict, config_to_dict, register_config_extender
+from vidseg.config.config import config_from_dict, config_to_dict
 
 
 def _write(p: Path, text: str) -> Path:
@@ -99,30 +99,37 @@ def test_section_cannot_be_set_to_a_value() -> None:
 
 
 def test_method_extender_adds_keys_only_for_its_method(tmp_path: Path) -> None:
-    @register_config_extender("_TestMethod")
-    def _add(cfg) -> None:  # noqa: ANN001
+    def _add(cfg, name) -> None:  # noqa: ANN001
         from vidseg.config import CfgNode
 
+        if name != "_TestMethod":
+            raise KeyError(f"unknown method {name!r}")
         cfg.MODEL.TESTMETHOD = CfgNode()
         cfg.MODEL.TESTMETHOD.DEPTH = 3
 
     leaf = _write(
         tmp_path / "m.yaml", "MODEL:\n  META_ARCHITECTURE: _TestMethod\n  TESTMETHOD:\n    DEPTH: 5\n"
     )
-    cfg = load_config(leaf, ["MODEL.TESTMETHOD.DEPTH", "6"])
+    cfg = load_config(leaf, ["MODEL.TESTMETHOD.DEPTH", "6"], extend=_add)
     assert cfg.MODEL.TESTMETHOD.DEPTH == 6
     with pytest.raises(ConfigError, match="MODEL.TESTMETHOD.DEPTH"):
-        load_config(None, ["MODEL.TESTMETHOD.DEPTH", "6"])  # common defaults do not have it
+        load_config(None, ["MODEL.TESTMETHOD.DEPTH", "6"], extend=_add)  # common defaults do not have it
+    with pytest.raises(ConfigError, match="no method extender"):
+        load_config(leaf)  # the config layer knows no method by itself
     # the meta architecture can also come from an override
-    cfg2 = load_config(None, ["MODEL.META_ARCHITECTURE", "_TestMethod", "MODEL.TESTMETHOD.DEPTH", "1"])
+    cfg2 = load_config(
+        None, ["MODEL.META_ARCHITECTURE", "_TestMethod", "MODEL.TESTMETHOD.DEPTH", "1"], extend=_add
+    )
     assert cfg2.MODEL.TESTMETHOD.DEPTH == 1
     # round trip through a plain dict (what checkpoints store)
-    assert config_from_dict(config_to_dict(cfg)).MODEL.TESTMETHOD.DEPTH == 6
+    assert config_from_dict(config_to_dict(cfg), _add).MODEL.TESTMETHOD.DEPTH == 6
 
 
 def test_unknown_method_is_an_error() -> None:
+    from vidseg.models import load_config as load_method_config
+
     with pytest.raises(ConfigError, match="unknown method 'NoSuchNet'"):
-        load_config(None, ["MODEL.META_ARCHITECTURE", "NoSuchNet"])
+        load_method_config(None, ["MODEL.META_ARCHITECTURE", "NoSuchNet"])
 
 
 def test_dump_reloads_identically(tmp_path: Path) -> None:

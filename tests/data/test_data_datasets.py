@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg.config import get_cfg
 from vidseg.data import (
     ClipTrainDataset,
     DatasetError,
@@ -21,11 +20,12 @@ from vidseg.data import (
     unregister_dataset,
     video_item_from_source,
 )
-from vidseg.data.masks import decode_segmentation
 from vidseg.data.samplers import consecutive_clip
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_io import open_frame_source, read_video_frames, write_video
 from vidseg.data.ytvis import load_ytvis_json
+from vidseg.models import get_cfg
+from vidseg.structures.masks import decode_segmentation
 
 
 def _small_aug():

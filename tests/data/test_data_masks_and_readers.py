@@ -10,8 +10,8 @@ from pycocotools import mask as mask_util
 from vidseg.data.category_maps import COCO_TO_OVIS, COCO_TO_YTVIS_2019, TARGETS, invert_category_map
 from vidseg.data.coco import load_coco_json
 from vidseg.data.errors import DatasetError
-from vidseg.data.masks import decode_segmentation, encode_rle, encode_uncompressed_rle, mask_to_xywh
 from vidseg.data.ytvis import load_ytvis_json
+from vidseg.structures.masks import decode_segmentation, encode_rle, encode_uncompressed_rle, mask_to_xywh
 
 
 def _square_mask(h=20, w=30):

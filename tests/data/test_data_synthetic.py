@@ -6,9 +6,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from vidseg.data.masks import decode_segmentation, mask_to_xywh
 from vidseg.data.synthetic import generate_split
 from vidseg.data.ytvis import load_ytvis_json
+from vidseg.structures.masks import decode_segmentation, mask_to_xywh
 
 
 def _digest(root):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vidseg.cli import main
-from vidseg.data.masks import encode_rle
 from vidseg.data.video_io import read_video_frames
+from vidseg.structures.masks import encode_rle
 from vidseg.structures.results import Track, VideoResult
 from vidseg.visualization import draw_overlays, overlays_from_result, render_result_to_file, track_colour
 
@@ -58,7 +58,7 @@ def test_synth_and_visualize_commands(tmp_path, capsys):
     )
     assert read_video_frames(tmp_path / "gt.mp4").shape[0] == data["videos"][0]["length"]
     # Predictions: the GT itself as a results JSON (compressed RLE).
-    from vidseg.data.masks import decode_segmentation
+    from vidseg.structures.masks import decode_segmentation
 
     v = data["videos"][0]
     results = [

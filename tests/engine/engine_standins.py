@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from vidseg.config import get_cfg
 from vidseg.engine import dist
 from vidseg.engine.evaluate import write_results
 from vidseg.engine.run import DataSource
 from vidseg.engine.trainer import HookBase
+from vidseg.models import get_cfg
 from vidseg.structures.clip_batch import ClipBatch, ClipTargets
 
 HERE = Path(__file__).resolve().parent

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from vidseg.config import load_config
 from vidseg.data import load_dataset
-from vidseg.data.masks import decode_segmentation, encode_rle
 from vidseg.engine.evaluate import evaluate_dataset
 from vidseg.engine.run import DataSource, RunOptions, run_eval, run_train
 from vidseg.evaluation import COCOEvaluator, YTVISEvaluator
+from vidseg.models import load_config
+from vidseg.structures.masks import decode_segmentation, encode_rle
 from vidseg.structures.results import Track, VideoResult
 
 TINY_CONFIG = "configs/quickstart/deformable_mask_head_tiny.yaml"

@@ -7,8 +7,7 @@ import torch
 from engine_standins import ShapesClips, ShapesVideos, collate
 from pycocotools import mask as mask_util
 
-from vidseg.config import get_cfg
-from vidseg.models.registry import META_ARCH_REGISTRY, ModelBundle, build_model, register_method
+from vidseg.models import METHODS, Method, build_model, get_cfg
 from vidseg.structures.results import VideoResult
 
 
@@ -75,20 +74,28 @@ def test_inference_on_a_video_item():
         b.inference(b.model, torch.zeros(3))
 
 
+def _bad_add_config(cfg):
+    pass
+
+
+def _bad_build(cfg, metadata):
+    return "not a bundle"
+
+
 def test_registry_errors():
     cfg = get_cfg("ToyVIS")
     cfg.MODEL.META_ARCHITECTURE = "NoSuchMethod"
     with pytest.raises(KeyError, match="NoSuchMethod.*ToyVIS"):
         build_model(cfg)
 
-    @register_method("_BadBuilderForTest")
-    def _bad(cfg):
-        return "not a bundle"
-
-    cfg.MODEL.META_ARCHITECTURE = "_BadBuilderForTest"
-    with pytest.raises(TypeError, match="expected ModelBundle"):
-        build_model(cfg)
-    assert "_BadBuilderForTest" in META_ARCH_REGISTRY and ModelBundle.__dataclass_fields__["param_groups"]
+    # A builder that returns something else than a ModelBundle is named.
+    METHODS["_BadBuilderForTest"] = Method(__name__, "_bad_add_config", "_bad_build")
+    try:
+        cfg.MODEL.META_ARCHITECTURE = "_BadBuilderForTest"
+        with pytest.raises(TypeError, match="expected ModelBundle"):
+            build_model(cfg)
+    finally:
+        del METHODS["_BadBuilderForTest"]
     cfg = get_cfg("ToyVIS")
     with pytest.raises(ValueError, match="NUM_CLASSES"):
         build_model(cfg)  # 0 classes and no dataset to read them from

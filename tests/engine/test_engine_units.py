@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from vidseg.config import get_cfg
 from vidseg.engine import checkpoint as ck
 from vidseg.engine.optim import (
     GroupSpec,
@@ -22,6 +21,7 @@ from vidseg.engine.optim import (
 from vidseg.engine.sampler import ResumableBatchSampler
 from vidseg.engine.setup import RunDirError, decide_resume, per_rank_batch_size, write_config
 from vidseg.engine.writers import JSONLinesWriter
+from vidseg.models import get_cfg
 
 
 def test_sampler_deterministic_disjoint_and_resumable():

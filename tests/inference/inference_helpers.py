@@ -96,7 +96,7 @@ class BrightWhole:
         self.calls: list[int] = []
 
     def __call__(self, model: nn.Module, video) -> VideoResult:
-        from vidseg.data.masks import encode_rle
+        from vidseg.structures.masks import encode_rle
         from vidseg.structures.results import Track
 
         n = video.length

@@ -9,10 +9,9 @@ from inference_helpers import N_FRAMES, H, W, write_frame_folder, write_mp4, wri
 
 from vidseg.checkpoints import save_checkpoint
 from vidseg.cli import main
-from vidseg.config import load_config
 from vidseg.data.video_io import read_video_frames
 from vidseg.inference import VideoPredictor
-from vidseg.models.registry import build_model
+from vidseg.models import build_model, load_config
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -18,11 +18,11 @@ from inference_helpers import (
 )
 from torch import nn
 
-from vidseg.config import load_config
 from vidseg.data.errors import DatasetError
-from vidseg.data.masks import decode_segmentation
 from vidseg.inference import PredictorError, VideoPredictor
 from vidseg.inference.sources import StreamingVideoFile
+from vidseg.models import load_config
+from vidseg.structures.masks import decode_segmentation
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ import pytest
 import torch
 from ddetr_synth import make_batch
 
-from vidseg.config import load_config
-from vidseg.models.deformable_detr.build import build, build_deformable_detr_segm
-from vidseg.models.deformable_detr.targets import image_targets_from_batch, image_targets_from_clip
+from vidseg.models import load_config
 from vidseg.models.deformable_detr.transformer import inverse_sigmoid
+from vidseg.models.devis.build import build_deformable_detr_segm
+from vidseg.models.devis.build import build_image_stage as build
+from vidseg.models.devis.targets import image_targets_from_batch, image_targets_from_clip
 from vidseg.structures.clip_batch import ClipTargets
 
 TINY = "quickstart/deformable_mask_head_tiny.yaml"
@@ -118,6 +119,10 @@ def test_ddetr_param_groups_follow_devis_rules():
         ],
     )
     bundle = build(cfg)
+    # The engine freezes SOLVER.FROZEN_PARAMS (its one owner) before it asks for the groups.
+    from vidseg.engine.optim import freeze_parameters
+
+    freeze_parameters(bundle.model, cfg.SOLVER.FROZEN_PARAMS)
     groups = {g["name"]: g for g in bundle.param_groups(bundle.model)}
     names = {id(p): n for n, p in bundle.model.named_parameters()}
     assert set(groups) == {"base", "backbone", "linear_proj", "mask_head"}

@@ -5,10 +5,11 @@ import pytest
 import torch
 from ddetr_synth import make_batch
 
-from vidseg.config import load_config
-from vidseg.models.deformable_detr.build import build, build_deformable_detr_segm
+from vidseg.models import load_config
 from vidseg.models.deformable_detr.detr import DeformableDETR
 from vidseg.models.deformable_detr.transformer import inverse_sigmoid
+from vidseg.models.devis.build import build_deformable_detr_segm
+from vidseg.models.devis.build import build_image_stage as build
 
 TINY = "quickstart/deformable_mask_head_tiny.yaml"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidseg.config import load_config
-from vidseg.models.deformable_detr.build import build_deformable_detr_segm
+from vidseg.models import load_config
+from vidseg.models.devis.build import build_deformable_detr_segm
 
 KEYS_FILE = Path(__file__).resolve().parents[1] / "spec_keys" / "devis-state-dict-keys-maskhead-R50-COCO.txt"
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from ddetr_synth import make_batch
 
-from vidseg.config import load_config
-from vidseg.models.deformable_detr.build import build
+from vidseg.models import load_config
+from vidseg.models.devis.build import build_image_stage as build
 
 
 def _train(iters: int, seed: int = 0, lr: float = 2e-4, opts: tuple = (), bundle_out: list | None = None):

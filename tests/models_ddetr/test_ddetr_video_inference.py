@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vidseg.config import load_config
 from vidseg.data.video_dataset import video_item_from_source
-from vidseg.models.registry import build_model
+from vidseg.models import build_model, load_config
 from vidseg.structures.results import VideoResult
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from vidseg.evaluation.coco_eval import RESULTS_FILE, COCOEvaluator, load_coco_gt
-from vidseg.models.postprocess import ImagePostProcessor
+from vidseg.models.devis.postprocess import ImagePostProcessor
 
 # (image_id, h, w) and rectangles (image_id, category_id, x0, y0, x1, y1) in pixels
 IMAGES = [(1, 40, 50), (2, 30, 30)]

@@ -7,9 +7,11 @@ import torch
 import torch.distributed as dist
 from yacs.config import CfgNode as CN
 
-from vidseg.models.criterion import SetCriterion, build_criterion, build_weight_dict
-from vidseg.models.losses import dice_loss, sigmoid_focal_loss, sigmoid_focal_loss_elementwise
-from vidseg.models.matcher import HungarianMatcher
+from vidseg.models.devis.build import build_criterion
+from vidseg.models.devis.criterion import build_weight_dict
+from vidseg.models.devis.criterion import focal_set_criterion as SetCriterion
+from vidseg.models.set_prediction.losses import dice_loss, sigmoid_focal_loss, sigmoid_focal_loss_elementwise
+from vidseg.models.set_prediction.matcher import HungarianMatcher
 
 
 class _NoMatcher:
@@ -235,8 +237,9 @@ def _cfg(**loss):
 
 def test_build_criterion_from_config():
     crit = build_criterion(_cfg(), num_classes=91)
-    assert crit.num_classes == 91 and crit.losses == ["labels", "boxes", "masks"]
-    assert crit.weight_dict["loss_mask_2"] == 8.0 and crit.mask_aux_layers == (2,)
+    assert crit.terms["labels"].num_classes == 91 and crit.losses == ["labels", "boxes", "masks"]
+    assert crit.weight_dict["loss_mask_2"] == 8.0
+    assert crit.aux_losses(2) == ["labels", "boxes", "masks"] and crit.aux_losses(1) == ["labels", "boxes"]
     assert crit.matcher.cost_class == 2.0 and crit.matcher.cost_bbox == 5.0
     assert build_criterion(_cfg(AUX_LOSS_WEIGHTING=True), 40).weight_dict["loss_ce"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="MASK_AUX_LOSS"):
@@ -259,7 +262,7 @@ def test_num_boxes_all_reduce_single_rank(tmp_path):
 
 def test_clip_matcher_with_the_criterion_and_masks():
     # DeVIS layout: B=1 clip, T=2 frames x Nq=3 slots, one instance visible in frame 0 only.
-    from vidseg.models.matcher import ClipHungarianMatcher
+    from vidseg.models.devis.clip_matcher import ClipHungarianMatcher
 
     t, nq = 2, 3
     targets = [

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vidseg.models.losses import (
+from vidseg.models.set_prediction.losses import (
     box_giou_loss,
     box_l1_loss,
     dice_loss,

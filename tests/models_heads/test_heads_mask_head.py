@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from vidseg.models.mask_head import (
+from vidseg.models.devis.build import build_mask_head
+from vidseg.models.devis.mask_head import (
     MaskHeadConv,
     MultiScaleMHAttentionMap,
-    build_mask_head,
     run_mask_head,
     select_mask_head_features,
 )

@@ -6,13 +6,9 @@ import math
 import pytest
 import torch
 
-from vidseg.models.matcher import (
-    ClipHungarianMatcher,
-    HungarianMatcher,
-    focal_class_cost,
-    pad_matched_queries,
-    smoothed_giou,
-)
+from vidseg.models.devis.clip_matcher import ClipHungarianMatcher, pad_matched_queries
+from vidseg.models.set_prediction.costs import focal_class_cost, smoothed_giou
+from vidseg.models.set_prediction.matcher import HungarianMatcher
 
 
 def _rand_boxes(n: int) -> torch.Tensor:

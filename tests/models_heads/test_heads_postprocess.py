@@ -5,7 +5,12 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from vidseg.models.postprocess import ImagePostProcessor, instances_to_coco, topk_queries, upsample_masks
+from vidseg.models.devis.postprocess import (
+    ImagePostProcessor,
+    instances_to_coco,
+    topk_queries,
+    upsample_masks,
+)
 
 
 def _outputs():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidseg.config import load_config
+from vidseg.models import load_config
 
 DESCRIPTION = "Print a config with its _BASE_ chain and KEY VALUE overrides resolved."
 

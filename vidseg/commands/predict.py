@@ -72,9 +72,10 @@ def _error(msg: object) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from vidseg.checkpoints import CheckpointError
-    from vidseg.config import ConfigError, load_config
+    from vidseg.config import ConfigError
     from vidseg.data.errors import DatasetError
     from vidseg.inference import PredictorError, VideoPredictor, render_result_streaming
+    from vidseg.models import load_config
 
     source = Path(args.source)
     if not source.exists():

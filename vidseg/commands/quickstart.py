@@ -56,7 +56,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
     """The ToyVIS training config of the quickstart (plain keys, printed into run_dir/config.yaml)."""
-    from vidseg.config import get_cfg, merge_overrides
+    from vidseg.config import merge_overrides
+    from vidseg.models import get_cfg
 
     h, w = _size(args.size)
     cfg = get_cfg("ToyVIS")

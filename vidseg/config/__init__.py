@@ -1,4 +1,8 @@
-"""Configuration: common defaults, method extenders, ``_BASE_`` chains and ``KEY VALUE`` overrides."""
+"""Configuration: common defaults, ``_BASE_`` chains and ``KEY VALUE`` overrides; it knows no method.
+
+Method keys come from an extender passed in (``vidseg.models.add_method_config``);
+``vidseg.models.load_config`` and ``vidseg.models.get_cfg`` pass it.
+"""
 
 from vidseg.config.config import (
     CfgNode,
@@ -6,10 +10,8 @@ from vidseg.config.config import (
     config_from_dict,
     config_to_dict,
     get_cfg,
-    known_meta_architectures,
     load_config,
     merge_overrides,
-    register_config_extender,
     resolve_config_path,
 )
 
@@ -19,9 +21,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "get_cfg",
-    "known_meta_architectures",
     "load_config",
     "merge_overrides",
-    "register_config_extender",
     "resolve_config_path",
 ]

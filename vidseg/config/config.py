@@ -22,7 +22,6 @@ from yacs.config import CfgNode as _YacsNode
 __all__ = [
     "CfgNode",
     "ConfigError",
-    "register_config_extender",
     "get_cfg",
     "load_config",
     "resolve_config_path",
@@ -44,45 +43,33 @@ class CfgNode(_YacsNode):
         return super().dump(**{"sort_keys": False, **kwargs})
 
 
-# ----------------------------------------------------------------------------------------- method registry
-_EXTENDERS: dict[str, Callable[[CfgNode], None]] = {}
+# ------------------------------------------------------------------------------------------- defaults
+# ``extend(cfg, meta_architecture)`` adds a method's keys; ``vidseg.models.add_method_config`` is the one the
+# package uses. The config layer knows no method: every function that needs method keys takes it as argument.
+Extender = Callable[[CfgNode, str], None]
 
 
-def register_config_extender(*meta_architectures: str) -> Callable:
-    """Register ``fn(cfg)`` that adds a method's keys, for the given ``MODEL.META_ARCHITECTURE`` names."""
+def get_cfg(meta_architecture: str | None = None, extend: Extender | None = None) -> CfgNode:
+    """The common defaults, extended with the keys of ``meta_architecture`` by ``extend`` when given.
 
-    def deco(fn: Callable[[CfgNode], None]) -> Callable[[CfgNode], None]:
-        for name in meta_architectures:
-            _EXTENDERS[name] = fn
-        return fn
-
-    return deco
-
-
-def _load_method_modules() -> None:
-    # Explicit imports (no import hooks): each method's config module registers its extender.
-    from vidseg.config import methods  # noqa: F401
-
-
-def get_cfg(meta_architecture: str | None = None) -> CfgNode:
-    """The common defaults, extended with the keys of ``meta_architecture`` when given."""
+    Raises:
+        ConfigError: a method is named but no extender is given, or the extender does not know it.
+    """
     from vidseg.config.defaults import _C
 
     cfg = _C.clone()
     if meta_architecture:
-        _load_method_modules()
-        if meta_architecture not in _EXTENDERS:
+        if extend is None:
             raise ConfigError(
-                f"MODEL.META_ARCHITECTURE: unknown method {meta_architecture!r}; known: {sorted(_EXTENDERS)}"
+                f"MODEL.META_ARCHITECTURE {meta_architecture!r}: no method extender given "
+                "(use vidseg.models.load_config / get_cfg, which know the methods)"
             )
         cfg.MODEL.META_ARCHITECTURE = meta_architecture
-        _EXTENDERS[meta_architecture](cfg)
+        try:
+            extend(cfg, meta_architecture)
+        except KeyError as e:
+            raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
     return cfg
-
-
-def known_meta_architectures() -> list[str]:
-    _load_method_modules()
-    return sorted(_EXTENDERS)
 
 
 # --------------------------------------------------------------------------------------- file loading
@@ -260,9 +247,15 @@ def _find_meta_arch(chain: list[tuple[Path, dict]], opts: Sequence[str]) -> str 
 
 
 def load_config(
-    config_file: str | os.PathLike | None = None, opts: Sequence[str] = (), freeze: bool = True
+    config_file: str | os.PathLike | None = None,
+    opts: Sequence[str] = (),
+    freeze: bool = True,
+    extend: Extender | None = None,
 ) -> CfgNode:
     """Resolve ``config_file`` (with its ``_BASE_`` chain) and ``opts`` into a frozen config.
+
+    The method named by ``MODEL.META_ARCHITECTURE`` (in the chain or in ``opts``) gets its keys from
+    ``extend`` before the files are merged.
 
     Raises:
         ConfigError: unknown key (named with its file and the closest valid keys), wrong type, missing file,
@@ -272,7 +265,7 @@ def load_config(
     if config_file:
         chain = _load_chain(resolve_config_path(config_file))
     opts = list(opts)
-    cfg = get_cfg(_find_meta_arch(chain, opts))
+    cfg = get_cfg(_find_meta_arch(chain, opts), extend)
     for path, data in chain:
         merge_mapping(cfg, data, str(path))
     merge_overrides(cfg, opts)
@@ -289,9 +282,9 @@ def config_to_dict(cfg: _YacsNode) -> dict:
     return out
 
 
-def config_from_dict(data: dict) -> CfgNode:
+def config_from_dict(data: dict, extend: Extender | None = None) -> CfgNode:
     """A config from a plain dict as written by :func:`config_to_dict` (e.g. from a checkpoint)."""
     meta = data.get("MODEL", {}).get("META_ARCHITECTURE")
-    cfg = get_cfg(meta or None)
+    cfg = get_cfg(meta or None, extend)
     merge_mapping(cfg, data, "checkpoint config")
     return cfg

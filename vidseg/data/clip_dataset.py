@@ -16,13 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from vidseg.data.errors import DatasetError
-from vidseg.data.masks import decode_segmentation
 from vidseg.data.records import VideoRecord
 from vidseg.data.samplers import consecutive_clip, consecutive_items, reference_range_clip
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_io import load_image
 from vidseg.structures.box_ops import box_xyxy_to_cxcywh, masks_to_boxes
 from vidseg.structures.clip_batch import ClipTargets
+from vidseg.structures.masks import decode_segmentation
 
 __all__ = ["ClipTrainDataset", "normalize_frames", "build_clip_targets"]
 

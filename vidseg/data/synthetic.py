@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from vidseg.data.masks import encode_uncompressed_rle, mask_to_xywh
+from vidseg.structures.masks import encode_uncompressed_rle, mask_to_xywh
 
 __all__ = ["SHAPES", "generate_synthetic_dataset", "generate_split"]
 

@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from vidseg.config import ConfigError, load_config
+from vidseg.config import ConfigError
+from vidseg.models import load_config
 
 __all__ = ["LAUNCH_EPILOG", "add_launch_arguments", "run_from_args"]
 

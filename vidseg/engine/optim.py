@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from vidseg.utils.param_groups import GroupSpec, param_groups_by_substrings
 
 __all__ = [
     "GroupSpec",
@@ -18,39 +19,6 @@ __all__ = [
     "clip_gradients",
     "freeze_parameters",
 ]
-
-
-@dataclass
-class GroupSpec:
-    """Parameters whose name contains any of ``substrings`` get ``lr = base_lr * lr_mult``."""
-
-    name: str
-    substrings: Sequence[str]
-    lr_mult: float = 1.0
-    weight_decay: float | None = None  # None: the optimizer's default
-
-
-def param_groups_by_substrings(
-    model: nn.Module, base_lr: float, weight_decay: float, groups: Sequence[GroupSpec] = ()
-) -> list[dict]:
-    """Optimizer groups ``{"name", "params", "lr", "weight_decay"}``: the first matching spec wins, the rest
-    form ``"base"``. Frozen parameters (``requires_grad False``) are left out; empty groups are dropped."""
-    buckets: dict[str, list[nn.Parameter]] = {g.name: [] for g in groups}
-    base: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        for g in groups:
-            if any(s in name for s in g.substrings):
-                buckets[g.name].append(p)
-                break
-        else:
-            base.append(p)
-    out = [{"name": "base", "params": base, "lr": base_lr, "weight_decay": weight_decay}]
-    for g in groups:
-        wd = weight_decay if g.weight_decay is None or g.weight_decay < 0 else g.weight_decay
-        out.append({"name": g.name, "params": buckets[g.name], "lr": base_lr * g.lr_mult, "weight_decay": wd})
-    return [g for g in out if g["params"]]
 
 
 def freeze_parameters(model: nn.Module, substrings: Sequence[str]) -> list[str]:

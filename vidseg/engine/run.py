@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vidseg.config import CfgNode, config_from_dict, config_to_dict
+from vidseg.config import CfgNode, config_to_dict
 from vidseg.engine import dist
 from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights
 from vidseg.engine.evaluate import evaluate_dataset
@@ -42,7 +42,8 @@ from vidseg.engine.setup import (
 )
 from vidseg.engine.trainer import HookBase, NonFiniteLossError, Trainer
 from vidseg.engine.writers import JSONLinesWriter, TensorBoardWriter, VisdomWriter
-from vidseg.models.registry import build_model
+from vidseg.models import build_model, config_from_dict
+from vidseg.models.bundle import LazyMetadata
 
 __all__ = [
     "RunOptions",
@@ -138,6 +139,12 @@ def build_param_groups(cfg: CfgNode, model: torch.nn.Module, bundle_fn: Any = No
     return param_groups_by_substrings(model, s.BASE_LR, s.WEIGHT_DECAY, specs)
 
 
+def _model_metadata(cfg: CfgNode, data: DataSource) -> LazyMetadata | None:
+    """The metadata of the first train (else test) dataset through ``data``, read only if the builder asks."""
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    return LazyMetadata(lambda: data.metadata(cfg, names[0])) if names else None
+
+
 def _amp_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
     if not cfg.SOLVER.AMP.ENABLED:
         return None
@@ -212,7 +219,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     device = resolve_device(cfg.MODEL.DEVICE)
     logger.info("world size %d, device %s, output %s", world, device, out.resolve())
 
-    bundle = build_model(cfg)
+    bundle = build_model(cfg, _model_metadata(cfg, data))
     model = bundle.model
     if cfg.MODEL.WEIGHTS and not resume:
         logger.info("MODEL.WEIGHTS: %s", load_model_weights(model, cfg.MODEL.WEIGHTS))
@@ -296,7 +303,7 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
     device = resolve_device(cfg.MODEL.DEVICE)
     if not cfg.DATASETS.TEST:
         raise ValueError("eval: DATASETS.TEST is empty; name the dataset(s) to evaluate")
-    bundle = build_model(cfg)
+    bundle = build_model(cfg, _model_metadata(cfg, data))
     if cfg.MODEL.WEIGHTS:
         logger.info("MODEL.WEIGHTS: %s", load_model_weights(bundle.model, cfg.MODEL.WEIGHTS))
     else:

@@ -35,7 +35,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vidseg.evaluation.coco_results import label_map, video_result_to_coco
-from vidseg.models.postprocess import ImagePostProcessor, instances_to_coco
+from vidseg.models.devis.postprocess import ImagePostProcessor, instances_to_coco
 from vidseg.structures.results import VideoResult
 
 __all__ = ["COCOEvaluator", "load_coco_gt", "coco_metrics"]

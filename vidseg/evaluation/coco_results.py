@@ -23,6 +23,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 
+from vidseg.structures.masks import encode_rle
 from vidseg.structures.results import Track, VideoResult
 
 __all__ = ["label_map", "video_result_to_coco", "coco_gt_from_records"]
@@ -108,8 +109,9 @@ def video_result_to_coco(
         }
         if with_masks:
             if crle is None:  # a box without a mask: an empty mask keeps it in the segm ranking
-                crle = mask_util.encode(np.zeros((h, w), dtype=np.uint8, order="F"))
-            entry["segmentation"] = {"size": [h, w], "counts": crle["counts"].decode("utf-8")}
+                entry["segmentation"] = encode_rle(np.zeros((h, w), dtype=bool))
+            else:
+                entry["segmentation"] = {"size": [h, w], "counts": crle["counts"].decode("utf-8")}
         out.append(entry)
     return out, skipped
 

@@ -83,7 +83,7 @@ def build_predictor_kwargs(
     ``overrides`` replace any argument (e.g. ``score_threshold``, ``topk``, ``classes``).
     """
     from vidseg.inference.predictor import PredictorError
-    from vidseg.models.registry import build_model
+    from vidseg.models import build_model
 
     arch = cfg.MODEL.META_ARCHITECTURE
     try:

@@ -25,12 +25,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vidseg.data.masks import encode_rle
 from vidseg.data.transforms import shortest_edge_size
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference.protocol import FrameOutput, assign_track_ids, frames_from_result, supports_streaming
 from vidseg.inference.sources import DEFAULT_FPS, open_source
 from vidseg.inference.stitching import ClipStitchingStream
+from vidseg.structures.masks import encode_rle
 from vidseg.structures.results import Track, VideoResult
 
 __all__ = ["PredictorError", "TrackSummary", "InferenceState", "VideoPredictor"]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidseg.data.masks import decode_segmentation
+from vidseg.structures.masks import decode_segmentation
 from vidseg.structures.results import VideoResult
 
 __all__ = [

@@ -23,10 +23,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from vidseg.data.masks import decode_segmentation
 from vidseg.data.samplers import overlapping_clips
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference.protocol import FrameOutput
+from vidseg.structures.masks import decode_segmentation
 from vidseg.structures.results import VideoResult
 
 __all__ = ["ClipStitchingStream"]

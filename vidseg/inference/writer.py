@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidseg.data.masks import decode_segmentation
+from vidseg.structures.masks import decode_segmentation
 from vidseg.structures.results import VideoResult
 from vidseg.visualization import Overlay, draw_overlays, track_colour
 

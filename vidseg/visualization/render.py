@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vidseg.data.masks import decode_segmentation
 from vidseg.data.records import VideoRecord
 from vidseg.data.video_io import FrameSource, write_video
+from vidseg.structures.masks import decode_segmentation
 from vidseg.structures.results import VideoResult
 
 __all__ = ["Overlay", "track_colour", "draw_overlays", "overlays_from_result", "overlays_from_record",

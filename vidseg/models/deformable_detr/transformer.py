@@ -73,20 +73,18 @@ class TransformerOutput:
 
 
 class DeformableTransformerEncoderLayer(nn.Module):
-    """``src = LN1(src + drop(MSDA(src + pos)))``; ``src = LN2(src + drop(FFN(src)))``."""
+    """``src = LN1(src + drop(attn(src + pos)))``; ``src = LN2(src + drop(FFN(src)))``.
 
-    def __init__(
-        self,
-        d_model: int,
-        d_ffn: int,
-        dropout: float,
-        n_levels: int,
-        n_heads: int,
-        n_points: int,
-        attn_impl: str = "auto",
-    ):
+    Args:
+        self_attn: the deformable attention over the feature levels, called as
+            ``self_attn(query, reference_points, value, spatial_shapes, level_start_index, padding_mask)``
+            (a :class:`vidseg.ops.MSDeformAttn`, or DeVIS's temporal one).
+        d_model, d_ffn, dropout: width, FFN width and dropout.
+    """
+
+    def __init__(self, self_attn: nn.Module, d_model: int, d_ffn: int, dropout: float):
         super().__init__()
-        self.self_attn = _msda(d_model, n_levels, n_heads, n_points, attn_impl)
+        self.self_attn = self_attn
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -153,21 +151,19 @@ class DeformableTransformerEncoder(nn.Module):
 
 
 class DeformableTransformerDecoderLayer(nn.Module):
-    """Self-attention over queries -> LN2; deformable cross-attention -> LN1; FFN -> LN3 (official names)."""
+    """Self-attention over queries -> LN2; deformable cross-attention -> LN1; FFN -> LN3 (official names).
 
-    def __init__(
-        self,
-        d_model: int,
-        d_ffn: int,
-        dropout: float,
-        n_levels: int,
-        n_heads: int,
-        n_points: int,
-        attn_impl: str = "auto",
-    ):
+    Args:
+        cross_attn: the deformable attention from the queries into the encoder memory (same call as the
+            encoder's ``self_attn``).
+        d_model, d_ffn, dropout: width, FFN width and dropout.
+        n_heads: heads of the query self-attention.
+    """
+
+    def __init__(self, cross_attn: nn.Module, d_model: int, d_ffn: int, dropout: float, n_heads: int):
         super().__init__()
         # Registration order mirrors the official module so state-dict listings line up.
-        self.cross_attn = _msda(d_model, n_levels, n_heads, n_points, attn_impl)
+        self.cross_attn = cross_attn
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
@@ -274,6 +270,9 @@ class DeformableTransformer(nn.Module):
         num_feature_levels: L. enc_n_points / dec_n_points: sampling points per head and level.
         with_gradient: BBX_GRADIENT_PROP (no detach of refined boxes between decoder layers).
         attn_impl: deformable-attention backend passed to :class:`vidseg.ops.MSDeformAttn`.
+        encoder_attn / decoder_attn: the attention module of one encoder / decoder layer, cloned for every
+            layer; None builds the spatial ``MSDeformAttn`` from the sizes above. DeVIS passes its temporal
+            attention here instead of subclassing the transformer.
     """
 
     def __init__(
@@ -289,6 +288,8 @@ class DeformableTransformer(nn.Module):
         dec_n_points: int = 4,
         with_gradient: bool = False,
         attn_impl: str = "auto",
+        encoder_attn: nn.Module | None = None,
+        decoder_attn: nn.Module | None = None,
     ):
         super().__init__()
         self.d_model = d_model
@@ -296,13 +297,14 @@ class DeformableTransformer(nn.Module):
         self.num_feature_levels = num_feature_levels
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self.reference_points = nn.Linear(d_model, 2)
-        enc = DeformableTransformerEncoderLayer(
-            d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points, attn_impl
-        )
+        if encoder_attn is None:
+            encoder_attn = _msda(d_model, num_feature_levels, nhead, enc_n_points, attn_impl)
+        if decoder_attn is None:
+            decoder_attn = _msda(d_model, num_feature_levels, nhead, dec_n_points, attn_impl)
+        self._attn_types = (ops.MSDeformAttn, type(encoder_attn), type(decoder_attn))
+        enc = DeformableTransformerEncoderLayer(encoder_attn, d_model, dim_feedforward, dropout)
         self.encoder = DeformableTransformerEncoder(enc, num_encoder_layers)
-        dec = DeformableTransformerDecoderLayer(
-            d_model, dim_feedforward, dropout, num_feature_levels, nhead, dec_n_points, attn_impl
-        )
+        dec = DeformableTransformerDecoderLayer(decoder_attn, d_model, dim_feedforward, dropout, nhead)
         self.decoder = DeformableTransformerDecoder(dec, num_decoder_layers, with_gradient)
         self._reset_parameters()
 
@@ -311,9 +313,9 @@ class DeformableTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
         # The deformable-attention modules own their init (zero offsets weight, "ray" biases, zero attn
-        # weights).
+        # weights); a composed attention module (DeVIS's temporal one) does so through _reset_parameters.
         for m in self.modules():
-            if isinstance(m, ops.MSDeformAttn):
+            if isinstance(m, self._attn_types) and hasattr(m, "_reset_parameters"):
                 m._reset_parameters()
         nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
         nn.init.zeros_(self.reference_points.bias)

@@ -1,6 +1,18 @@
-"""ToyVIS: a tiny query-based clip mask model for the engine's tests and the quickstart.
+"""A seconds-fast VIS model (``ToyVIS``) for tests and the quickstart: learned clip queries over a tiny conv
+encoder. ``config`` (``MODEL.TOY.*``), ``model``, ``criterion`` (matcher + losses), ``inference``,
+``builder``."""
 
-Modules: ``config`` (``MODEL.TOY.*`` keys), ``model``, ``criterion`` (matcher + losses), ``inference``, and
-``build`` (registers ``build(cfg) -> ModelBundle`` as ``ToyVIS``). Nothing is imported here, so reading the
-config keys does not import torch.
-"""
+from __future__ import annotations
+
+from typing import Any
+
+from vidseg.models.toy.config import add_toy_config as add_config
+
+__all__ = ["add_config", "build"]
+
+
+def build(cfg: Any, metadata: Any = None):
+    """The toy model's ``ModelBundle`` (see :func:`vidseg.models.toy.builder.build`)."""
+    from vidseg.models.toy.builder import build as _build
+
+    return _build(cfg, metadata)

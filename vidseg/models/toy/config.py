@@ -1,11 +1,10 @@
 """Config keys of the toy VIS model (``MODEL.META_ARCHITECTURE: ToyVIS``), defined once here."""
 
-from vidseg.config.config import CfgNode as CN
-from vidseg.config.config import register_config_extender
+from vidseg.config import CfgNode as CN
 
 
-@register_config_extender("ToyVIS")
 def add_toy_config(cfg: CN) -> None:
+    """Add ``MODEL.TOY.*`` to ``cfg`` in place."""
     cfg.MODEL.TOY = CN()
     cfg.MODEL.TOY.NUM_CLASSES = 0  # 0: the number of classes of DATASETS.TRAIN[0] (dataset metadata)
     cfg.MODEL.TOY.NUM_QUERIES = 8  # learned clip queries; each predicts one instance over the whole clip

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from vidseg.engine.dist import all_reduce_mean
+from vidseg.models.set_prediction.costs import dice_cost, sigmoid_ce_cost, softmax_class_cost
+from vidseg.models.set_prediction.criterion import mean_object_count
+from vidseg.models.set_prediction.hungarian import assign
+from vidseg.models.set_prediction.losses import dice_loss, sigmoid_ce_loss
 from vidseg.structures.clip_batch import ClipTargets
 
 
@@ -22,12 +24,6 @@ def _gt_masks(t: ClipTargets, size: tuple[int, int]) -> torch.Tensor:
     if n == 0:
         return m.new_zeros((0, tt, *size))
     return F.adaptive_avg_pool2d(m.flatten(0, 1), size).reshape(n, tt, *size)
-
-
-def _dice(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Per-pair dice loss of sigmoid ``pred [N, P]`` logits and ``gt [N, P]`` -> ``[N]``."""
-    p = pred.sigmoid()
-    return 1 - (2 * (p * gt).sum(-1) + 1) / (p.sum(-1) + gt.sum(-1) + 1)
 
 
 class ToyMatcher(nn.Module):
@@ -43,18 +39,14 @@ class ToyMatcher(nn.Module):
         if labels.numel() == 0:
             empty = torch.zeros(0, dtype=torch.int64)
             return empty, empty
-        prob = logits.float().softmax(-1)[:, labels]  # [Q, N]
-        m = masks.float()
-        pos = F.binary_cross_entropy_with_logits(m, torch.ones_like(m), reduction="none")
-        neg = F.binary_cross_entropy_with_logits(m, torch.zeros_like(m), reduction="none")
-        bce = (pos @ gt.t() + neg @ (1 - gt).t()) / m.shape[1]
-        p = m.sigmoid()
-        dice = 1 - (2 * p @ gt.t() + 1) / (p.sum(-1)[:, None] + gt.sum(-1)[None] + 1)
-        cost = -self.cost_class * prob + self.cost_mask * bce + self.cost_dice * dice
+        cost = (
+            self.cost_class * softmax_class_cost(logits, labels)
+            + self.cost_mask * sigmoid_ce_cost(masks, gt)
+            + self.cost_dice * dice_cost(masks, gt)
+        )
         # Non-finite predictions must surface as a non-finite loss the trainer can name, not as a scipy error.
         cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
-        qi, gi = linear_sum_assignment(cost.cpu().numpy())
-        return torch.as_tensor(qi, dtype=torch.int64), torch.as_tensor(gi, dtype=torch.int64)
+        return assign(cost, "ToyMatcher")
 
 
 class ToyCriterion(nn.Module):
@@ -101,18 +93,17 @@ class ToyCriterion(nn.Module):
         if src.shape[0] == 0:
             zero = masks.sum() * 0.0
             return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
-        bce = F.binary_cross_entropy_with_logits(src, tgt, reduction="none").mean(1)
         return {
             "loss_ce": loss_ce,
-            "loss_mask": bce.sum() / num_masks,
-            "loss_dice": _dice(src, tgt).sum() / num_masks,
+            "loss_mask": sigmoid_ce_loss(src, tgt, num_masks),
+            "loss_dice": dice_loss(src, tgt, num_masks),
         }
 
     def forward(self, outputs: dict, targets: list[ClipTargets]) -> dict[str, torch.Tensor]:
         size = tuple(outputs["pred_masks"].shape[-2:])
         gts = [_gt_masks(t, size) for t in targets]
         n = float(sum(len(t) for t in targets))
-        num_masks = max(all_reduce_mean(n, device=outputs["pred_logits"].device), 1.0)
+        num_masks = mean_object_count(n, outputs["pred_logits"].device)
         self.last_num_masks = num_masks
         losses = self._single(outputs, gts, targets, num_masks)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):

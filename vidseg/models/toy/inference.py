@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_util
 from torch import nn
 
-from vidseg.structures.clip_batch import ClipBatch
+from vidseg.structures.clip_batch import ClipBatch, pad_frames
+from vidseg.structures.masks import encode_rle
 from vidseg.structures.results import Track, VideoResult
-
-
-def encode_rle(mask: np.ndarray) -> dict | None:
-    """Compressed RLE (utf-8 counts) of a bool ``[H, W]`` mask; None when the mask is empty."""
-    if not mask.any():
-        return None
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("utf-8")
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]}
 
 
 def as_clip_batch(video: Any) -> ClipBatch:
@@ -32,12 +22,8 @@ def as_clip_batch(video: Any) -> ClipBatch:
     if not all(hasattr(video, k) for k in ("video_id", "frames", "orig_size", "image_size")):
         raise TypeError(f"expected a VideoItem or a ClipBatch, got {type(video).__name__}")
     frames = video.frames.all()  # [T, 3, H, W]
-    t, _, h, w = frames.shape
-    ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-    padded = frames.new_zeros((1, t, 3, ph, pw))
-    padded[0, :, :, :h, :w] = frames
-    pad_mask = torch.ones((1, t, ph, pw), dtype=torch.bool)
-    pad_mask[0, :, :h, :w] = False
+    h, w = frames.shape[-2:]
+    padded, pad_mask = pad_frames([frames], size_divisibility=32)
     meta = {"video_id": video.video_id, "orig_size": tuple(video.orig_size), "image_size": (h, w)}
     return ClipBatch(frames=padded, pad_mask=pad_mask, meta=[meta])
 
@@ -81,7 +67,8 @@ class ToyInference:
                 Track(
                     score=float(score * inside),
                     label=int(label),
-                    masks=[encode_rle(fr) for fr in bn],
+                    # An empty predicted frame is "not in this frame" (None), as official results write it.
+                    masks=[encode_rle(fr) if fr.any() else None for fr in bn],
                     track_id=int(qi),
                 )
             )

@@ -26,7 +26,6 @@ __all__ = [
     "MaskHeadConv",
     "run_mask_head",
     "select_mask_head_features",
-    "build_mask_head",
     "RES_TO_MEMORY_LEVEL",
     "RES_TO_BACKBONE",
 ]
@@ -314,19 +313,3 @@ def mask_head_kwargs(
         "use_mdc": use_mdc,
     }
     return att, head
-
-
-def build_mask_head(
-    cfg, backbone_channels: Mapping[str, int]
-) -> tuple[MultiScaleMHAttentionMap, MaskHeadConv]:
-    """(``bbox_attention``, ``mask_head``) from ``MODEL.MASK_HEAD.*``, ``MODEL.HIDDEN_DIM`` and
-    ``MODEL.TRANSFORMER.N_HEADS``; ``backbone_channels`` is the backbone's ``out_channels`` (``res2``..)."""
-    att, head = mask_head_kwargs(
-        used_features=[tuple(x) for x in cfg.MODEL.MASK_HEAD.USED_FEATURES],
-        att_resolutions=list(cfg.MODEL.MASK_HEAD.UPSAMPLING_RESOLUTIONS),
-        hidden_dim=int(cfg.MODEL.HIDDEN_DIM),
-        backbone_channels=backbone_channels,
-        use_mdc=bool(cfg.MODEL.MASK_HEAD.USE_MDC),
-        num_heads=int(cfg.MODEL.TRANSFORMER.N_HEADS),
-    )
-    return MultiScaleMHAttentionMap(**att), MaskHeadConv(**head)

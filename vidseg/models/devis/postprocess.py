@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
-import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
 
 from vidseg.structures.box_ops import box_cxcywh_to_xyxy
+from vidseg.structures.masks import encode_rle
 
-__all__ = ["ImagePostProcessor", "topk_queries", "upsample_masks", "instances_to_coco", "build_postprocessor"]
+__all__ = ["ImagePostProcessor", "topk_queries", "upsample_masks", "instances_to_coco"]
 
 Size = Sequence[int] | torch.Tensor
 
@@ -170,12 +169,6 @@ class ImagePostProcessor:
         return results
 
 
-def _encode_rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("utf-8")  # json-serialisable compressed RLE
-    return rle
-
-
 def instances_to_coco(
     result: Mapping[str, torch.Tensor],
     image_id: int,
@@ -211,11 +204,6 @@ def instances_to_coco(
     for j in range(len(scores)):
         det = {"image_id": int(image_id), "category_id": cats[j], "score": float(scores[j]), "bbox": xywh[j]}
         if masks_np is not None:
-            det["segmentation"] = _encode_rle(masks_np[j])
+            det["segmentation"] = encode_rle(masks_np[j])
         out.append(det)
     return out
-
-
-def build_postprocessor(cfg) -> ImagePostProcessor:
-    """``ImagePostProcessor`` from ``TEST.NUM_OUT``."""
-    return ImagePostProcessor(num_out=int(cfg.TEST.NUM_OUT))

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from vidseg.models.deformable_detr.detr import DeformableDETR, DetrState
-from vidseg.models.deformable_detr.targets import image_targets_from_batch
-from vidseg.models.mask_head import RES_TO_MEMORY_LEVEL, run_mask_head, select_mask_head_features
-from vidseg.models.matcher import pad_matched_queries
-from vidseg.models.postprocess import topk_queries
+from vidseg.models.devis.clip_matcher import pad_matched_queries
+from vidseg.models.devis.mask_head import RES_TO_MEMORY_LEVEL, run_mask_head, select_mask_head_features
+from vidseg.models.devis.postprocess import topk_queries
+from vidseg.models.devis.targets import image_targets_from_batch
 from vidseg.structures.clip_batch import ClipBatch
 
 __all__ = ["DeformableDETRSegm"]
@@ -30,10 +30,9 @@ class DeformableDETRSegm(nn.Module):
     Args:
         def_detr: the detector.
         bbox_attention / mask_head: ``MultiScaleMHAttentionMap`` / ``MaskHeadConv``
-        (``vidseg.models.mask_head``);
-            None for a detection-only model (``MODEL.MASK_ON False``).
-        matcher: Hungarian matcher (``vidseg.models.matcher.HungarianMatcher``) used to select training
-        queries.
+            (``vidseg.models.devis.mask_head``); None for a detection-only model (``MODEL.MASK_ON False``).
+        matcher: Hungarian matcher (``vidseg.models.set_prediction.matcher.HungarianMatcher``) that selects
+            the training queries.
         mask_aux_loss: aux decoder layers (0-based) that also get masks, e.g. ``(2,)``.
         att_resolutions: memory levels of the attention maps, e.g. ``("/32", "/16", "/8")``.
         used_features: mask-head inputs, e.g. ``(("/32","encoded"), ..., ("/4","backbone"))``.
@@ -49,7 +48,7 @@ class DeformableDETRSegm(nn.Module):
         additionally ``indices`` (the matcher output, B tuples ``(pred_idx, tgt_idx)``) and ``pred_masks``
         ``[B, N_max, H/4, W/4]`` where row b's first ``len(indices[b][0])`` entries are the masks of
         ``indices[b][0]`` in that order (the rest is padding with unmatched queries). Evaluation:
-        ``topk`` (``vidseg.models.postprocess.topk_queries``: ``scores``, ``labels``, ``boxes``,
+        ``topk`` (``vidseg.models.devis.postprocess.topk_queries``: ``scores``, ``labels``, ``boxes``,
         ``query_idx``,
         each ``[B, num_out, ...]``) and ``pred_masks [B, num_out, H/4, W/4]`` aligned with it.
     """

@@ -1,4 +1,4 @@
-"""Loss functions shared by the set criteria (DETR / Deformable DETR / DeVIS style).
+"""Loss functions shared by the set criteria of the DETR family (DETR, Deformable DETR, DeVIS, Mask2Former).
 
 All losses take *logits* and are normalised by ``num_boxes`` (the number of ground-truth objects, averaged
 over
@@ -21,6 +21,7 @@ __all__ = [
     "sigmoid_focal_loss_elementwise",
     "sigmoid_focal_loss",
     "dice_loss",
+    "sigmoid_ce_loss",
     "focal_class_loss",
     "box_l1_loss",
     "box_giou_loss",
@@ -94,6 +95,23 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> 
     numerator = 2 * (prob * targets).sum(1)
     denominator = prob.sum(1) + targets.sum(1)
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_boxes
+
+
+def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Binary cross-entropy of per-object logits: mean over points, sum over objects, / num_masks.
+
+    Args:
+        logits: ``[N, P]`` (N matched masks x P pixels or sampled points).
+        targets: ``[N, P]`` in [0, 1].
+    Returns:
+        scalar tensor.
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"sigmoid_ce_loss: logits {tuple(logits.shape)} vs targets {tuple(targets.shape)}")
+    if logits.numel() == 0:
+        return logits.sum()
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return loss.flatten(1).mean(1).sum() / num_masks
 
 
 def focal_class_loss(

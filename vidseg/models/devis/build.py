@@ -1,0 +1,175 @@
+"""Builders of DeVIS: map the config to constructor kwargs. Nothing else in ``models/devis`` reads the config.
+
+The image stage (``MODEL.META_ARCHITECTURE DeformableDETRSegm``) is Deformable DETR + the multi-scale mask
+head, trained on COCO with per-image Hungarian matching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from vidseg.models.bundle import ModelBundle, num_classes_from
+from vidseg.models.deformable_detr.build import build_deformable_detr
+from vidseg.models.devis.clip_matcher import ClipHungarianMatcher
+from vidseg.models.devis.criterion import build_weight_dict, focal_set_criterion
+from vidseg.models.devis.image_stage import DeformableDETRSegm
+from vidseg.models.devis.inference import ImageInference
+from vidseg.models.devis.mask_head import MaskHeadConv, MultiScaleMHAttentionMap, mask_head_kwargs
+from vidseg.models.devis.param_groups import deformable_detr_param_groups
+from vidseg.models.devis.postprocess import ImagePostProcessor
+from vidseg.models.devis.targets import ImageCriterion
+from vidseg.models.set_prediction.criterion import SetCriterion
+from vidseg.models.set_prediction.matcher import HungarianMatcher
+
+__all__ = [
+    "build_image_stage",
+    "build_deformable_detr_segm",
+    "build_matcher",
+    "build_clip_matcher",
+    "build_criterion",
+    "build_mask_head",
+    "build_param_groups",
+    "build_postprocessor",
+]
+
+
+def build_matcher(cfg: Any) -> HungarianMatcher:
+    """``HungarianMatcher`` from ``MODEL.MATCHER.{CLASS_COST,BBX_L1_COST,BBX_GIOU_COST}`` and
+    ``MODEL.LOSS.FOCAL_ALPHA``."""
+    m = cfg.MODEL.MATCHER
+    return HungarianMatcher(
+        cost_class=float(m.CLASS_COST),
+        cost_bbox=float(m.BBX_L1_COST),
+        cost_giou=float(m.BBX_GIOU_COST),
+        focal_alpha=float(cfg.MODEL.LOSS.FOCAL_ALPHA),
+    )
+
+
+def build_clip_matcher(cfg: Any) -> ClipHungarianMatcher:
+    """``ClipHungarianMatcher`` from ``MODEL.DEVIS.NUM_FRAMES``, ``MODEL.MATCHER.*`` and
+    ``MODEL.LOSS.FOCAL_ALPHA`` (``USE_SUM_L1_DISTANCE`` is optional: default False)."""
+    m = cfg.MODEL.MATCHER
+    return ClipHungarianMatcher(
+        num_frames=int(cfg.MODEL.DEVIS.NUM_FRAMES),
+        cost_class=float(m.CLASS_COST),
+        cost_bbox=float(m.BBX_L1_COST),
+        cost_giou=float(m.BBX_GIOU_COST),
+        focal_alpha=float(cfg.MODEL.LOSS.FOCAL_ALPHA),
+        use_l1_distance_sum=bool(m.get("USE_SUM_L1_DISTANCE", False)),
+    )
+
+
+def build_criterion(cfg: Any, num_classes: int, matcher: nn.Module | None = None) -> SetCriterion:
+    """The DeVIS criterion from ``MODEL.LOSS.*``, ``MODEL.MASK_ON`` and ``MODEL.TRANSFORMER.DECODER_LAYERS``.
+
+    ``num_classes`` comes from the dataset metadata; ``matcher`` defaults to :func:`build_matcher`.
+    """
+    loss = cfg.MODEL.LOSS
+    if not loss.FOCAL_LOSS:
+        raise ValueError(
+            "MODEL.LOSS.FOCAL_LOSS False: only the sigmoid focal classification loss is implemented"
+        )
+    num_dec = int(cfg.MODEL.TRANSFORMER.DECODER_LAYERS)
+    mask_on = bool(cfg.MODEL.MASK_ON)
+    mask_aux = [int(i) for i in loss.MASK_AUX_LOSS] if mask_on else []
+    bad = [i for i in mask_aux if not 0 <= i < num_dec - 1]
+    if bad:
+        raise ValueError(f"MODEL.LOSS.MASK_AUX_LOSS: layers {bad} outside the aux layers 0..{num_dec - 2}")
+    weight_dict = build_weight_dict(
+        class_coef=float(loss.CLASS_COEF),
+        bbox_coef=float(loss.BBX_L1_COEF),
+        giou_coef=float(loss.BBX_GIOU_COEF),
+        mask_coef=float(loss.SEGM_MASK_COEF),
+        dice_coef=float(loss.SEGM_DICE_COEF),
+        num_decoder_layers=num_dec,
+        aux_loss=bool(loss.AUX_LOSS),
+        aux_loss_weighting=bool(loss.AUX_LOSS_WEIGHTING),
+        mask_on=mask_on,
+        mask_aux_layers=mask_aux,
+    )
+    return focal_set_criterion(
+        num_classes,
+        matcher if matcher is not None else build_matcher(cfg),
+        weight_dict,
+        losses=["labels", "boxes"] + (["masks"] if mask_on else []),
+        focal_alpha=float(loss.FOCAL_ALPHA),
+        mask_aux_layers=mask_aux,
+        aux_loss=bool(loss.AUX_LOSS),
+    )
+
+
+def build_mask_head(
+    cfg: Any, backbone_channels: Mapping[str, int]
+) -> tuple[MultiScaleMHAttentionMap, MaskHeadConv]:
+    """(``bbox_attention``, ``mask_head``) from ``MODEL.MASK_HEAD.*``, ``MODEL.HIDDEN_DIM`` and
+    ``MODEL.TRANSFORMER.N_HEADS``; ``backbone_channels`` is the backbone's ``out_channels`` (``res2``..)."""
+    att, head = mask_head_kwargs(
+        used_features=[tuple(x) for x in cfg.MODEL.MASK_HEAD.USED_FEATURES],
+        att_resolutions=list(cfg.MODEL.MASK_HEAD.UPSAMPLING_RESOLUTIONS),
+        hidden_dim=int(cfg.MODEL.HIDDEN_DIM),
+        backbone_channels=backbone_channels,
+        use_mdc=bool(cfg.MODEL.MASK_HEAD.USE_MDC),
+        num_heads=int(cfg.MODEL.TRANSFORMER.N_HEADS),
+    )
+    return MultiScaleMHAttentionMap(**att), MaskHeadConv(**head)
+
+
+def build_deformable_detr_segm(
+    cfg: Any, num_classes: int, matcher: nn.Module | None = None
+) -> DeformableDETRSegm:
+    """The image model (``MODEL.MASK_ON False`` gives a detection-only model without mask modules)."""
+    def_detr = build_deformable_detr(cfg, num_classes)
+    bbox_attention = mask_head = None
+    if cfg.MODEL.MASK_ON:
+        bbox_attention, mask_head = build_mask_head(cfg, def_detr.backbone.out_channels)
+    return DeformableDETRSegm(
+        def_detr,
+        bbox_attention,
+        mask_head,
+        matcher if matcher is not None else build_matcher(cfg),
+        mask_aux_loss=[int(i) for i in cfg.MODEL.LOSS.MASK_AUX_LOSS],
+        att_resolutions=list(cfg.MODEL.MASK_HEAD.UPSAMPLING_RESOLUTIONS),
+        used_features=[tuple(x) for x in cfg.MODEL.MASK_HEAD.USED_FEATURES],
+        num_out=cfg.TEST.NUM_OUT,
+    )
+
+
+def build_param_groups(cfg: Any):
+    """``fn(model) -> groups`` from ``SOLVER.{BASE_LR, LR_BACKBONE, *_NAMES, *_MULT, WEIGHT_DECAY}``."""
+    s = cfg.SOLVER
+
+    def fn(model: nn.Module) -> list[dict]:
+        return deformable_detr_param_groups(
+            model,
+            base_lr=float(s.BASE_LR),
+            weight_decay=float(s.WEIGHT_DECAY),
+            backbone_lr=float(s.LR_BACKBONE),
+            backbone_names=list(s.BACKBONE_NAMES),
+            linear_proj_names=list(s.LR_LINEAR_PROJ_NAMES),
+            linear_proj_mult=float(s.LR_LINEAR_PROJ_MULT),
+            mask_head_names=list(s.LR_MASK_HEAD_NAMES),
+            mask_head_mult=float(s.LR_MASK_HEAD_MULT),
+        )
+
+    return fn
+
+
+def build_postprocessor(cfg: Any) -> ImagePostProcessor:
+    """``ImagePostProcessor`` from ``TEST.NUM_OUT``."""
+    return ImagePostProcessor(num_out=int(cfg.TEST.NUM_OUT))
+
+
+def build_image_stage(cfg: Any, metadata: Any = None) -> ModelBundle:
+    """Model, criterion (taking ``ClipTargets``), image inference and DeVIS's parameter groups.
+
+    ``metadata``: the training dataset's metadata (its classes give K when ``MODEL.NUM_CLASSES`` is 0).
+    """
+    k = num_classes_from(cfg.MODEL.NUM_CLASSES, metadata, "MODEL.NUM_CLASSES")
+    matcher = build_matcher(cfg)
+    model = build_deformable_detr_segm(cfg, k, matcher)
+    criterion = ImageCriterion(build_criterion(cfg, k, matcher))
+    inference = ImageInference(build_postprocessor(cfg))
+    return ModelBundle(model, criterion, inference, param_groups=build_param_groups(cfg))
