@@ -15,7 +15,7 @@ from vidseg.models.set_prediction.point_sampling import point_sample, uncertain_
 def test_point_sample_reads_pixel_centres_exactly():
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float64).view(2, 3, 4, 5)
     ys, xs = torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij")
-    coords = torch.stack([(xs.flatten() + 0.5) / 5, (ys.flatten() + 0.5) / 4], -1)  # (x, y) in [0, 1]
+    coords = torch.stack([(xs.flatten() + 0.5) / 5, (ys.flatten() + 0.5) / 4], -1).double()  # (x, y)
     out = point_sample(x, coords[None].expand(2, -1, -1))
     assert out.shape == (2, 3, 20)
     assert torch.allclose(out, x.flatten(2), atol=1e-9, rtol=0)
