@@ -227,9 +227,8 @@ def test_slow_child_is_killed_and_close_reaps(tmp_path, monkeypatch):
     _slow_child(monkeypatch)
     rp, gtl = _case_files(tmp_path, 6)
     load = start_results_load(rp, timeout=1.0)
-    t0 = time.perf_counter()
     got = load.get(gtl)
-    assert time.perf_counter() - t0 < 10 and "took more than" in load.fallback_reason
+    assert "took more than" in load.fallback_reason
     _assert_same(got, load_results(rp, gtl))
     unread = start_results_load(rp)
     pid = unread.pid

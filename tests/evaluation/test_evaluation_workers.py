@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,8 +114,9 @@ def test_run_dynamic_order_balance_and_progress():
         return (i, os.getpid())
 
     out = run_dynamic(12, work, 3, on_progress=seen.append, units=lambda i: i + 1)
+    # Results come back in item order whichever process ran them (how many processes took part depends on the
+    # machine's load, so it is not asserted).
     assert [i for i, _ in out] == list(range(12))
-    assert len({pid for _, pid in out}) >= 2  # the items were shared out
     assert sum(seen) == sum(range(1, 13))
     assert run_dynamic(3, lambda i: i * 2, 1) == [0, 2, 4]  # one worker: a plain loop
 
@@ -148,7 +150,7 @@ def test_resolve_workers():
 
 
 @needs_fork
-def test_parent_error_stops_children_despite_inherited_handlers():
+def test_parent_error_stops_children_despite_inherited_handlers(tmp_path):
     """A child still working (and holding a SIGTERM handler inherited from, say, a trainer) is stopped at once
     when the parent's own shard fails."""
     import signal
@@ -158,16 +160,25 @@ def test_parent_error_stops_children_despite_inherited_handlers():
     old = signal.signal(signal.SIGTERM, lambda *a: None)  # a handler that would ignore terminate()
     try:
 
+        pid_file = tmp_path / "child.pid"
+
         def work(shard, tick):
             if os.getpid() == parent:
+                for _ in range(3000):  # fail only once the child is at work (at most 30 s)
+                    if pid_file.exists() and pid_file.read_text():
+                        break
+                    time.sleep(0.01)
                 raise ValueError("parent shard failed")
+            pid_file.write_text(str(os.getpid()))
             time.sleep(60)
             return shard
 
-        t0 = time.perf_counter()
         with pytest.raises(ValueError, match="parent shard failed"):
             run_sharded([0, 1], work)
-        assert time.perf_counter() - t0 < 20
+        child = int(pid_file.read_text())
+        status = Path(f"/proc/{child}/status")
+        # The child is gone (reaped) or at least dead (a zombie), not still sleeping through its 60 s.
+        assert not status.exists() or "State:\tZ" in status.read_text()
     finally:
         signal.signal(signal.SIGTERM, old)
 
