@@ -52,7 +52,7 @@ def test_unknown_key_in_base_names_the_base_file(tmp_path: Path) -> None:
     leaf = _write(tmp_path / "leaf.yaml", "_BASE_: Base.yaml\n")
     with pytest.raises(ConfigError, match="Base.yaml.*TEST.EVAL_PERIODD.*TEST.EVAL_PERIOD"):
         load_config(leaf)
-    assert base.exists()
+    assert base.read_text() == "TEST:\n  EVAL_PERIODD: 2\n"  # the loader never rewrites a user's file
 
 
 def test_unknown_override_key() -> None:
