@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+# gradcheck in fast mode (random projections of the Jacobian, seconds) by default, in full (every input
+# element, tens of seconds on two cores) with -m slow. Both compare against finite differences in float64.
+GRADCHECK_MODES = [pytest.param(True, id="fast"), pytest.param(False, id="full", marks=pytest.mark.slow)]
 
 
 def level_layout(

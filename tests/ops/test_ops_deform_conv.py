@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_ops import GRADCHECK_MODES
 
 from vidseg.ops import ModulatedDeformConv2d, deform_conv2d
 from vidseg.ops.deform_conv import choose_method
@@ -117,7 +118,8 @@ def test_deform_conv_samples_at_and_beyond_the_border():
 
 
 @pytest.mark.parametrize("method", ["project", "project_grid", "gather", "gather_grid"])
-def test_deform_conv_gradcheck_every_method_two_offset_groups(method):
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_deform_conv_gradcheck_every_method_two_offset_groups(method, fast_mode):
     inp = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     offset = (torch.randn(2, 36, 2, 2, dtype=torch.float64) * 0.7).requires_grad_()
     weight = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -128,6 +130,7 @@ def test_deform_conv_gradcheck_every_method_two_offset_groups(method):
         ),
         (inp, offset, weight, mask),
         atol=1e-7,
+        fast_mode=fast_mode,
     )
 
 
@@ -164,7 +167,8 @@ def test_zero_offsets_unit_mask_equal_regular_conv():
     torch.testing.assert_close(out, F.conv2d(inp, weight, bias, stride=2, padding=1))
 
 
-def test_deform_conv_gradcheck_float64():
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_deform_conv_gradcheck_float64(fast_mode):
     inp = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     offset = (torch.randn(1, 18, 4, 4, dtype=torch.float64) * 0.7).requires_grad_()
     weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -174,6 +178,7 @@ def test_deform_conv_gradcheck_float64():
         lambda *a: deform_conv2d(a[0], a[1], a[2], a[3], padding=1, mask=a[4]),
         (inp, offset, weight, bias, mask),
         atol=1e-7,
+        fast_mode=fast_mode,
     )
 
 

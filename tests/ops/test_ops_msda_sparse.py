@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_ops import level_layout, random_locations
+from helpers_ops import GRADCHECK_MODES, level_layout, random_locations
 
 import vidseg.ops.msda_sparse as sparse_mod
 import vidseg.ops.msda_torch as msda_torch_mod
@@ -55,7 +55,8 @@ def test_sparse_path_spatial_matches_per_level_reference():
     )
 
 
-def test_sparse_path_gradcheck_with_samples_across_borders():
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_sparse_path_gradcheck_with_samples_across_borders(fast_mode):
     value, ss, start, loc, attn, fidx = _inputs(B=1, Q=4, M=2, D=2, P=3)
     # taps straddling every border of the frame, and one sample entirely outside (clamped: value 0, grad 0)
     loc[0, 0, :, :, 0] = torch.tensor([-0.02, 0.47])  # (not at a pixel centre: a kink of bilinear)
@@ -65,7 +66,10 @@ def test_sparse_path_gradcheck_with_samples_across_borders():
     shapes = [tuple(s) for s in ss.tolist()]
     xs = tuple(t.requires_grad_() for t in (value, loc, attn))
     assert torch.autograd.gradcheck(
-        lambda v, lo, a: msda_sparse(v, shapes, start.tolist(), lo, a, fidx), xs, atol=1e-7
+        lambda v, lo, a: msda_sparse(v, shapes, start.tolist(), lo, a, fidx),
+        xs,
+        atol=1e-7,
+        fast_mode=fast_mode,
     )
 
 
@@ -142,13 +146,17 @@ def test_dispatch_uses_the_sparse_path_only_where_it_can_run(monkeypatch):
     assert calls == [1] and out_bf16.dtype == torch.bfloat16
 
 
-def test_grid_sample_path_still_passes_gradcheck(monkeypatch):
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_grid_sample_path_still_passes_gradcheck(monkeypatch, fast_mode):
     # the formulation used on GPU (impl="torch") and for bf16 / fp16 must stay correct too
     monkeypatch.setattr(msda_torch_mod, "SPARSE_CPU", "never")
     value, ss, start, loc, attn, fidx = _inputs(B=1, Q=4, M=2, D=2, P=2)
     xs = tuple(t.requires_grad_() for t in (value, loc, attn))
     assert torch.autograd.gradcheck(
-        lambda v, lo, a: multi_frame_ms_deform_attn(v, ss, start, lo, a, fidx, impl="torch"), xs, atol=1e-7
+        lambda v, lo, a: multi_frame_ms_deform_attn(v, ss, start, lo, a, fidx, impl="torch"),
+        xs,
+        atol=1e-7,
+        fast_mode=fast_mode,
     )
 
 

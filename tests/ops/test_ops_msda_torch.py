@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_ops import level_layout, random_locations
+from helpers_ops import GRADCHECK_MODES, level_layout, random_locations
 
 import vidseg.ops.msda_torch as msda_torch_mod
 from vidseg.ops import (
@@ -53,15 +53,20 @@ def test_spatial_bilinear_at_pixel_centres_reads_the_pixel():
     torch.testing.assert_close(out[0, 0], value[0, int(start[1]) + r * W + c, 0])
 
 
-def test_spatial_gradcheck_float64():
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_spatial_gradcheck_float64(fast_mode):
     inputs = _spatial_inputs(B=1, Q=3, M=2, D=2, P=2, requires_grad=True)
     value, ss, start, loc, attn = inputs
     assert torch.autograd.gradcheck(
-        lambda v, lo, a: ms_deform_attn(v, ss, start, lo, a, impl="torch"), (value, loc, attn), atol=1e-7
+        lambda v, lo, a: ms_deform_attn(v, ss, start, lo, a, impl="torch"),
+        (value, loc, attn),
+        atol=1e-7,
+        fast_mode=fast_mode,
     )
 
 
-def test_multi_frame_gradcheck_float64():
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_multi_frame_gradcheck_float64(fast_mode):
     ss, start, S = level_layout(SHAPES)
     B, nF, Q, M, D, L, P = 1, 3, 4, 2, 2, len(SHAPES), 3
     value = torch.randn(B, nF, S, M, D, dtype=torch.float64, requires_grad=True)
@@ -72,6 +77,7 @@ def test_multi_frame_gradcheck_float64():
         lambda v, lo, a: multi_frame_ms_deform_attn(v, ss, start, lo, a, fidx, impl="torch"),
         (value, loc, attn),
         atol=1e-7,
+        fast_mode=fast_mode,
     )
 
 
@@ -151,7 +157,8 @@ def test_temporal_matches_per_frame_loop_forward_and_backward(window):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"gradient of {name}")
 
 
-def test_temporal_gradcheck_float64():
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_temporal_gradcheck_float64(fast_mode):
     T, Q, M, D, L, Kc, Kt = 3, 2, 2, 2, 2, 2, 1
     frames = temporal_frame_table(T)
     ss, start, t = _temporal_inputs(T, Q, M, D, L, Kc, Kt, T - 1, requires_grad=True)
@@ -162,7 +169,7 @@ def test_temporal_gradcheck_float64():
             spatial_shapes=ss, level_start_index=start, frames=frames, impl="torch", **dict(zip(names, xs))
         )
 
-    assert torch.autograd.gradcheck(fn, tuple(t.values()), atol=1e-7)
+    assert torch.autograd.gradcheck(fn, tuple(t.values()), atol=1e-7, fast_mode=fast_mode)
 
 
 def test_frame_table_connect_all_and_reflected_window():
