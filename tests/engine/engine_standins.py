@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from vidseg.config import get_cfg
-from vidseg.engine import dist
 from vidseg.engine.evaluate import write_results
 from vidseg.engine.run import DataSource
 from vidseg.engine.trainer import HookBase
 from vidseg.structures.clip_batch import ClipBatch, ClipTargets
+from vidseg.utils import dist
 
 HERE = Path(__file__).resolve().parent
 

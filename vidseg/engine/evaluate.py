@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vidseg.engine import dist
 from vidseg.structures.results import VideoResult
+from vidseg.utils import dist
 
 __all__ = ["inference_on_dataset", "write_results", "flatten_metrics", "evaluate_dataset"]
 

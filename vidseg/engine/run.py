@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from vidseg.config import CfgNode, config_from_dict, config_to_dict
-from vidseg.engine import dist
 from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights
 from vidseg.engine.evaluate import evaluate_dataset
 from vidseg.engine.hooks import CheckpointHook, EvalHook, MetricsHook
@@ -43,6 +42,7 @@ from vidseg.engine.setup import (
 from vidseg.engine.trainer import HookBase, NonFiniteLossError, Trainer
 from vidseg.engine.writers import JSONLinesWriter, TensorBoardWriter, VisdomWriter
 from vidseg.models.registry import build_model
+from vidseg.utils import dist
 
 __all__ = [
     "RunOptions",

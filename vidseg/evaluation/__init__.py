@@ -31,7 +31,6 @@ __all__ = [
     "build_coco_evaluator",
     "evaluate_ytvis",
     "evaluate_ytvis2022",
-    "gather_to_main",
     "load_ground_truth",
     "load_results",
     "official_entries",
@@ -43,7 +42,6 @@ __all__ = [
 _LAZY = {
     "DatasetEvaluator": "vidseg.evaluation.evaluator",
     "YTVISEvaluator": "vidseg.evaluation.evaluator",
-    "gather_to_main": "vidseg.evaluation.evaluator",
     "official_entries": "vidseg.evaluation.results_writer",
     "write_results": "vidseg.evaluation.results_writer",
 }

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from vidseg.engine.dist import all_reduce_mean
 from vidseg.structures.clip_batch import ClipTargets
+from vidseg.utils.dist import all_reduce_mean
 
 
 def _gt_masks(t: ClipTargets, size: tuple[int, int]) -> torch.Tensor:
