@@ -2,6 +2,7 @@
 vidseg.evaluation.reference, on every stat and on the full precision and recall arrays."""
 
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -82,3 +83,12 @@ def test_ovis_reference_needs_equal_frame_lists():
 def test_occlusion_score_is_the_mean_of_the_most_occluded_half():
     assert occlusion_score(["no_occlusion", "severe_occlusion", None, "slight_occlusion"]) == 0.5
     assert occlusion_score(["slight_occlusion", "no_occlusion"]) == 0.25
+
+
+def test_reference_reads_paths_as_the_docs_show(tmp_path):
+    gt, res = random_case(3, n_videos=2)
+    (tmp_path / "valid.json").write_text(json.dumps(gt))
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    from_files = reference_ytvis(tmp_path / "valid.json", str(tmp_path / "results.json"))
+    assert from_files.stats == reference_ytvis(gt, res).stats
+    assert from_files.category_ids == sorted(c["id"] for c in gt["categories"])

@@ -40,8 +40,8 @@ class DatasetSpec:
         classes: optional class names overriding the JSON's.
         builtin_classes: class names known without the file (metadata still works when the JSON is absent).
         evaluator_type: the metric that scores it (``DatasetMetadata.evaluator_type``): "ytvis", "ovis" or
-            "ytvis2022" for ``kind="ytvis"``, "coco" for ``kind="coco"``; "" (default): "coco" or "ytvis" by
-            kind.
+            "ytvis2022" for ``kind="ytvis"``, "coco" for ``kind="coco"``; "" (the default) means "coco" or
+            "ytvis" by kind.
     """
 
     name: str

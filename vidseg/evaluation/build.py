@@ -8,8 +8,8 @@ The dataset's metadata says which metric it is scored with (``evaluator_type``, 
 - ``"ytvis2022"``: the YouTube-VIS evaluator with the 2019 rules on the full GT. The 2022 server protocol
   (``mAP = (AP_S + AP_L) / 2``) needs the short-video and long-video GT files, which no catalog entry has:
   score the written ``results.json`` with ``vidseg evaluate GT.json results.json --ytvis2022 SHORT LONG``;
-- ``"coco"``: COCO bbox + segm AP, :class:`~vidseg.evaluation.coco_eval.COCOEvaluator`
-  (``coco_instances_results.json``).
+- ``"coco"``: COCO bbox + segm AP, :class:`~vidseg.evaluation.coco_eval.COCOEvaluator` (it writes
+  ``coco_instances_results.json``).
 
 Nothing here reads the config: the engine passes plain arguments.
 """

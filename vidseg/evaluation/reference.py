@@ -51,8 +51,8 @@ The metric, step by step:
    for OVIS with labels AP/AR light/medium/heavy (all areas, 100 detections); -1 when the slice is empty.
 
 Quirk 12 of ``docs/evaluation.md`` (RLE counts of 0 inside a mask) holds here too, because ``merge`` is the
-official per-frame operation. Input checks and error messages are not restated: they are the fast metric's
-(``vidseg/evaluation/ytvis_data.py``).
+official per-frame operation. Input checks and error messages are not restated: they are those of the fast
+metric, in ``vidseg/evaluation/ytvis_data.py``.
 """
 
 from __future__ import annotations

@@ -285,8 +285,8 @@ class ResultsLoad:
 
     @without_gc
     def get(self, gt: GroundTruth) -> list[DTTrack]:
-        """Exactly ``load_results(path, gt, source=source)``, with ``areas`` measured; serial on anything
-        unusual."""
+        """Exactly ``load_results(path, gt, source=source)``, with ``areas`` measured; loads serially on
+        anything unusual."""
         try:
             got = self._receive()
             built = self._rebuild(*got, gt) if got is not None else None

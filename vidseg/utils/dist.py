@@ -1,8 +1,8 @@
 """Distributed queries, reductions and gathers that also work without a process group.
 
 The one home of these helpers: the engine, the models (loss normalisers) and evaluation (gathering
-predictions) import them from here. Joining and leaving a process group is the engine's
-(:mod:`vidseg.engine.dist`).
+predictions) import them from here. Joining and leaving a process group is the engine's job, in
+:mod:`vidseg.engine.dist`.
 
 ``torch.distributed`` is imported on first call, so importing this module (and the evaluation code that
 uses it) does not import torch.
