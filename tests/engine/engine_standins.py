@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from vidseg.engine import dist
-from vidseg.engine.evaluate import write_results
 from vidseg.engine.run import DataSource
 from vidseg.engine.trainer import HookBase
+from vidseg.evaluation.results_writer import official_entries, write_results
 from vidseg.models import get_cfg
 from vidseg.structures.clip_batch import ClipBatch, ClipTargets
+from vidseg.utils import dist
 
 HERE = Path(__file__).resolve().parent
 
@@ -127,7 +127,7 @@ class MeanScoreEvaluator:
         if dist.get_rank() != 0:
             return {}
         results = sorted((r for p in parts for r in p), key=lambda r: r.video_id)
-        write_results(results, [1, 2], self.out_dir)
+        write_results(official_entries(results, [1, 2]), self.out_dir)
         scores = [t.score for r in results for t in r.tracks]
         return {"segm": {"AP": 100.0 * float(np.mean(scores)) if scores else 0.0}}
 

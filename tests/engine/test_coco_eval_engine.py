@@ -107,7 +107,8 @@ def test_ytvis_sets_keep_the_ytvis_evaluator(tmp_path):
         tmp_path / "out",
         *("DATASETS.CUSTOM_VAL_JSON", str(tmp_path / "v.json"), "DATASETS.CUSTOM_VAL_IMAGES", str(tmp_path)),
     )
-    assert isinstance(DataSource().evaluator(cfg, "custom_val", tmp_path / "e"), YTVISEvaluator)
+    ev = DataSource().evaluator(cfg, "custom_val", tmp_path / "e")
+    assert isinstance(ev, YTVISEvaluator) and not ev.ovis and ev.workers == 1
 
 
 class OracleInference:

@@ -58,11 +58,15 @@ def _assert_same(got: list, ref: list) -> None:
         assert np.array_equal(a.sizes, b.sizes)
         # frames and given share the dicts, as in load_results
         assert all(a.frames[t] is g for t, g in zip(a.present_t.tolist(), a.given))
+        # one form of areas: int64 [F]; load_results measures none (-1), the fork measures or leaves -1
+        for tr in (a, b):
+            assert tr.areas.dtype == np.int64 and tr.areas.shape == tr.present_t.shape
+        assert (b.areas == -1).all()
 
 
 def _assert_areas(tracks: list) -> None:
     for tr in tracks:
-        assert tr.areas is not None and tr.areas.dtype == np.int64
+        assert tr.areas.dtype == np.int64
         expected = [int(mask_utils.area(g)) for g in tr.given]
         assert tr.areas.tolist() == expected
 
@@ -117,7 +121,7 @@ def test_string_ids_nulls_empty_lists_and_warnings(tmp_path):
 
 
 @pytest.mark.parametrize("batch", [2048, 1, 2])  # strings written one batch at a time: batch edges
-def test_malformed_string_areas_none_for_that_entry_only(tmp_path, monkeypatch, batch):
+def test_malformed_string_areas_unmeasured_for_that_entry_only(tmp_path, monkeypatch, batch):
     monkeypatch.setattr(results_fork, "_WRITE_BATCH", batch)
     bad = dict(_mask(0), counts="0~1")  # '~' is outside the RLE alphabet
     unfinished = dict(_mask(1), counts=_mask(1)["counts"] + "P")  # ends inside a number (bit 0x20)
@@ -132,7 +136,7 @@ def test_malformed_string_areas_none_for_that_entry_only(tmp_path, monkeypatch, 
     got, _, load, ref, _ = _both(gp, rp)
     assert load.fallback_reason is None
     _assert_same(got, ref)
-    assert got[0].areas is None and got[2].areas is None and got[3].areas is None
+    assert [got[i].areas.tolist() for i in (0, 2, 3)] == [[-1, -1, -1], [-1, -1], [-1]]
     assert got[3].given[0]["counts"] == "1é"
     _assert_areas([got[1]])
 

@@ -12,6 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from vidseg.evaluation import evaluate_ytvis
+from vidseg.evaluation.reference import reference_ytvis
 from vidseg.evaluation.video_iou import decode_tracks, pair_ious
 
 H, W = 2, 5  # 10 pixels, column-major
@@ -55,6 +56,8 @@ def test_zero_counts_inside_score_as_the_official_code(gt_compressed):
     gt, res = _case(gt_compressed)
     out = evaluate_ytvis(gt, res, progress=False)
     assert list(out.stats.values()) == OFFICIAL_STATS
+    # the reference uses merge, the official per-frame operation, so it gives these numbers too
+    assert list(reference_ytvis(gt, res).stats.values()) == OFFICIAL_STATS
 
 
 def test_zero_counts_inside_pair_ious():

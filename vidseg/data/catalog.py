@@ -16,7 +16,7 @@ from typing import Any
 
 from vidseg.data.category_maps import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES
 from vidseg.data.errors import DatasetError
-from vidseg.data.records import DatasetMetadata, VideoRecord
+from vidseg.data.records import EVALUATOR_TYPES, DatasetMetadata, VideoRecord
 
 __all__ = [
     "DatasetSpec",
@@ -39,6 +39,9 @@ class DatasetSpec:
         coco_target: for ``kind="coco"``, map COCO classes to ``"ytvis_2019"``, ``"ytvis_2021"``, ``"ovis"``.
         classes: optional class names overriding the JSON's.
         builtin_classes: class names known without the file (metadata still works when the JSON is absent).
+        evaluator_type: the metric that scores it (``DatasetMetadata.evaluator_type``): "ytvis", "ovis" or
+            "ytvis2022" for ``kind="ytvis"``, "coco" for ``kind="coco"``; "" (the default) means "coco" or
+            "ytvis" by kind.
     """
 
     name: str
@@ -49,6 +52,18 @@ class DatasetSpec:
     classes: list[str] | None = None
     builtin_classes: tuple[str, ...] | None = None
     tried: list[str] = field(default_factory=list)  # candidate JSONs looked for (for messages)
+    evaluator_type: str = ""
+
+    def __post_init__(self) -> None:
+        by_kind = "coco" if self.kind == "coco" else "ytvis"
+        self.evaluator_type = self.evaluator_type or by_kind
+        kind_ok = (self.evaluator_type == "coco") == (by_kind == "coco")
+        if self.evaluator_type not in EVALUATOR_TYPES or not kind_ok:
+            allowed = "'coco'" if by_kind == "coco" else "'ytvis', 'ovis' or 'ytvis2022'"
+            raise ValueError(
+                f"dataset {self.name!r}: evaluator_type must be {allowed} for kind {self.kind!r}, "
+                f"got {self.evaluator_type!r}"
+            )
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -141,6 +156,8 @@ _BUILTIN: dict[str, tuple[str, list[tuple[str, str]], str | None, tuple[str, ...
         None,
     ),
 }
+# The standard video sets not scored with the YouTube-VIS 2019/2021 metric (every COCO set is scored "coco").
+_BUILTIN_EVALUATOR_TYPES = {"ovis_train": "ovis", "ovis_val": "ovis", "ytvis_2022_val": "ytvis2022"}
 # COCO pseudo-videos in a video dataset's label space (GRAtt-VIS / VITA names), read from the plain COCO JSON.
 for _tgt, _tag, _cls in (
     ("ytvis_2019", "ytvis2019", YTVIS_2019_CLASSES),
@@ -158,12 +175,23 @@ def register_dataset(
     kind: str = "ytvis",
     classes: list[str] | None = None,
     coco_target: str | None = None,
+    evaluator_type: str | None = None,
 ) -> DatasetSpec:
-    """Register (or replace) a dataset under ``name``; it then works everywhere a catalog name does."""
+    """Register (or replace) a dataset under ``name``; it then works everywhere a catalog name does.
+
+    ``evaluator_type`` names the metric that scores it (``"ovis"`` for OVIS data, ``"ytvis2022"``); the
+    default is ``"ytvis"`` for ``kind="ytvis"`` and ``"coco"`` for ``kind="coco"``.
+    """
     if kind not in ("ytvis", "coco"):
         raise ValueError(f"register_dataset({name!r}): kind must be 'ytvis' or 'coco', got {kind!r}")
     spec = DatasetSpec(
-        name, str(json_file), str(image_root), kind, coco_target, list(classes) if classes else None
+        name,
+        str(json_file),
+        str(image_root),
+        kind,
+        coco_target,
+        list(classes) if classes else None,
+        evaluator_type=evaluator_type or "",
     )
     _REGISTRY[name] = spec
     return spec
@@ -208,11 +236,9 @@ def get_dataset_spec(name: str, cfg: Any = None) -> DatasetSpec:
     kind, layouts, target, classes = _BUILTIN[name]
     root = dataset_root(cfg)
     tried = [str(root / j) for j, _ in layouts]
-    for j, im in layouts:
-        if (root / j).is_file():
-            return DatasetSpec(name, str(root / j), str(root / im), kind, target, None, classes, tried)
-    j, im = layouts[0]
-    return DatasetSpec(name, str(root / j), str(root / im), kind, target, None, classes, tried)
+    metric = _BUILTIN_EVALUATOR_TYPES.get(name, "")
+    j, im = next(((j, im) for j, im in layouts if (root / j).is_file()), layouts[0])
+    return DatasetSpec(name, str(root / j), str(root / im), kind, target, None, classes, tried, metric)
 
 
 _CACHE: dict[tuple, tuple[list[VideoRecord], DatasetMetadata]] = {}
@@ -238,13 +264,16 @@ def load_dataset(name: str, cfg: Any = None) -> tuple[list[VideoRecord], Dataset
         spec.kind,
         spec.coco_target,
         tuple(spec.classes or ()),
+        spec.evaluator_type,
         path.stat().st_mtime_ns,
     )
     if key not in _CACHE:
         if spec.kind == "coco":
-            _CACHE[key] = load_coco_json(spec.json_file, spec.image_root, name=name, target=spec.coco_target)
+            loaded = load_coco_json(spec.json_file, spec.image_root, name=name, target=spec.coco_target)
         else:
-            _CACHE[key] = load_ytvis_json(spec.json_file, spec.image_root, name=name, classes=spec.classes)
+            loaded = load_ytvis_json(spec.json_file, spec.image_root, name=name, classes=spec.classes)
+        loaded[1].evaluator_type = spec.evaluator_type
+        _CACHE[key] = loaded
     return _CACHE[key]
 
 
@@ -262,7 +291,8 @@ def get_dataset_metadata(name: str, cfg: Any = None) -> DatasetMetadata:
             category_ids=list(range(1, len(spec.builtin_classes) + 1)),
             json_file=spec.json_file,
             image_root=spec.image_root,
-            evaluator_type="coco" if spec.kind == "coco" else "ytvis",
+            evaluator_type=spec.evaluator_type,
             has_annotations=False,
+            coco_target=spec.coco_target,
         )
     return load_dataset(name, cfg)[1]

@@ -44,6 +44,7 @@ def load_coco_json(
         classes, cat_map = TARGETS[target]
         meta = DatasetMetadata(name="", classes=list(classes), category_ids=list(range(1, len(classes) + 1)))
     meta.name, meta.json_file, meta.image_root, meta.evaluator_type = name, json_file, str(image_root), "coco"
+    meta.coco_target = target
     to_label = meta.category_id_to_label
     records: dict[int, VideoRecord] = {}
     for i, im in enumerate(data["images"]):

@@ -59,6 +59,10 @@ class VideoRecord:
         return f"{self.video_id} ({self.name})" if self.name else str(self.video_id)
 
 
+# The metrics a dataset's metadata can name (``DatasetMetadata.evaluator_type``).
+EVALUATOR_TYPES = ("ytvis", "ovis", "ytvis2022", "coco")
+
+
 @dataclass
 class DatasetMetadata:
     """Class names and the map between dataset category ids and contiguous labels (0..K-1, by ascending id).
@@ -68,8 +72,13 @@ class DatasetMetadata:
         classes: class names, index = contiguous label.
         category_ids: dataset category id of each label (ascending).
         json_file, image_root: where the data lives.
-        evaluator_type: "ytvis" (YouTube-VIS/OVIS metric) or "coco".
+        evaluator_type: the metric that scores the dataset, one of :data:`EVALUATOR_TYPES`: "ytvis"
+            (YouTube-VIS 2019/2021), "ovis" (OVIS rules), "ytvis2022" (YouTube-VIS 2022) or "coco" (COCO
+            bbox + segm AP); ``vidseg.evaluation.build.build_evaluator`` builds its evaluator.
         has_annotations: False for splits without GT (official YT-VIS/OVIS val).
+        coco_target: for a COCO set read into a video dataset's label space (``coco2ytvis2019_val`` ...),
+            that label space (``"ytvis_2019"``, ``"ytvis_2021"``, ``"ovis"``); its category ids then differ
+            from the JSON's, so the COCO ground truth is built from the records.
     """
 
     name: str
@@ -79,6 +88,7 @@ class DatasetMetadata:
     image_root: str = ""
     evaluator_type: str = "ytvis"
     has_annotations: bool = True
+    coco_target: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.classes) != len(self.category_ids):

@@ -1,16 +1,15 @@
 """Inference over a test set, distributed over ranks and gathered; results files; metrics.
 
 ``evaluate_dataset`` writes ``results.json`` (the official YouTube-VIS/OVIS results list) and ``results.zip``
-(the same JSON at the zip root, as the challenge servers want) into its output folder, and returns flat
-metrics such as ``{"segm/AP": ...}`` when an evaluator is given and the set has ground truth.
+(the same JSON at the zip root, as the challenge servers want) into its output folder, with
+:func:`vidseg.evaluation.results_writer.write_results` (the one results writer), and returns flat metrics
+such as ``{"segm/AP": ...}`` when an evaluator is given and the set has ground truth.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vidseg.engine import dist
+from vidseg.evaluation.results_writer import official_entries, write_results
 from vidseg.structures.results import VideoResult
+from vidseg.utils import dist
 
-__all__ = ["inference_on_dataset", "write_results", "flatten_metrics", "evaluate_dataset"]
+__all__ = ["inference_on_dataset", "flatten_metrics", "evaluate_dataset"]
 
 logger = logging.getLogger("vidseg")
 
@@ -63,25 +63,6 @@ def inference_on_dataset(
     return [by_id[k] for k in sorted(by_id)]
 
 
-def write_results(
-    results: Sequence[VideoResult],
-    label_to_category_id: Sequence[int] | dict[int, int],
-    out_dir: str | os.PathLike,
-) -> dict[str, Path]:
-    """``results.json`` and ``results.zip`` (holding ``results.json``) in ``out_dir``; returns both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = [e for r in results for e in r.to_official(label_to_category_id)]
-    js = out / "results.json"
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(entries), encoding="utf-8")
-    os.replace(tmp, js)
-    zp = out / "results.zip"
-    with zipfile.ZipFile(zp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.write(js, arcname="results.json")
-    return {"json": js, "zip": zp}
-
-
 def flatten_metrics(res: dict) -> dict[str, float]:
     """``{"segm": {"AP": 1.0}}`` -> ``{"segm/AP": 1.0}`` (non-numbers dropped)."""
     out: dict[str, float] = {}
@@ -117,8 +98,8 @@ def evaluate_dataset(
     if evaluator is None:
         results = inference_on_dataset(model, inference, dataset, collate_fn, desc, progress=progress)
         if dist.is_main_process():
-            paths = write_results(results, label_to_category_id, out_dir)
-            logger.info("wrote %d video results to %s", len(results), paths["json"])
+            json_path, _ = write_results(official_entries(results, label_to_category_id), out_dir)
+            logger.info("wrote %d video results to %s", len(results), json_path)
         dist.barrier()
         return {}
     results = inference_on_dataset(

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vidseg.engine import dist
 from vidseg.engine.checkpoint import BEST, LAST, atomic_save
 from vidseg.engine.trainer import HookBase
+from vidseg.utils import dist
 
 __all__ = ["MetricsHook", "EvalHook", "CheckpointHook", "memory_mb"]
 

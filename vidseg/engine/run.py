@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from vidseg.config import CfgNode, config_to_dict
-from vidseg.engine import dist
 from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights
 from vidseg.engine.evaluate import evaluate_dataset
 from vidseg.engine.hooks import CheckpointHook, EvalHook, MetricsHook
@@ -44,6 +43,7 @@ from vidseg.engine.trainer import HookBase, NonFiniteLossError, Trainer
 from vidseg.engine.writers import JSONLinesWriter, TensorBoardWriter, VisdomWriter
 from vidseg.models import build_model, config_from_dict
 from vidseg.models.bundle import LazyMetadata
+from vidseg.utils import dist
 
 __all__ = [
     "RunOptions",
@@ -97,24 +97,25 @@ class DataSource:
         return self._need("get_dataset_metadata")(name, cfg)
 
     def evaluator(self, cfg: CfgNode, name: str, out_dir: Path) -> Any | None:
-        """The evaluator of ``name`` writing into ``out_dir`` (built on every rank), by the metadata's
-        ``evaluator_type``: COCO bbox + segm AP (``coco_instances_results.json``) for COCO sets, else the
-        YouTube-VIS / OVIS metric (``results.json`` / ``results.zip``). Without ground truth they only write
-        the results files."""
+        """The evaluator of ``name`` writing into ``out_dir`` (built on every rank): the metric its metadata
+        names (``evaluator_type``: YouTube-VIS, OVIS, YouTube-VIS 2022 or COCO), see
+        :func:`vidseg.evaluation.build.build_evaluator`. Without ground truth it only writes the results
+        files."""
         try:
-            from vidseg.evaluation import YTVISEvaluator
-            from vidseg.evaluation.coco_build import build_coco_evaluator
+            from vidseg.evaluation.build import build_evaluator
         except ImportError as e:
             warnings.warn(
                 f"vidseg.evaluation unavailable ({e}): results are written, not scored", stacklevel=2
             )
             return None
-        meta = self.metadata(cfg, name)
-        if getattr(meta, "evaluator_type", "ytvis") == "coco":
-            return build_coco_evaluator(cfg, name, meta, out_dir)
-        ovis = name.startswith("ovis")
-        return YTVISEvaluator(
-            meta.json_file, meta.label_to_category_id, str(out_dir), ovis=ovis, progress=False
+        return build_evaluator(
+            self.metadata(cfg, name),
+            out_dir,
+            # the metric runs in this process: forking a trainer that holds a CUDA or NCCL context is unsafe
+            workers=1,
+            progress=False,
+            mask_on=getattr(cfg.MODEL, "MASK_ON", True),
+            records=lambda: self._need("load_dataset")(name, cfg)[0],
         )
 
 

@@ -15,8 +15,8 @@ import yaml
 from tqdm import tqdm
 
 from vidseg.config import config_to_dict
-from vidseg.engine import dist
 from vidseg.engine.checkpoint import has_checkpoint
+from vidseg.utils import dist
 
 __all__ = [
     "RunDirError",

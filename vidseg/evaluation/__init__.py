@@ -5,9 +5,10 @@ interface and the results writer.
 - :class:`YTVISEvaluator`: ``reset() / process(inputs, outputs) / evaluate()``, for training
   and ``--eval-only``.
 - :func:`write_results`: ``results.json`` + ``results.zip`` for the CodaLab servers.
-- :class:`COCOEvaluator` / :func:`build_coco_evaluator`: COCO bbox + segm AP of image sets (imported on first
-  use: they need torch, the YT-VIS metric does not; the evaluator and the results writer are imported on first
-  use too).
+- :func:`build_evaluator` (``evaluation/build.py``): dataset metadata -> the evaluator of its metric.
+- :class:`COCOEvaluator`: COCO bbox + segm AP of image sets (imported on first use: it needs torch, the YT-VIS
+  metric does not; the evaluators, their builder and the results writer are imported on first use too).
+- ``vidseg.evaluation.reference``: the readable statement of the metric that the fast one is tested against.
 """
 
 from vidseg.evaluation.ytvis_data import EvalInputError, GroundTruth, load_ground_truth, load_results
@@ -28,10 +29,9 @@ __all__ = [
     "OVIS_STATS",
     "YTVISEvaluator",
     "YTVIS_STATS",
-    "build_coco_evaluator",
+    "build_evaluator",
     "evaluate_ytvis",
     "evaluate_ytvis2022",
-    "gather_to_main",
     "load_ground_truth",
     "load_results",
     "official_entries",
@@ -43,7 +43,7 @@ __all__ = [
 _LAZY = {
     "DatasetEvaluator": "vidseg.evaluation.evaluator",
     "YTVISEvaluator": "vidseg.evaluation.evaluator",
-    "gather_to_main": "vidseg.evaluation.evaluator",
+    "build_evaluator": "vidseg.evaluation.build",
     "official_entries": "vidseg.evaluation.results_writer",
     "write_results": "vidseg.evaluation.results_writer",
 }
@@ -58,8 +58,4 @@ def __getattr__(name: str):
         from vidseg.evaluation.coco_eval import COCOEvaluator
 
         return COCOEvaluator
-    if name == "build_coco_evaluator":
-        from vidseg.evaluation.coco_build import build_coco_evaluator
-
-        return build_coco_evaluator
     raise AttributeError(f"module 'vidseg.evaluation' has no attribute {name!r}")

@@ -30,13 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vidseg.evaluation.coco_results import label_map, video_result_to_coco
 from vidseg.models.devis.postprocess import ImagePostProcessor, instances_to_coco
 from vidseg.structures.results import VideoResult
+from vidseg.utils.dist import gather_to_main
 
 __all__ = ["COCOEvaluator", "load_coco_gt", "coco_metrics"]
 
@@ -215,12 +215,10 @@ class COCOEvaluator:
             logger.info("COCOEvaluator: %d tracks without a mask or box were dropped", skipped)
 
     def _gather(self) -> tuple[list[dict], list[int]] | None:
-        if not (self.distributed and dist.is_available() and dist.is_initialized()):
+        if not self.distributed:
             return self._predictions, self._img_ids
-        world = dist.get_world_size()
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, (self._predictions, self._img_ids))
-        if dist.get_rank() != 0:
+        gathered = gather_to_main((self._predictions, self._img_ids))
+        if gathered is None:
             return None
         # An image on several ranks (a padded sampler) counts once: the lowest rank's predictions.
         preds: list[dict] = []

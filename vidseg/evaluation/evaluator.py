@@ -1,10 +1,8 @@
 """The evaluator interface used by training (evaluation during training) and ``--eval-only``.
 
 ``reset()`` before a pass over a dataset, ``process(inputs, outputs)`` after each model call, ``evaluate()``
-at
-the end; across distributed ranks the predictions are gathered with ``torch.distributed.all_gather_object``
-and
-only rank 0 writes files and computes the metric.
+at the end; across distributed ranks the predictions are gathered with
+:func:`vidseg.utils.dist.gather_to_main` and only rank 0 writes files and computes the metric.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from vidseg.evaluation.results_writer import official_entries, write_results
 from vidseg.evaluation.ytvis_data import load_ground_truth
 from vidseg.evaluation.ytvis_eval import evaluate_ytvis
 from vidseg.structures.results import VideoResult
+from vidseg.utils.dist import gather_to_main
 
 
 class DatasetEvaluator:
@@ -31,31 +30,6 @@ class DatasetEvaluator:
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         return {}
-
-
-def _dist_info() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # a torch build without distributed support
-        return 0, 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_to_main(obj: Any) -> list[Any] | None:
-    """All ranks' ``obj`` as a list in rank order on rank 0, None on the other ranks; ``[obj]`` when not
-    distributed."""
-    rank, world = _dist_info()
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(
-        gathered, obj
-    )  # all_gather_object works on every backend (gather_object not on all)
-    return gathered if rank == 0 else None
 
 
 class YTVISEvaluator(DatasetEvaluator):

@@ -18,10 +18,11 @@ those of the serial code by construction.
 Layout of the memory file (all arrays little-endian native, 8-byte aligned; the strings come first, written
 a batch at a time while they are checked, so that no joined copy of all of them is ever made)::
 
-    [blob: G count strings, ASCII][pad][scores f8 E][nframes i8 E][ngiven i8 E][areas_ok u1 E][pad]
+    [blob: G count strings, ASCII][pad][scores f8 E][nframes i8 E][ngiven i8 E][pad]
     [present_t i8 G][sizes i8 G*2][areas i8 G][lengths i8 G][pickled header]
 
-E = entries of the results list, G = given (non-null) frames over all entries.
+E = entries of the results list, G = given (non-null) frames over all entries. ``areas`` is -1 for every
+frame of an entry with a string that fails the character check (the ``DTTrack.areas`` form).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ _ARRAYS = (  # name, dtype, elements per entry (E) or per given frame (G)
     ("scores", np.float64, "E"),
     ("nframes", np.int64, "E"),
     ("ngiven", np.int64, "E"),
-    ("areas_ok", np.uint8, "E"),
     ("present_t", np.int64, "G"),
     ("sizes", np.int64, "G2"),
     ("areas", np.int64, "G"),
@@ -168,10 +168,10 @@ def _write_strings(fd: int, counts: list) -> tuple[int, np.ndarray, dict[int, st
 
 
 def _frame_areas(given_all: list, frame_ok: np.ndarray) -> np.ndarray:
-    """int64 [G], pycocotools ``area`` of the frames marked in ``frame_ok`` (0 elsewhere)."""
+    """int64 [G], pycocotools ``area`` of the frames marked in ``frame_ok``, -1 ("not measured") elsewhere."""
     from pycocotools import mask as mask_utils
 
-    area = np.zeros(len(given_all), dtype=np.int64)
+    area = np.full(len(given_all), -1, dtype=np.int64)
     sel = np.flatnonzero(frame_ok)
     segs = given_all if len(sel) == len(given_all) else [given_all[i] for i in sel.tolist()]
     if segs:
@@ -215,7 +215,6 @@ def _child_work(path: str, out_fd: int, t0: float) -> tuple[int, int]:
         "scores": np.asarray(lists["scores"], dtype=np.float64),
         "nframes": np.asarray(lists["nframes"], dtype=np.int64),
         "ngiven": ngiven,
-        "areas_ok": entry_ok.astype(np.uint8),
         "present_t": np.asarray(lists["ts"], dtype=np.int64),
         "sizes": sizes,
         "areas": areas,
@@ -286,7 +285,8 @@ class ResultsLoad:
 
     @without_gc
     def get(self, gt: GroundTruth) -> list[DTTrack]:
-        """Exactly ``load_results(path, gt, source=source)`` (plus ``areas``); serial on anything unusual."""
+        """Exactly ``load_results(path, gt, source=source)``, with ``areas`` measured; loads serially on
+        anything unusual."""
         try:
             got = self._receive()
             built = self._rebuild(*got, gt) if got is not None else None
@@ -411,7 +411,6 @@ class ResultsLoad:
         np.cumsum(arr["ngiven"], out=gptr[1:])
         gp = gptr.tolist()
         scores = arr["scores"].tolist()
-        areas_ok = arr["areas_ok"].tolist()
         extras = header["extras"]  # given frame -> a non-ASCII count string (not in the blob)
         eager = set((np.searchsorted(gptr, list(extras), side="right") - 1).tolist()) if extras else set()
         source = self.source or self.path
@@ -441,7 +440,7 @@ class ResultsLoad:
                     present_t=present_t[a:b],
                     sizes=sizes[a:b],
                     given=given,
-                    areas=areas[a:b] if areas_ok[i] else None,
+                    areas=areas[a:b],
                 )
             )
         self.timings["rebuild"] = time.perf_counter() - t0

@@ -140,8 +140,9 @@ def decode_packed_tracks(
         segs: per track, the F_n RLE dicts (``counts`` str/bytes, int64 arrays or int lists), in ``present_t``
             order.
         on_error, need_runs, find_zero_counts: as :func:`decode_tracks`.
-        known_areas: optional, per track int64 [F_n] areas of its given frames (pycocotools ``area``, computed
-            while loading after the character check) or None; used for the frames that need no runs.
+        known_areas: optional, per track int64 [F_n] areas of its given frames (pycocotools ``area``,
+            measured while loading after the character check; -1 where not measured, as ``DTTrack.areas``);
+            used for the frames that need no runs.
     """
     n = len(lengths)
     length = np.asarray(lengths, dtype=np.int64).reshape(n)
@@ -182,10 +183,8 @@ def decode_packed_tracks(
 
     need = need_runs[row, col] if need_runs is not None else np.ones(len(row), dtype=bool)
     rest = np.flatnonzero(~need & is_str)
-    if len(rest) and known_areas is not None and any(a is not None for a in known_areas):
-        known = np.concatenate(
-            [np.full(len(t), -1, np.int64) if a is None else a for a, t in zip(known_areas, present_t)]
-        )[rest]
+    if len(rest) and known_areas is not None:
+        known = np.concatenate(known_areas)[rest]
         have = known >= 0
         area[row[rest[have]], col[rest[have]]] = known[have]
         rest = rest[~have]

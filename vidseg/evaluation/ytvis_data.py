@@ -98,20 +98,34 @@ class GTTrack:
 
 @dataclass
 class DTTrack:
-    """One predicted track from the results list (``id`` in the official code is ``index + 1``)."""
+    """One predicted track from the results list (``id`` in the official code is ``index + 1``).
+
+    Both loaders, :func:`load_results` and the forked one of :mod:`vidseg.evaluation.results_fork`, fill
+    every field, in this one form.
+
+    Attributes:
+        index: the entry's index in the results list.
+        video_id, category_id, score: as in the entry (``score`` a float).
+        frames: per frame, the compressed RLE dict or None (a list, or a ``LazyFrames`` that behaves as one).
+        present_t: int64 [F], the indices of the F given (non-null) frames.
+        sizes: int64 [F, 2], their ``(height, width)``.
+        given: the F given frame dicts in frame order, the same objects as in ``frames``.
+        areas: int64 [F], the pycocotools ``area`` of each given frame, or -1 where the loader has not
+            measured it (the evaluation then does). :func:`load_results` measures none; the forked loader
+            measures every frame of an entry whose count strings all pass the character check.
+        source: the results file (or ``"<results>"``), for messages.
+    """
 
     index: int
     video_id: Any
     category_id: Any
     score: float
-    frames: list
+    frames: Sequence
+    present_t: np.ndarray
+    sizes: np.ndarray
+    given: Sequence
+    areas: np.ndarray
     source: str = "<results>"
-    present_t: np.ndarray | None = None  # int64 [F]: indices of the given frames (set by load_results)
-    sizes: np.ndarray | None = None  # int64 [F, 2]: their (height, width)
-    given: list | None = None  # the F given frame masks, in frame order
-    # int64 [F]: pycocotools ``area`` of each given frame, set (by results_fork) only when all of the entry's
-    # count strings passed the character check; None otherwise (serial load_results leaves it None)
-    areas: np.ndarray | None = None
 
 
 @dataclass
@@ -485,6 +499,7 @@ def load_results(
                 present_t=np.array(present_t, dtype=np.int64),
                 sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
                 given=given,
+                areas=np.full(len(present_t), -1, dtype=np.int64),  # measured later, by the evaluation
             )
         )
     if n_unknown_cat:

@@ -332,8 +332,8 @@ class _Evaluation:
             return
         all_dt = [d for ds in dts_of for d in ds]
         all_gt = [g for gs in gts_of for g in gs]
-        packed = all(x.present_t is not None for x in all_dt + all_gt)
-        if not packed and len(vids) > 1:  # polygons or in-memory masks: video by video (video sizes differ)
+        packed = all(g.present_t is not None for g in all_gt)  # predictions always are (DTTrack)
+        if not packed and len(vids) > 1:  # GT polygons or in-memory masks: video by video (sizes differ)
             for vid in vids:
                 self._evaluate_videos([vid])
             return
@@ -364,14 +364,11 @@ class _Evaluation:
             else:
                 gt_frames[j, : len(g.frames)] |= [f is not None for f in g.frames]
         need = gt_frames[dt_group] & (np.arange(tmax)[None, :] < dt_len[:, None])
-        if all(d.present_t is not None for d in all_dt):  # indexed by load_results: no loop over frames
-            dm = decode_packed_tracks(
-                dt_len, [d.present_t for d in all_dt], [d.sizes for d in all_dt], [d.given for d in all_dt],
-                dt_error, need_runs=need, find_zero_counts=False,
-                known_areas=[d.areas for d in all_dt],
-            )  # fmt: skip
-        else:
-            dm = decode_tracks([d.frames for d in all_dt], dt_error, need_runs=need, find_zero_counts=False)
+        dm = decode_packed_tracks(  # indexed by the loaders: no loop over frames
+            dt_len, [d.present_t for d in all_dt], [d.sizes for d in all_dt], [d.given for d in all_dt],
+            dt_error, need_runs=need, find_zero_counts=False,
+            known_areas=[d.areas for d in all_dt],
+        )  # fmt: skip
         if all(g.present_t is not None for g in all_gt):
             gm = decode_packed_tracks(
                 gt_len, [g.present_t for g in all_gt], [g.sizes for g in all_gt], [g.given for g in all_gt],
