@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from vidseg.engine.launch import free_port
@@ -63,6 +64,7 @@ def test_torchrun_one_node_two_processes(tmp_path):
     assert ck["world_size"] == 2
 
 
+@pytest.mark.slow  # two rendezvous agents; the one-node torchrun and the gloo DDP run stay in the default run
 def test_torchrun_two_nodes_c10d_rendezvous(tmp_path):
     """Two torchrun agents ("nodes") x 1 process, rendezvous at a c10d endpoint on 127.0.0.1."""
     out = tmp_path / "run"
@@ -74,6 +76,7 @@ def test_torchrun_two_nodes_c10d_rendezvous(tmp_path):
     _check_ranks_identical(out, 2)
 
 
+@pytest.mark.slow  # two node processes; --num-machines argument checks stay in the default run
 def test_two_machines_without_torchrun(tmp_path):
     """The ``train_net.py --num-machines 2 --machine-rank R --dist-url tcp://HOST:PORT`` layout: each
     "machine" spawns its local process and all join machine 0's address."""
