@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WIDTH = 110
+# A line this close to the width counts as full: the broken reflow did not always fill lines to the end.
+NEAR = 10
 DEFAULT_PATHS = ("vidseg", "tests", "benchmarks")
 
 # Sections whose body is a list of ``name: text`` entries with deeper continuation lines.
@@ -173,6 +175,11 @@ def _can_join(prev: DocLine, word: str, width: int) -> bool:
     return len(prev.head) + len(prev.text) + 1 + len(word) <= width
 
 
+def _near_full(prev: DocLine, word: str, width: int) -> bool:
+    """Whether ``prev`` is about full: ``word`` would not fit, or only just (within ``NEAR`` characters)."""
+    return not _can_join(prev, word, width - NEAR)
+
+
 def _starts_list(doc: list[DocLine], i: int, cur: Paragraph | None) -> bool:
     """Whether the list-marker-like line ``i`` opens an item: ``(a) ...`` inside running text does not."""
     prev = doc[i - 1]
@@ -298,7 +305,7 @@ def analyse(
                 cur is not None
                 and cur.kind == "item"
                 and ind == doc[cur.lines[0]].indent
-                and not _can_join(doc[cur.lines[-1]], ln.words[0], width)
+                and _near_full(doc[cur.lines[-1]], ln.words[0], width)
             ):
                 flags[i] = (
                     "continuation of a list item at the marker's indentation (indent it under the text)"
@@ -329,7 +336,7 @@ def analyse(
                 continue
             if line.indent != p.cont or nxt.indent != p.cont or not _is_short(line, width):
                 continue
-            if not _can_join(prev, line.words[0], width) and _can_join(line, nxt.words[0], width):
+            if _near_full(prev, line.words[0], width) and _can_join(line, nxt.words[0], width):
                 flags[p.lines[k]] = f"lone fragment {line.text!r} in the middle of a paragraph (re-wrap it)"
                 p.flagged.add(p.lines[k])
     return paras, flags
