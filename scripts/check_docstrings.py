@@ -15,12 +15,15 @@ lines, tables and column-aligned text, the short last line of a paragraph, free 
 ``Raises:``.
 
 ``--fix`` re-wraps each reported paragraph in place to the line length (110, pyproject's ruff line-length):
-same indentation, a hanging indent of +4 for section entries, no words broken or changed, only line breaks.
+same indentation, a hanging indent of +4 for section entries, no words broken or changed, only line breaks
+(never inside an inline literal of up to 40 characters, nor before a word that would start a list).
 It checks, file by file, that the module's AST is unchanged except for whitespace in docstrings before it
 writes. ``--fix`` exits 1 only if something is still reported after the fix.
 
-Usage: ``python scripts/check_docstrings.py [--fix] [--width N] [PATH ...]`` (default paths: vidseg tests
-benchmarks).
+``--strict`` also reports a short last line whose first word fits on the nearly full line before it.
+
+Usage: ``python scripts/check_docstrings.py [--fix] [--strict] [--width N] [PATH ...]`` (default paths:
+vidseg tests benchmarks).
 """
 
 from __future__ import annotations
@@ -170,14 +173,17 @@ def docstring_lines(node: ast.Constant, lines: list[str], tokens) -> list[DocLin
     return out
 
 
-def _can_join(prev: DocLine, word: str, width: int) -> bool:
-    """Whether ``word`` would fit at the end of ``prev`` (``prev`` being the last line of the paragraph)."""
-    return len(prev.head) + len(prev.text) + 1 + len(word) <= width
+def _can_join(prev: DocLine, nxt: DocLine, width: int) -> bool:
+    """Whether the first word of ``nxt`` would fit at the end of ``prev`` (with the closing quotes, if that
+    word is all of the docstring's last line)."""
+    extra = len(nxt.tail) if len(nxt.words) == 1 else 0
+    return len(prev.head) + len(prev.text) + 1 + len(nxt.words[0]) + extra <= width
 
 
-def _near_full(prev: DocLine, word: str, width: int) -> bool:
-    """Whether ``prev`` is about full: ``word`` would not fit, or only just (within ``NEAR`` characters)."""
-    return not _can_join(prev, word, width - NEAR)
+def _near_full(prev: DocLine, nxt: DocLine, width: int) -> bool:
+    """Whether ``prev`` is about full: the first word of ``nxt`` would not fit, or only just (within
+    ``NEAR`` characters)."""
+    return not _can_join(prev, nxt, width - NEAR)
 
 
 def _starts_list(doc: list[DocLine], i: int, cur: Paragraph | None) -> bool:
@@ -198,7 +204,7 @@ def _is_short(line: DocLine, width: int = WIDTH) -> bool:
 
 
 def analyse(
-    doc: list[DocLine], base_indent: int, width: int = WIDTH
+    doc: list[DocLine], base_indent: int, width: int = WIDTH, strict: bool = False
 ) -> tuple[list[Paragraph], dict[int, str]]:
     """Split a docstring into paragraphs and report the broken lines (index into ``doc`` -> message)."""
     paras: list[Paragraph] = []
@@ -305,7 +311,7 @@ def analyse(
                 cur is not None
                 and cur.kind == "item"
                 and ind == doc[cur.lines[0]].indent
-                and _near_full(doc[cur.lines[-1]], ln.words[0], width)
+                and _near_full(doc[cur.lines[-1]], ln, width)
             ):
                 flags[i] = (
                     "continuation of a list item at the marker's indentation (indent it under the text)"
@@ -336,10 +342,38 @@ def analyse(
                 continue
             if line.indent != p.cont or nxt.indent != p.cont or not _is_short(line, width):
                 continue
-            if _near_full(prev, line.words[0], width) and _can_join(line, nxt.words[0], width):
+            if _near_full(prev, line, width) and _can_join(line, nxt, width):
                 flags[p.lines[k]] = f"lone fragment {line.text!r} in the middle of a paragraph (re-wrap it)"
                 p.flagged.add(p.lines[k])
+        if strict and len(p.lines) >= 2 and not p.flagged:
+            # A short last line is legitimate, unless its first word fits on the nearly full line before: no
+            # wrap breaks a line there (off by default: the original wrap may have had a reason).
+            prev, line = doc[p.lines[-2]], doc[p.lines[-1]]
+            if (
+                line.indent == p.cont
+                and _is_short(line, width)
+                and _near_full(prev, line, width)
+                and _can_join(prev, line, width)
+            ):
+                flags[p.lines[-1]] = f"short last line {line.text!r} whose first word fits on the line before"
+                p.flagged.add(p.lines[-1])
     return paras, flags
+
+
+NBSP = "\x01"  # a space the re-wrap must not break at (restored as a space)
+SHORT_LITERAL = 40
+
+
+def _protect(text: str) -> str:
+    """Make the spaces that must not become line breaks non-breaking: inside an inline literal of up to
+    ``SHORT_LITERAL`` characters (``H x W``), and before a word that would read as a list marker or a doctest
+    prompt at the start of a line (``c - 1``)."""
+    text = re.sub(
+        r"``[^`]+?``",
+        lambda m: m.group(0).replace(" ", NBSP) if len(m.group(0)) <= SHORT_LITERAL else m.group(0),
+        text,
+    )
+    return re.sub(r" (?=(?:[-*+\u2022]|>>>|\d{1,3}[.)])(?: |$))", NBSP, text)
 
 
 def rewrap(doc: list[DocLine], para: Paragraph, width: int = WIDTH) -> list[str]:
@@ -351,7 +385,7 @@ def rewrap(doc: list[DocLine], para: Paragraph, width: int = WIDTH) -> list[str]
         cont = para.cont if para.cont is not None else first.indent
     else:
         cont = para.cont if para.cont is not None else first.indent
-    text = " ".join(doc[i].text for i in para.lines)
+    text = _protect(" ".join(doc[i].text for i in para.lines))
     # Glue placeholders for the closing quotes to the last word so that they count in the last line's width.
     pad = "\x00" * len(last.tail)
     wrapper = textwrap.TextWrapper(
@@ -366,6 +400,7 @@ def rewrap(doc: list[DocLine], para: Paragraph, width: int = WIDTH) -> list[str]
     wrapped = wrapper.wrap(text + pad)
     if pad:
         wrapped[-1] = wrapped[-1][: -len(pad)]
+    wrapped = [line.replace(NBSP, " ") for line in wrapped]
     wrapped[0] = first.head + wrapped[0][len(first.head) :]
     wrapped[-1] += last.tail
     return wrapped
@@ -377,7 +412,9 @@ def _normalised_dump(tree: ast.AST) -> str:
     return ast.dump(tree)
 
 
-def check_file(path: Path, fix: bool = False, width: int = WIDTH) -> tuple[list[Problem], bool]:
+def check_file(
+    path: Path, fix: bool = False, width: int = WIDTH, strict: bool = False
+) -> tuple[list[Problem], bool]:
     """Problems found in ``path`` (before any fix) and whether the file was rewritten."""
     try:
         source = path.read_text(encoding="utf-8")
@@ -393,7 +430,7 @@ def check_file(path: Path, fix: bool = False, width: int = WIDTH) -> tuple[list[
         if doc is None:
             continue
         base = len(lines[node.lineno - 1]) - len(lines[node.lineno - 1].lstrip())
-        paras, flags = analyse(doc, base, width)
+        paras, flags = analyse(doc, base, width, strict)
         for i in sorted(flags):
             problems.append(Problem(path, doc[i].lineno, flags[i]))
         for p in paras:
@@ -434,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", default=list(DEFAULT_PATHS), help="files or folders")
     parser.add_argument("--fix", action="store_true", help="re-wrap the reported paragraphs in place")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="also report a short last line whose first word fits on the nearly full line before",
+    )
     parser.add_argument("--width", type=int, default=WIDTH, help=f"line length (default {WIDTH})")
     args = parser.parse_args(argv)
     missing = [p for p in args.paths if not Path(p).exists()]
@@ -441,8 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p}: no such file or folder", file=sys.stderr)
     total = remaining = fixed_files = 0
     for path in iter_files([p for p in args.paths if p not in missing]):
-        problems, fixed = check_file(path, fix=args.fix, width=args.width)
-        after = check_file(path, width=args.width)[0] if fixed else problems
+        problems, fixed = check_file(path, fix=args.fix, width=args.width, strict=args.strict)
+        after = check_file(path, width=args.width, strict=args.strict)[0] if fixed else problems
         fixed_files += fixed
         for pr in problems:
             print(f"{pr.path}:{pr.lineno}: {pr.message}{' (fixed)' if fixed else ''}")

@@ -229,6 +229,46 @@ def test_fix_gives_raises_entries_a_hanging_indent(tmp_path):
     ]
 
 
+def test_fix_does_not_break_short_inline_literals_or_start_a_line_with_a_marker(tmp_path):
+    src = '''"""Summary.
+
+Masks are never expanded to full bitmaps in this module, as
+they
+stay compressed: frames of ``H x W`` pixels, label ``c - 1``.
+"""
+'''
+    path = _write(tmp_path, "literal.py", src)
+    cd.check_file(path, fix=True, width=W)
+    # A plain greedy wrap would end the second line with "label ``c -".
+    assert path.read_text().splitlines()[3:5] == [
+        "they stay compressed: frames of ``H x W`` pixels, label",
+        "``c - 1``.",
+    ]
+    assert cd._protect("a ``c - 1`` b - c 2. d") == "a ``c\x01-\x011`` b\x01- c\x012. d"
+    long_literal = "``" + " ".join(["x"] * 30) + "``"
+    assert cd._protect(long_literal) == long_literal  # a long literal may still be broken
+
+
+def test_strict_also_reports_a_last_line_that_fits_on_the_line_before(tmp_path):
+    src = '''def f():
+    """Summary.
+
+    A paragraph whose last line fits on the line before
+    it.
+
+    A paragraph whose previous line is really full, up to
+    the limit.
+    """
+'''
+    path = _write(tmp_path, "strict.py", src)
+    assert _messages(path) == []
+    problems, _ = cd.check_file(path, width=W, strict=True)
+    assert [p.lineno for p in problems] == [5]
+    cd.check_file(path, fix=True, width=W, strict=True)
+    assert "    A paragraph whose last line fits on the line before it.\n" in path.read_text()
+    assert cd.check_file(path, width=W, strict=True)[0] == []
+
+
 def test_fix_keeps_closing_quotes_within_the_width(tmp_path):
     src = '''def f():
     """The summary line runs up to the limit of the width, so
