@@ -131,7 +131,7 @@ def _docstring_nodes(tree: ast.AST):
 def _string_tokens(source: str) -> dict[tuple[int, int], tuple[int, int]]:
     """Start -> end (row, character column) of every STRING token."""
     out = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+    for tok in tokenize.generate_tokens(io.StringIO(source, newline="").readline):
         if tok.type == tokenize.STRING:
             out[tok.start] = tok.end
     return out
@@ -417,12 +417,15 @@ def check_file(
 ) -> tuple[list[Problem], bool]:
     """Problems found in ``path`` (before any fix) and whether the file was rewritten."""
     try:
-        source = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:  # keep "\r\n" as it is
+            source = f.read()
         tree = ast.parse(source, filename=str(path))
         tokens = _string_tokens(source)
     except (SyntaxError, UnicodeDecodeError, tokenize.TokenError) as e:
         return [Problem(path, getattr(e, "lineno", None) or 1, f"cannot parse: {e}")], False
-    lines = source.splitlines()
+    # Python's line breaks only (str.splitlines also splits at form feeds), each kept with its line.
+    parts = re.split(r"(\r\n|\r|\n)", source)
+    lines, ends = parts[0::2], parts[1::2] + [""]
     problems: list[Problem] = []
     edits: list[tuple[int, int, list[str]]] = []  # (first lineno, last lineno, new lines)
     for node in _docstring_nodes(tree):
@@ -438,11 +441,11 @@ def check_file(
                 edits.append((doc[p.lines[0]].lineno, doc[p.lines[-1]].lineno, rewrap(doc, p, width)))
     if not (fix and edits):
         return problems, False
-    new_lines = list(lines)
+    new_lines, new_ends = list(lines), list(ends)
     for lo, hi, repl in sorted(edits, reverse=True):
         new_lines[lo - 1 : hi] = repl
-    newline = "\r\n" if "\r\n" in source else "\n"
-    new_source = newline.join(new_lines) + (newline if source.endswith(("\n", "\r")) else "")
+        new_ends[lo - 1 : hi] = [ends[lo - 1]] * (len(repl) - 1) + [ends[hi - 1]]
+    new_source = "".join(line + end for line, end in zip(new_lines, new_ends))
     try:
         same = _normalised_dump(ast.parse(new_source)) == _normalised_dump(ast.parse(source))
     except SyntaxError:
@@ -452,7 +455,8 @@ def check_file(
             Problem(path, 1, "not fixed: the re-wrap would change more than docstring whitespace")
         )
         return problems, False
-    path.write_text(new_source, encoding="utf-8", newline="")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(new_source)
     return problems, True
 
 

@@ -269,6 +269,13 @@ def test_strict_also_reports_a_last_line_that_fits_on_the_line_before(tmp_path):
     assert cd.check_file(path, width=W, strict=True)[0] == []
 
 
+def test_fix_keeps_crlf_line_ends(tmp_path):
+    path = tmp_path / "crlf.py"
+    path.write_bytes(BROKEN.replace("\n", "\r\n").encode())
+    cd.check_file(path, fix=True, width=W)
+    assert path.read_bytes() == FIXED.replace("\n", "\r\n").encode()
+
+
 def test_fix_keeps_closing_quotes_within_the_width(tmp_path):
     src = '''def f():
     """The summary line runs up to the limit of the width, so
