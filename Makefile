@@ -18,3 +18,4 @@ test-slow: setup
 
 lint: setup
 	.venv/bin/ruff check vidseg tests benchmarks
+	.venv/bin/python scripts/check_docstrings.py vidseg tests benchmarks

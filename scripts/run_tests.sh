@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 echo "[test] ruff"
 .venv/bin/ruff check vidseg tests benchmarks
+echo "[test] docstrings"; .venv/bin/python scripts/check_docstrings.py vidseg tests benchmarks
 echo "[test] pytest"
 set +e
 TRITON_INTERPRET=1 "$PY" -m pytest -q --durations=15 "$@"
