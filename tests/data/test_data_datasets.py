@@ -20,7 +20,7 @@ from vidseg.data import (
     unregister_dataset,
     video_item_from_source,
 )
-from vidseg.data.samplers import consecutive_clip
+from vidseg.data.frame_sampling import consecutive_clip
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_io import open_frame_source, read_video_frames, write_video
 from vidseg.data.ytvis import load_ytvis_json

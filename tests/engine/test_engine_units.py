@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vidseg.engine import checkpoint as ck
+from vidseg.engine.batch_sampler import ResumableBatchSampler
 from vidseg.engine.optim import (
     GroupSpec,
     build_optimizer,
@@ -18,7 +19,6 @@ from vidseg.engine.optim import (
     param_groups_by_substrings,
     warmup_multistep_factor,
 )
-from vidseg.engine.sampler import ResumableBatchSampler
 from vidseg.engine.setup import RunDirError, decide_resume, per_rank_batch_size, write_config
 from vidseg.engine.writers import JSONLinesWriter
 from vidseg.models import get_cfg

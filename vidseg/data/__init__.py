@@ -22,8 +22,8 @@ from vidseg.data.catalog import (
 from vidseg.data.clip_dataset import ClipTrainDataset
 from vidseg.data.collate import collate_clips, pad_frames
 from vidseg.data.errors import DatasetError
+from vidseg.data.frame_sampling import InferenceClip, overlapping_clips, pingpong_indices
 from vidseg.data.records import DatasetMetadata, InstanceRecord, VideoRecord
-from vidseg.data.samplers import InferenceClip, overlapping_clips, pingpong_indices
 from vidseg.data.synthetic import generate_synthetic_dataset
 from vidseg.data.video_dataset import VideoDataset, VideoItem, video_item_from_source
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vidseg.data.errors import DatasetError
+from vidseg.data.frame_sampling import consecutive_clip, consecutive_items, reference_range_clip
 from vidseg.data.records import VideoRecord
-from vidseg.data.samplers import consecutive_clip, consecutive_items, reference_range_clip
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_io import load_image
 from vidseg.structures.box_ops import box_xyxy_to_cxcywh, masks_to_boxes

@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 
 from vidseg.data.clip_dataset import normalize_frames
 from vidseg.data.errors import DatasetError
+from vidseg.data.frame_sampling import InferenceClip, overlapping_clips
 from vidseg.data.records import DatasetMetadata, VideoRecord
-from vidseg.data.samplers import InferenceClip, overlapping_clips
 from vidseg.data.transforms import resize_clip, shortest_edge_size
 from vidseg.data.video_io import FrameSource, open_frame_source
 
@@ -90,7 +90,8 @@ class VideoItem:
 
     def clips(self, num_frames: int, stride: int) -> Iterator[tuple[InferenceClip, torch.Tensor]]:
         """DeVIS near-online iteration: ``(clip, frames [T, 3, H, W])`` per overlapping clip (see
-        :func:`~vidseg.data.samplers.overlapping_clips`); each frame is read and preprocessed per clip."""
+        :func:`~vidseg.data.frame_sampling.overlapping_clips`); each frame is read and preprocessed per
+        clip."""
         for clip in overlapping_clips(self.length, num_frames, stride):
             yield clip, self.frames.get(clip.indices)
 

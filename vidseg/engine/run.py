@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from vidseg.config import CfgNode, config_to_dict
+from vidseg.engine.batch_sampler import ResumableBatchSampler
 from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights
 from vidseg.engine.evaluate import evaluate_dataset
 from vidseg.engine.hooks import CheckpointHook, EvalHook, MetricsHook
@@ -29,7 +30,6 @@ from vidseg.engine.optim import (
     freeze_parameters,
     param_groups_by_substrings,
 )
-from vidseg.engine.sampler import ResumableBatchSampler
 from vidseg.engine.setup import (
     decide_resume,
     per_rank_batch_size,

@@ -25,9 +25,9 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vidseg.engine.batch_sampler import ResumableBatchSampler
 from vidseg.engine.checkpoint import get_rng_state, set_rng_state
 from vidseg.engine.optim import clip_gradients
-from vidseg.engine.sampler import ResumableBatchSampler
 from vidseg.utils import dist
 
 __all__ = ["HookBase", "Trainer", "NonFiniteLossError"]

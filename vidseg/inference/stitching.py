@@ -1,13 +1,12 @@
 """Streaming for methods that only run on whole inputs: run them clip by clip and stitch tracks by mask IoU.
 
-``ClipStitchingStream(inference, num_frames=T, stride=S)`` wraps any
-``inference(model, video) -> VideoResult`` (ToyVIS, or a method on videos too long for memory) into the
-streaming protocol. The video is cut into the overlapping clips of
-:func:`vidseg.data.samplers.overlapping_clips` (starts 0, S, 2S, ...; a last clip of the last T frames). Each
-clip is a small ``VideoItem`` the wrapped inference runs on; its tracks are matched to the running tracks by
-the mask IoU over the ``T - S`` frames the clips share (Hungarian, IoU at least ``iou_threshold``), so a
-track keeps its id across clips. A frame is yielded as soon as no later clip covers it, so at most one clip
-of frames and masks is held.
+``ClipStitchingStream(inference, num_frames=T, stride=S)`` wraps any ``inference(model, video) ->
+VideoResult`` (ToyVIS, or a method on videos too long for memory) into the streaming protocol. The video is
+cut into the overlapping clips of :func:`vidseg.data.frame_sampling.overlapping_clips` (starts 0, S, 2S, ...;
+a last clip of the last T frames). Each clip is a small ``VideoItem`` the wrapped inference runs on; its
+tracks are matched to the running tracks by the mask IoU over the ``T - S`` frames the clips share (Hungarian,
+IoU at least ``iou_threshold``), so a track keeps its id across clips. A frame is yielded as soon as no later
+clip covers it, so at most one clip of frames and masks is held.
 
 This is a generic stitcher, not DeVIS's tracker (which also uses class and box cues): a method with its own
 tracking should implement ``stream`` itself.
@@ -23,7 +22,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from vidseg.data.samplers import overlapping_clips
+from vidseg.data.frame_sampling import overlapping_clips
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference.protocol import FrameOutput
 from vidseg.structures.masks import decode_segmentation

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidseg.data.samplers import (
+from vidseg.data.frame_sampling import (
     consecutive_clip,
     consecutive_items,
     overlapping_clips,
