@@ -22,7 +22,7 @@ from official_files import (
     write_torchvision_resnet50,
 )
 
-from vidseg.checkpoints import load_checkpoint_file, load_weights
+from vidseg.checkpoints import UnsafeCheckpointError, convert_checkpoint, load_checkpoint_file, load_weights
 from vidseg.cli import main
 from vidseg.engine.checkpoint import load_model_weights
 
@@ -219,3 +219,94 @@ def test_vidseg_convert_reads_every_official_file(files, name, tmp_path, capsys)
     text = load_model_weights(model, str(dst))
     _assert_loaded(model, f.expected)
     assert f"mapped {f.n_mapped} tensors" in text
+
+
+def _rotated(t):
+    return torch.cat([t[1:], t[:1]])
+
+
+def test_shift_class_neuron_is_applied_to_a_deformable_detr_file_in_the_mask_head_model(files, caplog):
+    f = files["deformable_detr"]
+    model = f.make_model()
+    with caplog.at_level(logging.INFO, logger="vidseg.checkpoints"):
+        text = load_model_weights(model, str(f.path), shift_class_neuron=True)
+    assert "class rows shifted in 12" in text  # 6 decoder layers x (weight, bias)
+    assert "SHIFT_CLASS_NEURON" in caplog.text and "rotated" in caplog.text
+    st = model.state_dict()
+    for k, v in f.expected.items():
+        assert torch.equal(st[k], _rotated(v) if "class_embed" in k else v), k
+
+
+@pytest.mark.parametrize("name", ["devis_maskhead", "devis_video", "grattvis"])
+def test_shift_class_neuron_never_touches_devis_or_detectron2_files(files, name, caplog):
+    f = files[name]
+    model = f.make_model()
+    with caplog.at_level(logging.INFO, logger="vidseg.checkpoints"):
+        text = load_model_weights(model, str(f.path), shift_class_neuron=True)
+    _assert_loaded(model, f.expected)  # class rows untouched
+    assert "shifted" not in text.split("SHIFT_CLASS_NEURON")[0]
+    assert "SHIFT_CLASS_NEURON not applied" in text and "SHIFT_CLASS_NEURON not applied" in caplog.text
+
+
+def test_shift_class_neuron_is_not_applied_on_the_video_path(files):
+    # DeVIS's VIS branch (adapt_weights_devis) never shifts, even for a Deformable DETR file.
+    f = files["deformable_detr"]
+    ck = convert_checkpoint(f.path, shift_class_neuron=True, video_model=True)
+    assert ck.shifted == [] and any("video model" in n for n in ck.notes)
+    assert all(torch.equal(ck.state_dict[k], v) for k, v in f.expected.items())
+    assert convert_checkpoint(f.path, shift_class_neuron=True).shifted  # the image model: shifted
+
+
+def test_shift_happens_exactly_once_through_convert(files, tmp_path, capsys):
+    f = files["deformable_detr"]
+    once, never = tmp_path / "shifted.pth", tmp_path / "plain.pth"
+    assert main(["convert", str(f.path), str(once), "--shift-class-neuron"]) == 0
+    assert "class rows shifted in 12" in capsys.readouterr().out
+    assert main(["convert", str(f.path), str(never)]) == 0
+    assert torch.load(once, weights_only=True)["class_neuron_shifted"] is True
+    for path in (once, never):  # MODEL.SHIFT_CLASS_NEURON True on both: each ends up shifted once
+        model = f.make_model()
+        text = load_model_weights(model, str(path), shift_class_neuron=True)
+        st = model.state_dict()
+        for k, v in f.expected.items():
+            assert torch.equal(st[k], _rotated(v) if "class_embed" in k else v), (path.name, k)
+        assert ("not applied" in text) == (path == once)
+    # and converting the shifted file again with the flag does not shift it twice
+    twice = tmp_path / "twice.pth"
+    assert main(["convert", str(once), str(twice), "--shift-class-neuron"]) == 0
+    assert "SHIFT_CLASS_NEURON not applied" in capsys.readouterr().err
+    a, b = torch.load(once, weights_only=True)["model"], torch.load(twice, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["devis_legacy", "zip", "pkl"])
+def test_code_running_globals_are_refused_with_a_way_out(tmp_path, kind, capsys):
+    marker = tmp_path / "pwned"
+    obj = {"model": {"w": torch.ones(2)}, "lr_scheduler": {"milestones": collections.Counter({3: 1})}}
+    obj["extra"] = _RunsCode(marker)
+    path = tmp_path / f"evil.{'pkl' if kind == 'pkl' else 'pth'}"
+    if kind == "pkl":
+        obj["model"] = {"w": np.ones(2)}
+        with open(path, "wb") as fh:
+            pickle.dump(obj, fh)
+    else:
+        torch.save(obj, path, _use_new_zipfile_serialization=kind == "zip")
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_model_weights(module_tree({"w": (2,)}), str(path))
+    text = str(info.value)
+    assert "posix.system" in text or "os.system" in text
+    assert str(path) in text and "If you trust this file" in text and "weights_only=False" in text
+    assert main(["convert", str(path), str(tmp_path / "out.pth")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "system" in err and "If you trust this file" in err
+    assert not marker.exists()
