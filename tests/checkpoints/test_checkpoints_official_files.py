@@ -310,3 +310,14 @@ def test_code_running_globals_are_refused_with_a_way_out(tmp_path, kind, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "system" in err and "If you trust this file" in err
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["detectron2_imagenet", "torchvision_resnet_legacy"])
+def test_backbone_pretrained_reads_the_imagenet_files(files, name):
+    from vidseg.backbones import build_backbone
+
+    f = files[name]
+    bb = build_backbone("resnet50", train_backbone=True, pretrained=str(f.path))
+    st = bb.state_dict()
+    for k, v in f.expected.items():
+        assert torch.equal(st["body." + k[len(BODY) :]], v), k
