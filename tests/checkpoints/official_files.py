@@ -142,6 +142,8 @@ def write_devis_checkpoint(
                 if best_val_stats is None
                 else [max(a, b) for a, b in zip(best_val_stats, val_stats)]
             )
+        if epoch < epochs:
+            continue  # main.py saves after every epoch into the same checkpoint.pth; the last one is kept
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -219,6 +221,8 @@ def write_deformable_detr_checkpoint(
     for epoch in range(args.start_epoch, args.start_epoch + epochs):
         _one_step(optimizer, seed + epoch)
         lr_scheduler.step()
+        if epoch < args.start_epoch + epochs - 1:
+            continue  # saved after every epoch into checkpoint.pth; the last one is kept
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
