@@ -321,3 +321,13 @@ def test_backbone_pretrained_reads_the_imagenet_files(files, name):
     st = bb.state_dict()
     for k, v in f.expected.items():
         assert torch.equal(st["body." + k[len(BODY) :]], v), k
+
+
+def test_shift_is_reported_under_the_model_names_of_a_bare_detector(files, coco_shapes_tiny):
+    f = files["deformable_detr"]
+    bare = module_tree(_ddetr_shapes(coco_shapes_tiny), {"transformer.decoder.bbox_embed": "bbox_embed"})
+    report = load_weights(bare, f.path, shift_class_neuron=True, strict=True)
+    assert report.shifted and all(k.startswith("class_embed.") for k in report.shifted)
+    assert report.renamed == {}  # the file's own names
+    w = bare.state_dict()["class_embed.0.bias"]
+    assert torch.equal(w, _rotated(f.expected["def_detr.class_embed.0.bias"]))

@@ -195,7 +195,7 @@ def load_weights(
         notes=notes,
         mapped=mapped,
         renamed={origin[k]: k for k in mapped if origin.get(k, k) != k},
-        shifted=[k for k in ck.shifted if k in model_state],
+        shifted=[k for k in mapped if "class_embed" in k] if ck.shifted else [],  # under the model's names
         not_weights=list(ck.metadata),
     )
     if report.shifted:
