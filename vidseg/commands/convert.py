@@ -84,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
         "source_file": os.path.basename(args.input),
         "class_neuron_shifted": shifted,
     }
-    source_config = meta.get("cfg", meta.get("args"))  # DeVIS yacs cfg / D-DETR args, as plain dicts
-    if isinstance(source_config, dict):
-        extra["source_config"] = source_config
+    kept = ["config"] if meta.get("config") is not None else []
+    source_key = "cfg" if "cfg" in meta else "args"  # DeVIS yacs cfg / D-DETR args, as plain dicts
+    if isinstance(meta.get(source_key), dict):
+        extra["source_config"] = meta[source_key]
+        kept.append(source_key)
     save_checkpoint(args.output, sd, config=meta.get("config"), overwrite=args.overwrite, **extra)
     for note in ck.notes:
         print(f"warning: {args.input}: {note}", file=sys.stderr)
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         renamed=ck.renamed,
         shifted=ck.shifted,
         dropped=ck.dropped,
-        not_weights=list(meta),
+        not_weights=[k for k in meta if k not in kept],
+        notes=[f"{k} kept as source_config" for k in kept if k != "config"],
     )
     n_params = sum(v.numel() for v in sd.values())
     print(f"{args.input} ({fmt}) -> {args.output}: {len(sd)} tensors, {n_params / 1e6:.2f} M values")
