@@ -30,12 +30,16 @@ def _is_buffer(name: str) -> bool:
     return name.endswith(BUFFER_SUFFIXES) or parent.startswith("bn") or ".downsample.1." in name
 
 
-def module_tree(shapes: dict[str, tuple[int, ...]], tie: dict[str, str] | None = None) -> nn.Module:
+def module_tree(
+    shapes: dict[str, tuple[int, ...]], tie: dict[str, str] | None = None, is_buffer=None
+) -> nn.Module:
     """A plain ``nn.Module`` tree whose ``state_dict`` has exactly these names and shapes.
 
     ``tie`` maps an alias prefix to a source prefix whose module is reused (as the official models share the
     box heads between ``def_detr.bbox_embed`` and ``def_detr.transformer.decoder.bbox_embed``).
+    ``is_buffer(name)`` says which tensors are buffers (default: BN statistics and frozen-BN tensors).
     """
+    is_buffer = is_buffer or _is_buffer
     root = nn.Module()
     tie = tie or {}
     for name, shape in shapes.items():
@@ -48,7 +52,7 @@ def module_tree(shapes: dict[str, tuple[int, ...]], tie: dict[str, str] | None =
                 mod.add_module(part, nn.Module())
             mod = getattr(mod, part)
         t = torch.zeros(shape)
-        if _is_buffer(name):
+        if is_buffer(name):
             mod.register_buffer(leaf, t.long() if name.endswith("relative_position_index") else t)
         else:
             mod.register_parameter(leaf, nn.Parameter(t))
@@ -79,6 +83,11 @@ def coco_shapes() -> dict[str, tuple[int, ...]]:
 @pytest.fixture(scope="session")
 def yt19_shapes() -> dict[str, tuple[int, ...]]:
     return parse_key_list(SPEC / "devis-state-dict-keys-R50-YT19.txt")
+
+
+@pytest.fixture(scope="session")
+def grattvis_shapes() -> dict[str, tuple[int, ...]]:
+    return parse_key_list(SPEC / "grattvis-state-dict-keys-R50-OVIS.txt")
 
 
 @pytest.fixture(scope="session")

@@ -236,3 +236,52 @@ def test_custom_coco_set_through_config_keys(tmp_path):
     cfg.DATASETS.CUSTOM_FORMAT = "cocoo"
     with pytest.raises(Exception, match="CUSTOM_FORMAT"):
         data.metadata(cfg, "custom_val")
+
+
+def _official_devis_file(model, path):
+    """DeVIS main.py's save: AdamW (5 name-matched groups) stepped, MultiStepLR, frozen yacs cfg, legacy."""
+    from yacs.config import CfgNode
+
+    names = (["backbone.0"], ["sampling_offsets", "reference_points"], ["bbox_attention", "mask_head"])
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if not any(k in n for ks in names for k in ks)], "lr": 2e-5}]
+    groups += [{"params": [p for n, p in named if any(k in n for k in ks)], "lr": 1e-5} for ks in names]
+    groups.append({"params": [p for n, p in named if "temporal_sampling_offsets" in n], "lr": 2e-6})
+    optimizer = torch.optim.AdamW(groups, lr=2e-5, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [15])
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+    optimizer.step()
+    scheduler.step()
+    cfg = CfgNode({"MODEL": CfgNode({"SHIFT_CLASS_NEURON": True}), "SOLVER": CfgNode({"STEPS": [15]})})
+    cfg.freeze()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 1, "cfg": cfg}
+    state.update(lr_scheduler=scheduler.state_dict(), vis_win_names={}, best_val_stats=[0.1, 0.2])
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+
+
+def test_eval_reads_official_weights_and_shifts_only_deformable_detr_files(tmp_path):
+    """MODEL.WEIGHTS through ``run_eval``: an official DeVIS file loads strictly; MODEL.SHIFT_CLASS_NEURON
+    rotates the class rows of an official Deformable DETR file and leaves the DeVIS file alone (logged)."""
+    import argparse
+
+    from vidseg.models import build_model
+
+    write_tiny_coco(tmp_path)
+    cfg = tiny_cfg(tmp_path, tmp_path / "x", "MODEL.NUM_CLASSES", "2")
+    model = build_model(cfg).model
+    devis, ddetr = tmp_path / "devis_coco.pth", tmp_path / "ddetr.pth"
+    _official_devis_file(model, devis)
+    bare = {k[len("def_detr.") :]: v for k, v in model.state_dict().items() if k.startswith("def_detr.")}
+    torch.save({"model": bare, "epoch": 49, "args": argparse.Namespace(lr=2e-4, with_box_refine=True)}, ddetr)
+    for path, out in ((devis, tmp_path / "out_devis"), (ddetr, tmp_path / "out_ddetr")):
+        opts = ("MODEL.NUM_CLASSES", "2", "MODEL.WEIGHTS", str(path), "MODEL.SHIFT_CLASS_NEURON", "True")
+        assert run_eval(tiny_cfg(tmp_path, out, *opts), RunOptions(progress=False)) == 0
+        log = (out / "log.txt").read_text()
+        n = len(model.state_dict())
+        if path == devis:
+            assert f"format=devis_maskhead; mapped {n} tensors; nothing left out" in log
+            assert "SHIFT_CLASS_NEURON not applied" in log and "rows of" not in log
+        else:
+            assert f"format=deformable_detr; mapped {len(bare)} tensors ({len(bare)} renamed" in log
+            assert "SHIFT_CLASS_NEURON: class_embed rows of" in log and "class rows shifted in" in log

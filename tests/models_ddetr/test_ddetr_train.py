@@ -1,6 +1,7 @@
-"""Training the tiny image model on synthetic images: a short CI run and a slow run that must learn."""
+"""Training the tiny image model on synthetic images: a short CI run and a slow run that must learn.
 
-import time
+No timing here (a loaded CI machine is slow): speed is measured in benchmarks/.
+"""
 
 import pytest
 import torch
@@ -23,7 +24,6 @@ def _train(iters: int, seed: int = 0, lr: float = 2e-4, opts: tuple = (), bundle
     opt = torch.optim.AdamW(bundle.param_groups(model), lr=lr, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     model.train()
     history = []
-    t0 = time.perf_counter()
     for it in range(iters):
         # A fixed pool of 16 batches, revisited: the model can fit it within a few hundred steps.
         batch = make_batch(2, (128, 128), seed=it % 16)
@@ -34,19 +34,25 @@ def _train(iters: int, seed: int = 0, lr: float = 2e-4, opts: tuple = (), bundle
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.GRAD_CLIP_MAX_NORM)
         opt.step()
         history.append(float(total.detach()))
-    return history, (time.perf_counter() - t0) / iters
+    return history
 
 
 def test_ddetr_tiny_train_steps_run_and_update():
-    history, sec_per_iter = _train(3)
-    assert all(torch.isfinite(torch.tensor(history)))
-    assert sec_per_iter < 5.0
+    bundles: list = []
+    history = _train(3, bundle_out=bundles)
+    assert len(history) == 3 and all(torch.isfinite(torch.tensor(history)))
+    untrained: list = []
+    _train(0, bundle_out=untrained)  # the same seed: the initial weights
+    before = untrained[0].model.state_dict()
+    after = bundles[0].model.state_dict()
+    changed = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any("class_embed" in k for k in changed) and any("mask_head" in k for k in changed)
 
 
 def test_ddetr_tiny_train_steps_with_mdc_mask_head():
     # The COCO configs' modulated deformable convs train too: offsets and modulators receive updates.
     bundles: list = []
-    history, _ = _train(3, opts=("MODEL.MASK_HEAD.USE_MDC", "True"), bundle_out=bundles)
+    history = _train(3, opts=("MODEL.MASK_HEAD.USE_MDC", "True"), bundle_out=bundles)
     assert all(torch.isfinite(torch.tensor(history)))
     lay5 = bundles[0].model.mask_head.lay5
     assert lay5.offset_conv.weight.abs().sum() > 0 and lay5.modulator_conv.weight.abs().sum() > 0
@@ -54,8 +60,8 @@ def test_ddetr_tiny_train_steps_with_mdc_mask_head():
 
 @pytest.mark.slow
 def test_ddetr_tiny_training_reduces_loss():
-    history, sec_per_iter = _train(300, lr=4e-4)
+    history = _train(300, lr=4e-4)
     first = sum(history[:20]) / 20
     last = sum(history[-20:]) / 20
-    print(f"tiny DeformableDETRSegm: loss {first:.2f} -> {last:.2f}, {sec_per_iter:.2f} s/iter")
+    print(f"tiny DeformableDETRSegm: loss {first:.2f} -> {last:.2f}")
     assert last < 0.6 * first

@@ -30,15 +30,56 @@ def test_topk_over_queries_and_classes():
     torch.testing.assert_close(top["boxes"][0, 1], torch.tensor([0.5, 0.5, 0.5, 0.5]))
 
 
-def test_boxes_absolute_xyxy_in_original_size_and_clamped():
+def test_boxes_absolute_xyxy_in_original_size_unclamped_by_default():
     post = ImagePostProcessor(num_out=2)
     (res,) = post(_outputs(), orig_sizes=[(100, 200)])
     assert res["labels"].tolist() == [1, 0]
-    # query 2: cx .9 w .4 -> x .7..1.1 -> 140..220 clamped to 200; cy .5 h 1.2 -> -.1..1.1 -> clamped 0..100
-    torch.testing.assert_close(res["boxes"][0], torch.tensor([140.0, 0.0, 200.0, 100.0]))
-    torch.testing.assert_close(res["boxes"][1], torch.tensor([50.0, 25.0, 150.0, 75.0]))
-    (res,) = ImagePostProcessor(num_out=1, clamp_boxes=False)(_outputs(), orig_sizes=[(100, 200)])
+    # query 2: cx .9 w .4 -> x .7..1.1 -> 140..220; cy .5 h 1.2 -> -.1..1.1 -> -10..110 (past the image)
     torch.testing.assert_close(res["boxes"][0], torch.tensor([140.0, -10.0, 220.0, 110.0]))
+    torch.testing.assert_close(res["boxes"][1], torch.tensor([50.0, 25.0, 150.0, 75.0]))
+    (res,) = ImagePostProcessor(num_out=1, clamp_boxes=True)(_outputs(), orig_sizes=[(100, 200)])
+    torch.testing.assert_close(res["boxes"][0], torch.tensor([140.0, 0.0, 200.0, 100.0]))
+
+
+def _official_boxes(boxes_cxcywh: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """DeVIS ``process_boxes``: cxcywh -> xyxy, times an int64 ``(w, h, w, h)``; nothing else."""
+    cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
+    xyxy = torch.stack([cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh], dim=-1)
+    return xyxy * torch.tensor([w, h, w, h])  # int64 scale, as the official target_sizes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coco_boxes_are_the_official_formula_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 30, 5, generator=g, dtype=dtype)
+    # centres near the border and large sizes: many boxes leave the image
+    boxes = torch.rand(2, 30, 4, generator=g, dtype=dtype) * torch.tensor([1.0, 1.0, 0.9, 0.9], dtype=dtype)
+    sizes = [(480, 640), (333, 500)]
+    results = ImagePostProcessor(num_out=20)({"pred_logits": logits, "pred_boxes": boxes}, sizes)
+    top = topk_queries(logits, boxes, 20)
+    outside = 0
+    for res, (h, w), b in zip(results, sizes, top["boxes"]):
+        expected = _official_boxes(b, h, w)
+        assert res["boxes"].dtype == dtype and res["scores"].dtype == dtype
+        assert torch.equal(res["boxes"], expected)
+        past = (expected[:, :2] < 0).any(1) | (expected[:, 2] > w) | (expected[:, 3] > h)
+        outside += int(past.sum())
+    assert outside > 5  # the comparison covered boxes that extend past the image
+
+
+def test_float64_outputs_stay_float64():
+    outputs = {k: v.double() for k, v in _outputs().items()}
+    lg = _quarter_logits().double()
+    lg[0, 0] = 0.3  # a probability that float32 would round
+    outputs["pred_masks"] = lg[None, None].repeat(1, 3, 1, 1)
+    (res,) = ImagePostProcessor(num_out=2, mask_threshold=0.5)(
+        outputs, orig_sizes=[(32, 64)], image_sizes=[(16, 32)]
+    )
+    assert res["boxes"].dtype == torch.float64 and res["scores"].dtype == torch.float64
+    probs = upsample_masks(lg[None], (32, 32), (16, 32), (32, 64), threshold=None)
+    assert probs.dtype == torch.float64
+    ref = torch.nn.functional.interpolate(lg[None, None], size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.equal(probs[0], ref[0, 0, :32, :64].sigmoid())
 
 
 def _quarter_logits():
@@ -56,7 +97,7 @@ def test_masks_upsampled_to_the_original_size():
     expected[:, :32] = True  # /4 column boundary 4.0 -> original x = 4 * 8 = 32
     assert torch.equal(m[0], expected)
     probs = upsample_masks(_quarter_logits()[None], (32, 32), (16, 32), (32, 64), threshold=None)
-    assert probs.dtype == torch.float32 and 0.0 <= probs.min() and probs.max() <= 1.0
+    assert probs.dtype == torch.float32 and 0.0 <= probs.min() and probs.max() <= 1.0  # the logits' dtype
 
 
 def test_padding_is_cropped_before_resizing():

@@ -3,13 +3,26 @@
 from vidseg.checkpoints.devis_adapt import COCO_TO_YTVIS19_CLASS_MAP, adapt_coco_to_devis
 from vidseg.checkpoints.formats import (
     FORMATS,
+    IMAGENET_FORMATS,
     deformable_detr_to_devis,
     detect_format,
     extract_state_dict,
+    needs_class_shift,
     shift_class_neuron,
 )
-from vidseg.checkpoints.imagenet import load_imagenet_backbone, resize_relative_position_bias
-from vidseg.checkpoints.loader import load_weights, read_checkpoint, save_checkpoint
+from vidseg.checkpoints.imagenet import (
+    detectron2_resnet_to_torchvision,
+    load_imagenet_backbone,
+    resize_relative_position_bias,
+    torchvision_resnet_to_detectron2,
+)
+from vidseg.checkpoints.loader import (
+    ConvertedCheckpoint,
+    convert_checkpoint,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from vidseg.checkpoints.report import LoadReport
 from vidseg.checkpoints.safe_load import (
     CheckpointError,
@@ -21,19 +34,25 @@ from vidseg.checkpoints.safe_load import (
 __all__ = [
     "COCO_TO_YTVIS19_CLASS_MAP",
     "FORMATS",
+    "IMAGENET_FORMATS",
+    "ConvertedCheckpoint",
     "CheckpointError",
     "LoadReport",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
     "adapt_coco_to_devis",
+    "convert_checkpoint",
     "deformable_detr_to_devis",
+    "detectron2_resnet_to_torchvision",
     "detect_format",
     "extract_state_dict",
     "load_checkpoint_file",
     "load_imagenet_backbone",
     "load_weights",
+    "needs_class_shift",
     "read_checkpoint",
     "resize_relative_position_bias",
     "save_checkpoint",
     "shift_class_neuron",
+    "torchvision_resnet_to_detectron2",
 ]

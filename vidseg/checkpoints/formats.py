@@ -6,6 +6,12 @@ Formats (``detect_format``):
     ``devis_maskhead``    official DeVIS COCO "Deformable Mask-Head": ``def_detr.*``, no temporal keys.
     ``deformable_detr``   official Deformable DETR (+ iterative box refinement): ``backbone.0.body.*``,
                           ``transformer.*``, ``class_embed.*``, ``bbox_embed.*``, ``query_embed.*``.
+    ``detectron2``        a detectron2 training file (VITA, GenVIS, GRAtt-VIS, Mask2Former):
+                          ``backbone.stem.*``, ``backbone.res*``, ``sem_seg_head.*``, ``vita_module.*``, ...
+    ``detectron2_imagenet``  detectron2 ImageNet ``.pkl`` (``{"model": numpy arrays, "__author__": ...}``,
+                          ``stem.conv1.*``, ``res2.0.*``).
+    ``torchvision_resnet``   torchvision ImageNet ResNet (``conv1.weight``, ``layer1.0.*``, ``fc.*``).
+    ``swin_imagenet``     original Swin ImageNet file (``patch_embed.*``, ``layers.*``, ``head.*``).
     ``state_dict``        anything else: a plain state dict loaded by name.
 """
 
@@ -14,11 +20,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from vidseg.checkpoints.safe_load import CheckpointError
 
-FORMATS = ("vidseg", "devis_video", "devis_maskhead", "deformable_detr", "state_dict")
+FORMATS = (
+    "vidseg",
+    "devis_video",
+    "devis_maskhead",
+    "deformable_detr",
+    "detectron2",
+    "detectron2_imagenet",
+    "torchvision_resnet",
+    "swin_imagenet",
+    "state_dict",
+)
+# Backbone-only ImageNet files: loaded into the model's backbone body, not by name at the top level.
+IMAGENET_FORMATS = ("detectron2_imagenet", "torchvision_resnet", "swin_imagenet")
+DETECTRON2_TOP = ("backbone.stem.", "backbone.res2.", "sem_seg_head.", "vita_module.", "genvis_module.")
 DEFORMABLE_DETR_TOP = (
     "backbone.",
     "transformer.",
@@ -36,16 +56,28 @@ def extract_state_dict(
     """Split a loaded checkpoint into ``(state_dict, metadata)``.
 
     Accepts ``{"model": sd, ...}``, ``{"state_dict": sd, ...}`` or a bare state dict. A ``module.`` prefix
-    (DistributedDataParallel) is removed. ``metadata`` holds the other top-level entries.
+    (DistributedDataParallel) is removed, and numpy arrays (detectron2 ``.pkl`` files) become tensors, as
+    detectron2's checkpointer does. ``metadata`` holds the other top-level entries.
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: expected a dict at the top level, got {type(obj).__name__}")
+    if "blobs" in obj and "model" not in obj:
+        raise CheckpointError(
+            f"{source}: a Caffe2/Detectron 'blobs' file (MSRA naming, e.g. res2_0_branch2a_w) is not "
+            "supported; use the torchvision-converted detectron2 file "
+            "(ImageNetPretrained/torchvision/R-50.pkl) or a torchvision .pth"
+        )
     for key in ("model", "state_dict"):
         if key in obj and isinstance(obj[key], Mapping):
             sd, meta = obj[key], {k: v for k, v in obj.items() if k != key}
             break
     else:
         sd, meta = obj, {}
+    if any(isinstance(v, np.ndarray) for v in sd.values()):
+        sd = {
+            k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+            for k, v in sd.items()
+        }
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if not sd or bad:
         where = "empty state dict" if not sd else f"non-tensor entries {bad[:5]}"
@@ -69,7 +101,33 @@ def detect_format(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str,
     ):
         if any(k.startswith("class_embed.") for k in keys):
             return "deformable_detr"
+    if any(k.startswith(DETECTRON2_TOP) for k in keys):
+        return "detectron2"
+    if "__author__" in metadata or (
+        "stem.conv1.weight" in state_dict and any(k.startswith("res2.") for k in keys)
+    ):
+        return "detectron2_imagenet"
+    if "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in keys):
+        return "torchvision_resnet"
+    if "patch_embed.proj.weight" in state_dict and any(k.startswith("layers.") for k in keys):
+        return "swin_imagenet"
     return "state_dict"
+
+
+def needs_class_shift(fmt: str, metadata: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``SHIFT_CLASS_NEURON`` applies: class rows still in Deformable DETR's ``label = category_id``.
+
+    True for an official Deformable DETR file, and for a vidseg file converted from one without the shift
+    (``vidseg convert`` records ``class_neuron_shifted``). DeVIS, vidseg and detectron2 files already use
+    ``label = category_id - 1``: shifting them would move every class by one more.
+    """
+    if fmt == "deformable_detr":
+        return True
+    metadata = metadata or {}
+    source = str(metadata.get("converted_from", ""))
+    return (
+        fmt == "vidseg" and source.startswith("deformable_detr") and not metadata.get("class_neuron_shifted")
+    )
 
 
 def shift_class_neuron(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

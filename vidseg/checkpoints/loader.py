@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,35 +14,95 @@ from torch import nn
 
 from vidseg.checkpoints.devis_adapt import adapt_coco_to_devis
 from vidseg.checkpoints.formats import (
+    IMAGENET_FORMATS,
     align_prefix,
     deformable_detr_to_devis,
     detect_format,
     extract_state_dict,
+    needs_class_shift,
     reconcile_duplicated_bbox_embed,
-    shift_class_neuron,
 )
+from vidseg.checkpoints.formats import shift_class_neuron as shift_class_neuron_rows
+from vidseg.checkpoints.imagenet import map_imagenet_into_model, normalise_imagenet_names
 from vidseg.checkpoints.report import LoadReport
 from vidseg.checkpoints.safe_load import CheckpointError, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class ConvertedCheckpoint:
+    """A checkpoint file brought to vidseg names, before any model is involved.
+
+    Attributes:
+        state_dict: tensors under vidseg/DeVIS names (ImageNet files: backbone-body names, no classifier).
+        format: the detected format (:func:`detect_format`).
+        metadata: the file's other top-level entries (``optimizer``, ``cfg``, ...), configs as plain dicts.
+        renamed: ``{file key: new key}`` for the tensors whose name changed.
+        shifted: keys whose ``class_embed`` rows were rotated (``SHIFT_CLASS_NEURON``).
+        dropped: file keys removed on purpose (ImageNet classifier, recomputed buffers).
+        notes: remarks, e.g. why a requested shift was not applied.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    metadata: dict[str, Any]
+    renamed: dict[str, str] = field(default_factory=dict)
+    shifted: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def imagenet(self) -> bool:
+        """A backbone-only ImageNet file (or a vidseg file converted from one)."""
+        return self.format in IMAGENET_FORMATS or self.metadata.get("converted_from") in IMAGENET_FORMATS
+
+
+def convert_checkpoint(
+    path: str | os.PathLike, *, shift_class_neuron: bool = False, video_model: bool = False
+) -> ConvertedCheckpoint:
+    """Read a file safely and bring its tensors to vidseg names (no model needed).
+
+    Deformable DETR keys get the ``def_detr.`` prefix; detectron2 ImageNet names become torchvision's and the
+    ImageNet classifier is dropped. ``shift_class_neuron`` (DeVIS ``MODEL.SHIFT_CLASS_NEURON``) rotates the
+    ``class_embed`` rows only where the official code does: a file whose rows are still Deformable DETR's
+    ``label = category_id`` (:func:`needs_class_shift`), loaded for an image model (``video_model`` False;
+    DeVIS never shifts on its video path). Otherwise the shift is not applied and ``notes`` says why, so a
+    DeVIS or vidseg file is never shifted twice.
+    """
+    path = os.fspath(path)
+    sd, meta = extract_state_dict(load_checkpoint_file(path), path)
+    fmt = detect_format(sd, meta)
+    out = ConvertedCheckpoint(sd, fmt, meta)
+    if fmt == "deformable_detr":
+        new = deformable_detr_to_devis(sd)
+        out.renamed = {old: k for old, k in zip(sd, new) if old != k}
+        out.state_dict = new
+    elif fmt in IMAGENET_FORMATS:
+        out.state_dict, out.dropped, out.renamed = normalise_imagenet_names(sd)
+    if shift_class_neuron:
+        if not needs_class_shift(fmt, meta):
+            out.notes.append(
+                f"SHIFT_CLASS_NEURON not applied: a {fmt} file already has label = category_id - 1 "
+                "(the shift is for official Deformable DETR files only)"
+            )
+        elif video_model:
+            out.notes.append(
+                "SHIFT_CLASS_NEURON not applied: the model is a video model (DeVIS shifts the class rows "
+                "only when Deformable DETR weights are loaded into the COCO image model)"
+            )
+        else:
+            out.state_dict = shift_class_neuron_rows(out.state_dict)
+            out.shifted = [k for k in out.state_dict if "class_embed" in k]
+    return out
+
+
 def read_checkpoint(
     path: str | os.PathLike, *, shift_class_neuron_: bool = False
 ) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Load a file and bring its state dict to vidseg/DeVIS names (no model needed).
-
-    Returns ``(state_dict, format, metadata)``. Deformable DETR keys get the ``def_detr.`` prefix (and the
-    class-neuron rotation when ``shift_class_neuron_``); the other formats already use vidseg names.
-    """
-    obj = load_checkpoint_file(path)
-    sd, meta = extract_state_dict(obj, os.fspath(path))
-    fmt = detect_format(sd, meta)
-    if fmt == "deformable_detr":
-        sd = deformable_detr_to_devis(sd, shift=shift_class_neuron_)
-    elif shift_class_neuron_:
-        sd = shift_class_neuron(sd)
-    return sd, fmt, meta
+    """``(state_dict, format, metadata)`` of :func:`convert_checkpoint` (an image model assumed)."""
+    ck = convert_checkpoint(path, shift_class_neuron=shift_class_neuron_)
+    return ck.state_dict, ck.format, ck.metadata
 
 
 def _infer_devis_adapt_kwargs(model_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -78,49 +139,80 @@ def load_weights(
 ) -> LoadReport:
     """Load a checkpoint into ``model`` by name, whatever its (recognised) format.
 
-    Handles vidseg checkpoints, official DeVIS video and COCO mask-head checkpoints and official Deformable
-    DETR (+ iterative box refinement) checkpoints; the ``def_detr.`` prefix is added or stripped to fit the
-    model, the duplicated ``transformer.decoder.bbox_embed.*`` keys are kept or dropped as the model expects,
-    and COCO image weights given to a DeVIS video model (one with ``temporal_*`` parameters) are adapted with
+    Handles vidseg checkpoints, official DeVIS video and COCO mask-head checkpoints, official Deformable
+    DETR (+ iterative box refinement) checkpoints, detectron2 files (VITA/GenVIS/GRAtt-VIS) and ImageNet
+    backbone files (torchvision, detectron2 ``.pkl``, Swin; loaded into the model's backbone body). The
+    ``def_detr.`` prefix is added or stripped to fit the model, the duplicated
+    ``transformer.decoder.bbox_embed.*`` keys are kept or dropped as the model expects, and COCO image
+    weights given to a DeVIS video model (one with ``temporal_*`` parameters) are adapted with
     :func:`adapt_coco_to_devis` (options inferred from the model, overridable through ``devis_adapt``).
 
     Args:
-        shift_class_neuron: rotate ``class_embed`` rows by one (official Deformable DETR files; DeVIS
-            ``MODEL.SHIFT_CLASS_NEURON``).
+        shift_class_neuron: DeVIS ``MODEL.SHIFT_CLASS_NEURON``: rotate ``class_embed`` rows by one, applied
+            only to an official Deformable DETR file loaded into an image model (see
+            :func:`convert_checkpoint`); the report says whether it was applied.
         strict: raise ``RuntimeError`` naming the keys if anything is missing, unexpected or mis-shaped.
 
-    Keys with a different shape are skipped (reported in ``mismatched``). Returns a :class:`LoadReport`;
-    missing/unexpected keys are also logged as a warning.
+    Keys with a different shape are skipped (reported in ``mismatched``). Returns a :class:`LoadReport`
+    (mapped, renamed, shifted, left out, missing); missing/unexpected keys are also logged as a warning.
     """
-    sd, fmt, _ = read_checkpoint(path, shift_class_neuron_=shift_class_neuron)
     model_state = model.state_dict()
-    sd = align_prefix(sd, model_state)
-    converted = fmt
     model_is_video = any(".temporal_" in k for k in model_state)
-    ckpt_is_video = any(".temporal_" in k or k.endswith("temporal_embed") for k in sd)
-    if model_is_video and not ckpt_is_video and any(k.startswith("def_detr.") for k in sd):
-        kwargs = {**_infer_devis_adapt_kwargs(model_state), **dict(devis_adapt or {})}
-        sd = adapt_coco_to_devis(sd, **kwargs)
-        converted += "+devis_stage2"
+    ck = convert_checkpoint(path, shift_class_neuron=shift_class_neuron, video_model=model_is_video)
+    origin = {new: old for old, new in ck.renamed.items()}  # current key -> file key
+    dropped = list(ck.dropped)
+    converted = ck.format
+    if ck.imagenet:
+        sd, more, renamed = map_imagenet_into_model(ck.state_dict, model_state, os.fspath(path))
+        dropped += [origin.get(k, k) for k in more]
+        origin = {new: origin.get(old, old) for old, new in renamed.items()}
+        if ck.format == "vidseg":
+            converted = f"vidseg ({ck.metadata['converted_from']})"
+    else:
+        before = list(ck.state_dict)
+        sd = align_prefix(ck.state_dict, model_state)
+        if len(sd) == len(before):  # align_prefix keeps the order (unless two names collapsed into one)
+            origin = {new: origin.get(old, old) for old, new in zip(before, sd)}
+        ckpt_is_video = any(".temporal_" in k or k.endswith("temporal_embed") for k in sd)
+        if model_is_video and not ckpt_is_video and any(k.startswith("def_detr.") for k in sd):
+            kwargs = {**_infer_devis_adapt_kwargs(model_state), **dict(devis_adapt or {})}
+            sd = adapt_coco_to_devis(sd, **kwargs)
+            converted += "+devis_stage2"
     sd, notes = reconcile_duplicated_bbox_embed(sd, model_state)
+    notes = ck.notes + notes
     mismatched = [k for k, v in sd.items() if k in model_state and model_state[k].shape != v.shape]
     for k in mismatched:
         notes.append(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_state[k].shape)}")
         del sd[k]
     result = model.load_state_dict(sd, strict=False)
+    mapped = [k for k in sd if k in model_state]
     report = LoadReport(
         missing=list(result.missing_keys),
         unexpected=list(result.unexpected_keys),
         converted_from=converted,
         mismatched=mismatched,
+        dropped=dropped,
         notes=notes,
+        mapped=mapped,
+        renamed={origin[k]: k for k in mapped if origin.get(k, k) != k},
+        shifted=[k for k in mapped if "class_embed" in k] if ck.shifted else [],  # under the model's names
+        not_weights=list(ck.metadata),
     )
+    if report.shifted:
+        logger.info(
+            "MODEL.SHIFT_CLASS_NEURON: class_embed rows of %s rotated by one (%d tensors; official "
+            "Deformable DETR file, label = category_id -> category_id - 1)",
+            path,
+            len(report.shifted),
+        )
+    for note in ck.notes:
+        logger.info("weights %s: %s", path, note)
     if strict and not report.ok:
         raise RuntimeError(f"{path}: strict loading failed: {report.summary(max_names=50)}")
     if not report.ok:
         logger.warning("weights %s: %s", path, report.summary())
     else:
-        logger.info("weights %s: loaded %d tensors (format %s)", path, len(sd), converted)
+        logger.info("weights %s: %s", path, report.summary())
     return report
 
 

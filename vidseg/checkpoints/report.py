@@ -1,4 +1,4 @@
-"""The result of loading weights into a model."""
+"""The result of loading weights into a model (or converting a file): what was mapped, shifted, left out."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ class LoadReport:
     Attributes:
         missing: model keys the checkpoint did not provide (they keep their initialisation).
         unexpected: checkpoint keys (after name mapping) the model has no place for.
-        converted_from: detected format (``vidseg``, ``devis_video``, ``devis_maskhead``, ``deformable_detr``,
-            ``state_dict``, ``torchvision_resnet``, ``swin_imagenet``), plus ``+devis_stage2`` when the COCO
-            weights were adapted to a video model.
+        converted_from: detected format (one of :data:`vidseg.checkpoints.FORMATS`), plus ``+devis_stage2``
+            when the COCO weights were adapted to a video model.
         mismatched: keys present on both sides with different shapes (skipped).
         dropped: checkpoint keys removed on purpose (classifier heads, recomputed buffers).
-        notes: other remarks (e.g. duplicated box-head copies that disagreed).
+        notes: other remarks (e.g. duplicated box-head copies that disagreed, a shift that was not applied).
+        mapped: model keys that received a tensor from the file.
+        renamed: ``{file key: model key}`` for the mapped tensors whose name changed.
+        shifted: keys whose ``class_embed`` rows were rotated (``SHIFT_CLASS_NEURON``).
+        not_weights: top-level entries of the file that are not weights and were not used (``optimizer``,
+            ``lr_scheduler``, ``trainer``, ``cfg``, ...).
     """
 
     missing: list[str] = field(default_factory=list)
@@ -26,6 +30,10 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    shifted: list[str] = field(default_factory=list)
+    not_weights: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.summary()
@@ -34,19 +42,38 @@ class LoadReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
+    @property
+    def left_out(self) -> list[str]:
+        """File keys that did not reach the model: unexpected, shape-mismatched or dropped on purpose."""
+        return self.unexpected + self.mismatched + self.dropped
+
     def summary(self, max_names: int = 10) -> str:
+        """One line: ``format=...; mapped N tensors (M renamed, e.g. a -> b); shifted ...; left out ...``."""
+
         def names(xs: list[str]) -> str:
             more = f" ... (+{len(xs) - max_names})" if len(xs) > max_names else ""
             return ", ".join(xs[:max_names]) + more
 
         parts = [f"format={self.converted_from}"]
+        mapped = f"mapped {len(self.mapped)} tensors"
+        if self.renamed:
+            old, new = next(iter(self.renamed.items()))
+            mapped += f" ({len(self.renamed)} renamed, e.g. {old} -> {new})"
+        parts.append(mapped)
+        if self.shifted:
+            parts.append(f"class rows shifted in {len(self.shifted)}: {names(self.shifted)}")
+        left_out = len(self.left_out)
+        parts.append(f"left out {left_out}" if left_out else "nothing left out")
         for label, xs in (
+            ("dropped", self.dropped),
             ("missing", self.missing),
             ("unexpected", self.unexpected),
             ("shape mismatch", self.mismatched),
         ):
             if xs:
                 parts.append(f"{len(xs)} {label}: {names(xs)}")
+        if self.not_weights:
+            parts.append(f"not weights, not used: {names(self.not_weights)}")
         if self.notes:
             parts.append("; ".join(self.notes))
         return "; ".join(parts)

@@ -3,10 +3,11 @@
 ``torch.load(weights_only=True)`` covers files that hold only tensors and plain containers. Official
 DeVIS checkpoints are legacy pickles (``_use_new_zipfile_serialization=False``) that also contain a yacs
 ``CfgNode``; official Deformable DETR checkpoints contain an ``argparse.Namespace``. Those are read with a
-restricted unpickler that resolves only an allow-list of globals (containers, tensor/storage rebuild
-functions, dtypes, numpy scalars and arrays) and maps config objects to plain stand-ins; any other global
-(``os.system``, ``builtins.eval``, a model class, ...) is refused with :class:`UnsafeCheckpointError`.
-No import of arbitrary modules takes place.
+restricted unpickler that resolves only an allow-list of globals (containers, ``collections.Counter``
+(the ``milestones`` of a saved ``MultiStepLR``), tensor/storage rebuild functions, dtypes, numpy scalars and
+arrays) and maps config objects to plain stand-ins; any other global (``os.system``, ``builtins.eval``, a
+model class, ...) is refused with :class:`UnsafeCheckpointError`. detectron2 ``.pkl`` files (plain pickles
+of numpy arrays, not torch files) go through the same unpickler. No import of arbitrary modules takes place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import collections
 import os
 import pickle
 import types
+import zipfile
 from typing import Any
 
 import torch
@@ -60,6 +62,8 @@ def _latin1_encode(obj: str, encoding: str = "latin1", errors: str = "strict") -
 def _torch_allowed() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
+        # MultiStepLR.state_dict()["milestones"] (DeVIS main.py saves its lr_scheduler): a dict subclass.
+        ("collections", "Counter"): collections.Counter,
         ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
@@ -103,6 +107,12 @@ def _numpy_allowed() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+CONVERT_HINT = (
+    "If you trust this file, convert it once in Python: ckpt = torch.load(IN, weights_only=False); "
+    "torch.save({'model': ckpt['model']}, OUT) (for a bare state dict: torch.save(ckpt, OUT)), then use OUT."
+)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose ``find_class`` only returns allow-listed globals."""
 
@@ -128,7 +138,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         raise UnsafeCheckpointError(
             f"global '{module}.{name}' is not on the checkpoint allow-list; refusing to load it "
-            "(it could execute code). Only tensors, plain containers, numpy values and configs are read."
+            "(it could execute code). Only tensors, plain containers, numpy values and configs are read. "
+            f"{CONVERT_HINT}"
         )
 
 
@@ -147,7 +158,8 @@ def to_plain(obj: Any) -> Any:
     """Recursively turn config stand-ins into plain dicts (so the result is ``weights_only``-loadable)."""
     if isinstance(obj, NamespaceStub):
         return {k: to_plain(v) for k, v in vars(obj).items()}
-    if isinstance(obj, dict) and type(obj) is not collections.OrderedDict:
+    # OrderedDict (state dicts) and Counter (MultiStepLR milestones: missing keys read as 0) keep their type.
+    if isinstance(obj, dict) and type(obj) not in (collections.OrderedDict, collections.Counter):
         return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [to_plain(v) for v in obj]
@@ -156,18 +168,46 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+# torch's legacy (non-zip) files start with this pickled magic number; a pickle that does not is a plain one.
+_TORCH_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+
+
+def _is_plain_pickle(path: str) -> bool:
+    """A pickle that is not a torch file (detectron2 ``.pkl``: ``pickle.dump`` of numpy arrays)."""
+    if zipfile.is_zipfile(path):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_MAGIC))
+    return head[:1] == b"\x80" and head != _TORCH_LEGACY_MAGIC
+
+
+def _load_plain_pickle(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            # detectron2 reads its .pkl files with encoding="latin1" (Python 2 pickles of numpy arrays).
+            return RestrictedUnpickler(f, encoding="latin1").load()
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (truncated or garbled pickle)
+        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> Any:
     """Load a checkpoint on CPU without running arbitrary code.
 
     First ``torch.load(weights_only=True)``; if the file holds other objects (a yacs ``CfgNode``, an
-    ``argparse.Namespace``) it is re-read with :class:`RestrictedUnpickler`. Config objects come back as plain
-    dicts. Raises ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for a global
-    outside the allow-list and :class:`CheckpointError` for a file torch cannot read; all messages name the
-    file.
+    ``argparse.Namespace``) it is re-read with :class:`RestrictedUnpickler`. A plain pickle that is not a
+    torch file (a detectron2 ``.pkl`` of numpy arrays) is read with :class:`RestrictedUnpickler` directly.
+    Config objects come back as plain dicts. Raises ``FileNotFoundError`` for a missing file,
+    :class:`UnsafeCheckpointError` for a global outside the allow-list (the message names the global and says
+    how to convert a file you trust) and :class:`CheckpointError` for a file that cannot be read; all messages
+    name the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if _is_plain_pickle(path):
+        return to_plain(_load_plain_pickle(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:

@@ -8,7 +8,8 @@ import sys
 
 DESCRIPTION = (
     "Convert an official checkpoint (DeVIS video, DeVIS COCO mask-head, Deformable DETR +iterative box "
-    "refinement, or a vidseg file) into a vidseg checkpoint: {'model': state_dict, ...} written with torch's "
+    "refinement, detectron2 VITA/GenVIS/GRAtt-VIS, an ImageNet torchvision .pth or detectron2 .pkl, or a "
+    "vidseg file) into a vidseg checkpoint: {'model': state_dict, ...} written with torch's "
     "zipfile format, loadable with torch.load(weights_only=True). The input is read without running code."
 )
 EPILOG = """examples:
@@ -33,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--shift-class-neuron",
         action="store_true",
         help="rotate class_embed rows by one (official Deformable DETR weights, trained with "
-        "label=category_id)",
+        "label=category_id); ignored, with a warning, for any other file (they are never shifted twice)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT.pth if it exists")
     g = p.add_argument_group("devis-video options")
@@ -44,21 +45,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.checkpoints import adapt_coco_to_devis, read_checkpoint, save_checkpoint
+    from vidseg.checkpoints import LoadReport, adapt_coco_to_devis, convert_checkpoint, save_checkpoint
     from vidseg.checkpoints.safe_load import CheckpointError
 
     if os.path.exists(args.output) and not args.overwrite:
         print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 1
+    video = args.to == "devis-video"
     try:
-        sd, fmt, meta = read_checkpoint(args.input, shift_class_neuron_=args.shift_class_neuron)
+        ck = convert_checkpoint(args.input, shift_class_neuron=args.shift_class_neuron, video_model=video)
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    converted = fmt
-    if args.to == "devis-video":
+    sd, fmt, meta = ck.state_dict, ck.format, ck.metadata
+    # A vidseg file keeps the provenance it was converted from (it decides whether a later shift applies).
+    converted = str(meta.get("converted_from", fmt)) if fmt == "vidseg" else fmt
+    if video:
         if fmt == "devis_video":
             print(f"error: {args.input} is already a DeVIS video checkpoint", file=sys.stderr)
+            return 1
+        if ck.imagenet:
+            print(f"error: {args.input} is an ImageNet backbone file, not COCO weights", file=sys.stderr)
             return 1
         if args.num_queries <= 0:
             print("error: --to devis-video needs --num-queries (T x queries per frame)", file=sys.stderr)
@@ -71,11 +78,30 @@ def run(args: argparse.Namespace) -> int:
             num_levels=args.num_levels,
         )
         converted += "+devis_stage2"
-    extra = {"converted_from": converted, "source_file": os.path.basename(args.input)}
-    source_config = meta.get("cfg", meta.get("args"))  # DeVIS yacs cfg / D-DETR args, as plain dicts
-    if isinstance(source_config, dict):
-        extra["source_config"] = source_config
+    shifted = bool(ck.shifted) or bool(meta.get("class_neuron_shifted"))
+    extra = {
+        "converted_from": converted,
+        "source_file": os.path.basename(args.input),
+        "class_neuron_shifted": shifted,
+    }
+    kept = ["config"] if meta.get("config") is not None else []
+    source_key = "cfg" if "cfg" in meta else "args"  # DeVIS yacs cfg / D-DETR args, as plain dicts
+    if isinstance(meta.get(source_key), dict):
+        extra["source_config"] = meta[source_key]
+        kept.append(source_key)
     save_checkpoint(args.output, sd, config=meta.get("config"), overwrite=args.overwrite, **extra)
+    for note in ck.notes:
+        print(f"warning: {args.input}: {note}", file=sys.stderr)
+    report = LoadReport(
+        converted_from=converted,
+        mapped=list(sd),
+        renamed=ck.renamed,
+        shifted=ck.shifted,
+        dropped=ck.dropped,
+        not_weights=[k for k in meta if k not in kept],
+        notes=[f"{k} kept as source_config" for k in kept if k != "config"],
+    )
     n_params = sum(v.numel() for v in sd.values())
     print(f"{args.input} ({fmt}) -> {args.output}: {len(sd)} tensors, {n_params / 1e6:.2f} M values")
+    print(f"  {report.summary(max_names=6)}")
     return 0

@@ -106,10 +106,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_weights(model: torch.nn.Module, path: str) -> str:
+def load_model_weights(model: torch.nn.Module, path: str, *, shift_class_neuron: bool = False) -> str:
     """Initialise ``model`` from ``MODEL.WEIGHTS`` (vidseg or official formats, detected by their keys).
 
-    Returns the load report as text."""
+    ``shift_class_neuron`` is ``MODEL.SHIFT_CLASS_NEURON``: applied only to an official Deformable DETR file
+    loaded into an image model, as DeVIS's main.py does (never to a DeVIS or vidseg file, so never twice).
+    Returns the load report as text: what was mapped, shifted and left out."""
     from vidseg.checkpoints import load_weights
 
-    return str(load_weights(model, path))
+    return str(load_weights(model, path, shift_class_neuron=shift_class_neuron))

@@ -202,6 +202,11 @@ def _writers(cfg: CfgNode, resume_iter: int | None) -> list[Any]:
     return writers
 
 
+def _shift(cfg: CfgNode) -> bool:
+    """``MODEL.SHIFT_CLASS_NEURON`` (a Deformable DETR key; other methods' configs may not have it)."""
+    return bool(cfg.MODEL.get("SHIFT_CLASS_NEURON", False))
+
+
 def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None) -> int:
     """Build and run the trainer on this rank; 0 (finished or stopped by a signal) or 1 (non-finite loss)."""
     cfg = config_from_dict(cfg_dict)
@@ -223,7 +228,8 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     bundle = build_model(cfg, _model_metadata(cfg, data))
     model = bundle.model
     if cfg.MODEL.WEIGHTS and not resume:
-        logger.info("MODEL.WEIGHTS: %s", load_model_weights(model, cfg.MODEL.WEIGHTS))
+        report = load_model_weights(model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg))
+        logger.info("MODEL.WEIGHTS: %s", report)
     frozen = freeze_parameters(model, cfg.SOLVER.FROZEN_PARAMS)
     if frozen:
         logger.info("frozen %d parameters (SOLVER.FROZEN_PARAMS)", len(frozen))
@@ -306,7 +312,8 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
         raise ValueError("eval: DATASETS.TEST is empty; name the dataset(s) to evaluate")
     bundle = build_model(cfg, _model_metadata(cfg, data))
     if cfg.MODEL.WEIGHTS:
-        logger.info("MODEL.WEIGHTS: %s", load_model_weights(bundle.model, cfg.MODEL.WEIGHTS))
+        report = load_model_weights(bundle.model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg))
+        logger.info("MODEL.WEIGHTS: %s", report)
     else:
         warnings.warn("eval: MODEL.WEIGHTS is empty, evaluating a randomly initialised model", stacklevel=2)
     model = bundle.model.to(device)

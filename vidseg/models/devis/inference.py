@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidseg.models.devis.postprocess import ImagePostProcessor
+from vidseg.models.devis.postprocess import ImagePostProcessor, clamp_boxes_to_image
 from vidseg.structures.clip_batch import ClipBatch, pad_frames
 from vidseg.structures.masks import encode_rle
 from vidseg.structures.results import Track, VideoResult
@@ -51,8 +51,9 @@ class ImageInference:
             meta = [{"orig_size": tuple(video.orig_size), "image_size": (h, w)}]
             (inst,) = self._images(model, ClipBatch(frames=frames, pad_mask=pad, meta=meta).to(device))
             # Boxes go along as xywh so COCO bbox AP scores the predicted boxes, not the masks' tight boxes;
-            # a box-only model (MODEL.MASK_ON False) gives tracks without masks.
-            xyxy = inst["boxes"].float().cpu()
+            # a box-only model (MODEL.MASK_ON False) gives tracks without masks. Video boxes are clamped to
+            # the frame, as DeVIS's clip post-processor does (the COCO path leaves them unclamped).
+            xyxy = clamp_boxes_to_image(inst["boxes"].cpu(), int(video.orig_size[0]), int(video.orig_size[1]))
             xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1).tolist()
             inst_masks = inst.get("masks")
             for j, (score, label) in enumerate(zip(inst["scores"].tolist(), inst["labels"].tolist())):

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from vidseg.structures.box_ops import box_cxcywh_to_xyxy
 from vidseg.structures.masks import encode_rle
 
-__all__ = ["ImagePostProcessor", "topk_queries", "upsample_masks", "instances_to_coco"]
+__all__ = [
+    "ImagePostProcessor",
+    "topk_queries",
+    "upsample_masks",
+    "clamp_boxes_to_image",
+    "instances_to_coco",
+]
 
 Size = Sequence[int] | torch.Tensor
 
@@ -60,7 +66,7 @@ def upsample_masks(
         padded_size, image_size, orig_size: ``(H, W)`` each.
         threshold: probability threshold; None returns probabilities.
     Returns:
-        ``[N, H0, W0]`` bool masks (or float probabilities).
+        ``[N, H0, W0]`` bool masks (or probabilities in the dtype of ``logits``).
     """
     ph, pw = (int(v) for v in padded_size)
     ih, iw = (int(v) for v in image_size)
@@ -70,22 +76,38 @@ def upsample_masks(
         return torch.zeros((0, oh, ow), dtype=dtype, device=logits.device)
     th = max(oh, round(ph * oh / ih))
     tw = max(ow, round(pw * ow / iw))
-    up = F.interpolate(logits[:, None].float(), size=(th, tw), mode="bilinear", align_corners=False)
+    # In the logits' dtype: a float64 model keeps float64 probabilities (no rounding through float32).
+    up = F.interpolate(logits[:, None], size=(th, tw), mode="bilinear", align_corners=False)
     prob = up[:, 0, :oh, :ow].sigmoid()
     return prob > threshold if threshold is not None else prob
+
+
+def clamp_boxes_to_image(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Clip absolute xyxy boxes ``[..., 4]`` to ``[0, width] x [0, height]``.
+
+    DeVIS clamps its video (clip) boxes this way (``DeVISPostProcessor.process_boxes``); its COCO
+    post-processor does not.
+    """
+    x = boxes[..., 0::2].clamp(0, width)
+    y = boxes[..., 1::2].clamp(0, height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
 
 class ImagePostProcessor:
     """Raw outputs -> per-image instances (top-k over queries x classes).
 
+    Boxes are computed as the official ``DefDETRPostProcessor`` does: cxcywh -> xyxy, times
+    ``(w, h, w, h)`` of the original image, not clamped (they may extend past the image, and COCO bbox AP is
+    computed on those), in the dtype of the model's outputs.
+
     Args:
         num_out: k (``TEST.NUM_OUT``; DeVIS COCO configs use 50, the default 100).
         mask_threshold: binarisation threshold on mask probabilities.
-        clamp_boxes: clip boxes to the image (the official code does not; it changes nothing for COCO AP
-            beyond boxes that leave the image).
+        clamp_boxes: clip boxes to the image (False, as the official COCO code; the video path clamps, see
+            :func:`clamp_boxes_to_image`).
     """
 
-    def __init__(self, num_out: int = 100, mask_threshold: float = 0.5, clamp_boxes: bool = True) -> None:
+    def __init__(self, num_out: int = 100, mask_threshold: float = 0.5, clamp_boxes: bool = False) -> None:
         self.num_out = num_out
         self.mask_threshold = mask_threshold
         self.clamp_boxes = clamp_boxes
@@ -149,18 +171,10 @@ class ImagePostProcessor:
         results = []
         for i in range(bsz):
             oh, ow = (int(v) for v in orig_sizes[i])
-            boxes = box_cxcywh_to_xyxy(top["boxes"][i].float())
+            boxes = box_cxcywh_to_xyxy(top["boxes"][i])
             boxes = boxes * torch.tensor([ow, oh, ow, oh], dtype=boxes.dtype, device=boxes.device)
             if self.clamp_boxes:
-                boxes = torch.stack(
-                    [
-                        boxes[:, 0].clamp(0, ow),
-                        boxes[:, 1].clamp(0, oh),
-                        boxes[:, 2].clamp(0, ow),
-                        boxes[:, 3].clamp(0, oh),
-                    ],
-                    dim=1,
-                )
+                boxes = clamp_boxes_to_image(boxes, oh, ow)
             res = {"scores": top["scores"][i], "labels": top["labels"][i], "boxes": boxes}
             if masks is not None:
                 isize = image_sizes[i] if image_sizes is not None else padded_size
@@ -187,7 +201,7 @@ def instances_to_coco(
     """
     scores = result["scores"].tolist()
     labels = result["labels"].tolist()
-    boxes = result["boxes"].detach().cpu().float()
+    boxes = result["boxes"].detach().cpu()  # the model's dtype, as the official evaluation writes them
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     if label_to_category is None:
         cats = [int(lbl) + 1 for lbl in labels]
