@@ -25,7 +25,12 @@ See docs/training.md.
 """
 
 
-def add_launch_arguments(p: argparse.ArgumentParser, eval_only_flag: bool = True) -> None:
+def add_launch_arguments(
+    p: argparse.ArgumentParser, eval_only_flag: bool = True, training: bool = True
+) -> None:
+    """The options of ``vidseg train`` (``eval_only_flag`` adds ``--eval-only``) or, with ``training=False``,
+    of ``vidseg eval`` (no resume/overwrite: evaluation writes no checkpoints). Options may come anywhere,
+    also after the ``KEY VALUE`` pairs (parse with ``parse_intermixed_args``)."""
     p.add_argument("--config-file", default="", metavar="PATH", help="YAML config (may use _BASE_)")
     p.add_argument(
         "--num-gpus",
@@ -35,12 +40,17 @@ def add_launch_arguments(p: argparse.ArgumentParser, eval_only_flag: bool = True
         help="local processes to spawn, one per GPU (without GPUs: N gloo CPU processes); "
         "ignored under torchrun",
     )
-    if eval_only_flag:
+    if training and eval_only_flag:
         p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS instead of training")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pth")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in an OUTPUT_DIR with checkpoints")
+    if training:
+        p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pth")
+        p.add_argument(
+            "--overwrite", action="store_true", help="start afresh in an OUTPUT_DIR with checkpoints"
+        )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.BASE_LR 0.0002")
+    p.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides, e.g. SOLVER.BASE_LR 0.0002"
+    )
 
 
 def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts: Sequence[str] = ()) -> int:
@@ -58,8 +68,8 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
         print("error: MODEL.META_ARCHITECTURE is empty; give --config-file (see configs/)", file=sys.stderr)
         return 2
     opts = RunOptions(
-        resume=args.resume,
-        overwrite=args.overwrite,
+        resume=getattr(args, "resume", False),
+        overwrite=getattr(args, "overwrite", False),
         num_procs=max(1, args.num_gpus),
         progress=not args.no_progress,
     )

@@ -40,6 +40,8 @@ def num_classes_from_cfg(cfg: Any) -> int:
     """``MODEL.NUM_CLASSES``, or when 0 the class count of the first train/test dataset's metadata."""
     if cfg.MODEL.NUM_CLASSES > 0:
         return int(cfg.MODEL.NUM_CLASSES)
+    if cfg.MODEL.CLASS_NAMES:  # a run's config.yaml: no annotation file needed
+        return len(cfg.MODEL.CLASS_NAMES)
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if not names:
         raise ValueError("MODEL.NUM_CLASSES is 0 and DATASETS.TRAIN/TEST are empty: set one of them")

@@ -16,6 +16,8 @@ def num_classes_from_cfg(cfg: Any) -> int:
     """``MODEL.TOY.NUM_CLASSES``, or when 0 the class count of ``DATASETS.TRAIN[0]`` (dataset metadata)."""
     if cfg.MODEL.TOY.NUM_CLASSES > 0:
         return int(cfg.MODEL.TOY.NUM_CLASSES)
+    if cfg.MODEL.CLASS_NAMES:  # a run's config.yaml: no annotation file needed
+        return len(cfg.MODEL.CLASS_NAMES)
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if not names:
         raise ValueError("MODEL.TOY.NUM_CLASSES is 0 and DATASETS.TRAIN is empty: set one of them")

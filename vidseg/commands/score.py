@@ -1,4 +1,4 @@
-"""``vidseg evaluate``: score a results JSON against a ground-truth JSON (official YouTube-VIS metric)."""
+"""``vidseg score``: score a results JSON against a ground-truth JSON (official YouTube-VIS metric)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ DESCRIPTION = (
     "youtubevos/cocoapi code (and the OVIS fork with --ovis), quirks included; see docs/evaluation.md."
 )
 EPILOG = """examples:
-  vidseg evaluate annotations/valid_sub.json output/inference/results.json
-  vidseg evaluate ovis_valid.json results.json --ovis --per-category --json scores.json
-  vidseg evaluate gt.json results.json --ytvis2022 gt_short.json gt_long.json
+  vidseg score annotations/valid_sub.json output/inference/results.json
+  vidseg score ovis_valid.json results.json --ovis --per-category --json scores.json
+  vidseg score gt.json results.json --ytvis2022 gt_short.json gt_long.json
 
 The table shows values x100 ('-' where undefined: no ground truth in any category of that range).
 --json writes the raw official values (fractions; -1 where undefined)."""
