@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     outputs = [out / "results.json", out / "results.zip", *([video_out] if video_out else [])]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:
-        return _error(f"would replace {', '.join(existing)}; pass --overwrite to replace, or choose another --out")
+        return _error(
+            f"would replace {', '.join(existing)}; pass --overwrite to replace, or choose another --out"
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

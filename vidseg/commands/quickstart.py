@@ -148,7 +148,9 @@ def choose_folders(out: Path, data_settings: dict, overwrite: bool) -> tuple[Pat
             break
     assert data_dir is not None
     run_dir = next(
-        c for c in _numbered(out, "run") if not ((c / "checkpoint.pth").exists() or (c / "config.yaml").exists())
+        c
+        for c in _numbered(out, "run")
+        if not ((c / "checkpoint.pth").exists() or (c / "config.yaml").exists())
     )
     return data_dir, generate, run_dir
 

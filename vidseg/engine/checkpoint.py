@@ -88,9 +88,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # Name the file: "no space left on device" alone does not say where.
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)

@@ -219,6 +219,9 @@ class CheckpointHook(HookBase):
             due = due or late
         return due and self.last_saved_iter != t.iter
 
+    def before_train(self) -> None:
+        self.last_saved_iter = self.trainer.iter  # the state this run started from is on disk already
+
     def _with_best(self, names: list[str]) -> list[str]:
         if self.eval_hook is not None and self.eval_hook.new_best:
             self.eval_hook.new_best = False
@@ -274,18 +277,20 @@ class CheckpointHook(HookBase):
             logger.warning("error on rank %d: no checkpoint saved at iteration %d", dist.get_rank(), t.iter)
             return
         if t.updating or t.rng_after_last_step is None:
-            logger.warning("error during the parameter update of iteration %d: %s not saved", t.iter + 1, LAST)
+            logger.warning(
+                "error during the parameter update of iteration %d: %s not saved", t.iter + 1, LAST
+            )
             return
         try:
             self.save([LAST], rng_state=t.rng_after_last_step)
             logger.warning(
-                "error at iteration %d: saved %s at iteration %d; continue with --resume once it is fixed",
-                t.iter + 1,
-                LAST,
+                "training failed after iteration %d: saved %s there; continue with --resume once the cause "
+                "is fixed",
                 t.iter,
+                LAST,
             )
         except Exception as e:  # noqa: BLE001 - e.g. the disk is full: report the first error, not this one
-            logger.warning("error at iteration %d; saving %s failed too: %s", t.iter + 1, LAST, e)
+            logger.warning("training failed after iteration %d; saving %s failed too: %s", t.iter, LAST, e)
 
 
 def describe_best(best: dict[str, Any]) -> str:

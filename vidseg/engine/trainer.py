@@ -7,8 +7,9 @@ after each epoch, iteration schedules after each step.
 
 Hooks (``HookBase``): ``before_train``, ``after_train``, ``before_step``, ``after_step``, ``after_epoch`` and
 ``on_stop(reason)`` (SIGINT/SIGTERM: save and leave), ``on_exception(exc)`` (any error in the loop, e.g. a
-missing frame or a full disk: save what can be resumed, then the error goes on). A non-finite loss raises :class:`NonFiniteLossError`
-naming the term, before any parameter is touched, so the last checkpoint on disk stays the last good one.
+missing frame or a full disk: save what can be resumed, then the error goes on). A non-finite loss raises
+:class:`NonFiniteLossError` naming the term, before any parameter is touched, so the last checkpoint on disk
+stays the last good one.
 """
 
 from __future__ import annotations
