@@ -48,20 +48,23 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.checkpoints.safe_load import CheckpointError
 
     if os.path.exists(args.output) and not args.overwrite:
-        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
+        print(f"vidseg convert: error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 1
     try:
         sd, fmt, meta = read_checkpoint(args.input, shift_class_neuron_=args.shift_class_neuron)
     except (CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"vidseg convert: error: {e}", file=sys.stderr)
         return 1
     converted = fmt
     if args.to == "devis-video":
         if fmt == "devis_video":
-            print(f"error: {args.input} is already a DeVIS video checkpoint", file=sys.stderr)
+            print(f"vidseg convert: error: {args.input} is already a DeVIS video checkpoint", file=sys.stderr)
             return 1
         if args.num_queries <= 0:
-            print("error: --to devis-video needs --num-queries (T x queries per frame)", file=sys.stderr)
+            print(
+                "vidseg convert: error: --to devis-video needs --num-queries (T x queries per frame)",
+                file=sys.stderr,
+            )
             return 1
         sd = adapt_coco_to_devis(
             sd,

@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/4] training ToyVIS for {args.epochs} epochs -> {run_dir}", flush=True)
     rc = run_train(cfg, RunOptions(overwrite=args.overwrite, progress=not args.no_progress))
     if rc:
-        print("error: training failed, see", run_dir / "log.txt", file=sys.stderr)
+        print("vidseg quickstart: error: training failed, see", run_dir / "log.txt", file=sys.stderr)
         return rc
     eval_dir = run_dir / cfg.TEST.SAVE_PATH / f"epoch_{args.epochs}"
     print(f"[3/4] evaluation on the synthetic valid split -> {eval_dir}", flush=True)

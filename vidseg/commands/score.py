@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             parts = {"": res}
             report = res.to_dict()
     except (EvalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"vidseg score: error: {e}", file=sys.stderr)
         return 1
     to_stdout = args.json == "-"
     text = []

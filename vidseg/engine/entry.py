@@ -59,13 +59,18 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
     from vidseg.engine.run import RunOptions, run_eval, run_train
     from vidseg.engine.setup import RunDirError
 
+    prog = "vidseg eval" if eval_only or getattr(args, "eval_only", False) else "vidseg train"
+
     try:
         cfg = load_config(args.config_file or None, [*extra_opts, *args.opts])
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if not cfg.MODEL.META_ARCHITECTURE:
-        print("error: MODEL.META_ARCHITECTURE is empty; give --config-file (see configs/)", file=sys.stderr)
+        print(
+            f"{prog}: error: MODEL.META_ARCHITECTURE is empty; give --config-file (see configs/)",
+            file=sys.stderr,
+        )
         return 2
     opts = RunOptions(
         resume=getattr(args, "resume", False),
@@ -79,5 +84,5 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
         return run_train(cfg, opts)
     except RunDirError as e:
         logging.getLogger("vidseg").error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
