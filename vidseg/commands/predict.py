@@ -19,8 +19,9 @@ outputs (in --out, default OUTPUT_DIR/predict):
                               "<track id>: <class> <score>" (left out with --no-render); <name>_pred.mp4
                               when <name>.mp4 would be the source itself (the source is never written)
 Existing outputs are not replaced unless --overwrite is given.
-Class names and category ids come from DATASETS.TEST[0] (else DATASETS.TRAIN[0]) of the config; without
-them tracks are labelled "class <label>" and category id = label + 1.
+Class names and category ids come from MODEL.CLASS_NAMES / MODEL.CATEGORY_IDS (a run's config.yaml has
+them), else DATASETS.TEST[0] (else DATASETS.TRAIN[0]) of the config; without them tracks are labelled
+"class <label>" and category id = label + 1.
 
 examples:
   vidseg predict walk.mp4 --config-file configs/devis/YT-19/devis_R_50_YT-19.yaml --weights devis_r50.pth
