@@ -169,3 +169,31 @@ def test_debug_shows_the_traceback_and_unexpected_errors_keep_it(capsys, monkeyp
     rc, _, err = run_cli(capsys, "config")
     assert rc == 1 and "Traceback" in err and "KeyError" in err
     assert "vidseg config: unexpected error" in err
+
+
+@pytest.mark.slow  # two spawned gloo ranks: ~30 s on 2 cores
+def test_expected_error_on_a_spawned_rank_is_one_line(tmp_path, data):
+    import subprocess
+    import sys
+
+    d = _copy_data(data, tmp_path / "data")
+    missing = _frame(d)
+    missing.unlink()
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "cfg.yaml", d, out, "TEST.EVAL_PERIOD", "0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidseg",
+        "train",
+        "--config-file",
+        str(cfg),
+        "--num-gpus",
+        "2",
+        "--no-progress",
+    ]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert str(missing) in p.stderr and str(missing) in (out / "log.txt").read_text()

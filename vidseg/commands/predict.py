@@ -168,16 +168,23 @@ def _write_results(result, label_to_category_id, out: Path) -> Path:
     return Path(json_path)
 
 
+def _just_below(x: float) -> float:
+    """``x`` rounded down to two significant digits (a threshold that keeps a track scoring ``x``)."""
+    if not x > 0 or not math.isfinite(x):
+        return 0.0
+    step = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return float(f"{math.floor(x / step) * step:.2g}")
+
+
 def _print_tracks(result, classes, threshold: float) -> None:
     shown = [t for t in result.tracks if t.score >= threshold]
     print(f"{len(result.tracks)} tracks, {len(shown)} with score >= {threshold:g}" + (":" if shown else ""))
     if result.tracks and not shown:
         best = sorted(result.tracks, key=lambda t: -t.score)[:5]
-        listed = ", ".join(f"{t.score:.3f} (track {t.track_id})" for t in best)
-        lower = math.floor(best[0].score * 100) / 100
+        listed = ", ".join(f"{t.score:.3g} (track {t.track_id})" for t in best)
         print(
             f"  the best scores are {listed}; nothing is drawn or listed: lower the threshold with "
-            f"--score-threshold {lower:g} (results.json keeps every track)"
+            f"--score-threshold {_just_below(best[0].score):g} (results.json keeps every track)"
         )
     if shown:
         print(f"  {'id':>4}  {'class':<20} {'score':>6}  frames")
