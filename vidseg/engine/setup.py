@@ -163,7 +163,7 @@ class _TqdmHandler(logging.StreamHandler):
 
 def setup_logging(output_dir: str | os.PathLike | None, console: bool = True) -> logging.Logger:
     """``vidseg`` logger: rank 0 logs INFO to ``output_dir/log.txt`` (appended) and the console; other ranks
-    log warnings only."""
+    log warnings to the console and errors also to that ``log.txt``."""
     log = logging.getLogger("vidseg")
     for h in list(log.handlers):
         if getattr(h, "_vidseg", False):
@@ -179,6 +179,11 @@ def setup_logging(output_dir: str | os.PathLike | None, console: bool = True) ->
     if main and output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8"))
+    elif output_dir is not None:
+        # Other ranks add their errors (one line each) to rank 0's log: the file opens only when one comes.
+        err = logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8", delay=True)
+        err.setLevel(logging.ERROR)
+        handlers.append(err)
     for h in handlers:
         h.setFormatter(fmt)
         h._vidseg = True  # type: ignore[attr-defined]
