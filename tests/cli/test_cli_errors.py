@@ -147,6 +147,25 @@ def test_config_errors_are_one_line(tmp_path, capsys, argv, expected):
     assert expected in _one_error(err, "config")
 
 
+@pytest.mark.parametrize(
+    "command, opts, expected",
+    [
+        ("eval", ["DATASETS.TEST", "()"], "eval: DATASETS.TEST is empty"),
+        (
+            "train",
+            ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "fp8"],
+            "SOLVER.AMP.DTYPE: unknown 'fp8'",
+        ),
+        ("train", ["SOLVER.OPTIMIZER", "LION"], "SOLVER.OPTIMIZER: unknown optimizer 'LION'"),
+    ],
+)
+def test_settings_that_cannot_work_are_one_line(tmp_path, capsys, data, command, opts, expected):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "cfg.yaml", data, out)
+    rc, _, err = run_cli(capsys, command, "--config-file", cfg, *opts, "--no-progress")
+    assert rc == 1 and expected in _one_error(err, command, out / "log.txt")
+
+
 def test_score_bad_json_is_one_line(tmp_path, capsys, data):
     res = tmp_path / "results.json"
     res.write_text("[{", encoding="utf-8")

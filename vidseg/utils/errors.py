@@ -1,7 +1,8 @@
 """Expected errors as one line; unexpected ones keep their traceback.
 
 Every command and entry point ends through :func:`report_error`: a bad input, a missing or unreadable file,
-a full disk, a read-only folder or an unsafe checkpoint gives one line on stderr (and the same line in the
+a full disk, a read-only folder, an unsafe checkpoint or a setting that cannot work (a ``ValueError`` or
+``RuntimeError`` naming a config key or a flag) gives one line on stderr (and the same line in the
 run's ``log.txt`` when the command opened one) and exit code 1. Anything else is a bug: its traceback is
 printed (and logged), as it is for every error with ``--debug`` (or ``VIDSEG_DEBUG=1``).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterable
@@ -57,6 +59,11 @@ def _expected_types() -> tuple[type, ...]:
     return tuple(types)
 
 
+# A ValueError / RuntimeError whose message names a config key (SOLVER.AMP.DTYPE, MODEL.DEVICE) or a flag
+# (--num-gpus) is a setting the user can change, reported by the code that checks it: one line too.
+_SETTING = re.compile(r"(?<![\w.])(?:[A-Z][A-Z0-9_]*\.)+[A-Z][A-Z0-9_]*(?![\w.])|(?<![\w-])--[a-z][a-z0-9-]+")
+
+
 def _chain(exc: BaseException) -> Iterable[BaseException]:
     seen = set()
     e: BaseException | None = exc
@@ -97,6 +104,8 @@ def expected_error_line(exc: BaseException) -> str | None:
     for e in _chain(exc):
         if isinstance(e, expected):
             return _clean(str(exc) if e is not exc and str(exc) else str(e))
+        if type(e) in (ValueError, RuntimeError) and _SETTING.search(str(e)):
+            return _clean(str(e))
         if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)):
             line = _os_line(e)
             if line is not None:
