@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from vidseg.engine import dist
-from vidseg.engine.checkpoint import BEST, LAST, atomic_save
+from vidseg.engine.checkpoint import BEST, LAST, atomic_save, get_rng_state
 from vidseg.engine.trainer import HookBase
 
 __all__ = ["MetricsHook", "EvalHook", "CheckpointHook", "memory_mb"]
@@ -282,7 +282,7 @@ class CheckpointHook(HookBase):
             )
             return
         try:
-            self.save([LAST], rng_state=t.rng_after_last_step)
+            self.save([LAST], rng_state={**get_rng_state(), **t.rng_after_last_step})
             logger.warning(
                 "training failed after iteration %d: saved %s there; continue with --resume once the cause "
                 "is fixed",
