@@ -22,10 +22,12 @@ def main(argv=None) -> int:
     p.add_argument("--dist-url", default="env://", help=argparse.SUPPRESS)
     p.add_argument("--device", default="", help="MODEL.DEVICE (cuda, cpu, cuda:1)")
     add_launch_arguments(p)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     extra = ["MODEL.DEVICE", args.device] if args.device else []
     return run_from_args(args, extra_opts=extra)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vidseg.utils.errors import run_guarded
+
+    sys.exit(run_guarded(main, sys.argv[0]))

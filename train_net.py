@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0..num-machines-1)")
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (multi-node)")
     add_launch_arguments(p)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if args.num_machines > 1:
         url = urlparse(args.dist_url)
         if url.scheme != "tcp" or not url.hostname or not url.port:
@@ -42,4 +42,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vidseg.utils.errors import run_guarded
+
+    sys.exit(run_guarded(main, sys.argv[0]))

@@ -74,6 +74,6 @@ def test_synth_and_visualize_commands(tmp_path, capsys):
     assert (tmp_path / "pred.gif").stat().st_size > 0
     rpath.write_text(json.dumps([{**results[0], "video_id": 999}]))
     assert main([*args, "--out", str(tmp_path / "bad.gif")]) == 1
-    assert "'video_id' 999" in capsys.readouterr().out
+    assert "'video_id' 999" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["synth", str(out), "--size", "48by64"])

@@ -38,7 +38,7 @@ def test_quickstart_then_eval_only(tmp_path):
     res = json.loads((run / "eval_results" / "epoch_1" / "results.json").read_text())
     assert {r["video_id"] for r in res} == {1, 2}
     assert (run / "eval_results" / "epoch_1" / "results.zip").is_file()
-    assert (out / "prediction.mp4").stat().st_size > 1000
+    assert (run / "prediction.mp4").stat().st_size > 1000
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert len(evals) == 1 and "segm/AP" in evals[0]
 

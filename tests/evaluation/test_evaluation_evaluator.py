@@ -78,7 +78,7 @@ def test_cli_prints_table_and_json(tmp_path, capsys):
     res = tmp_path / "res.json"
     res.write_text(json.dumps([e for vr in [_video_result(1)] for e in vr.to_official([1, 2])]))
     out = tmp_path / "scores.json"
-    assert main(["evaluate", str(gt), str(res), "--per-category", "--json", str(out), "--no-progress"]) == 0
+    assert main(["score", str(gt), str(res), "--per-category", "--json", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "AP50" in text and "c1" in text
     report = json.loads(out.read_text())
@@ -89,9 +89,9 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     gt = _gt_file(tmp_path)
     res = tmp_path / "res.json"
     res.write_text(json.dumps([{"video_id": 1}]))
-    assert main(["evaluate", str(gt), str(res), "--no-progress"]) == 1
+    assert main(["score", str(gt), str(res), "--no-progress"]) == 1
     assert "entry 0: missing required field 'category_id'" in capsys.readouterr().err
-    assert main(["evaluate", str(gt), os.fspath(tmp_path / "nope.json")]) == 1
+    assert main(["score", str(gt), os.fspath(tmp_path / "nope.json")]) == 1
 
 
 def test_cli_workers_option(tmp_path, capsys):
@@ -101,10 +101,10 @@ def test_cli_workers_option(tmp_path, capsys):
     outs = []
     for w in ("1", "2"):
         out = tmp_path / f"scores{w}.json"
-        assert main(["evaluate", str(gt), str(res), "--workers", w, "--json", str(out), "--no-progress"]) == 0
+        assert main(["score", str(gt), str(res), "--workers", w, "--json", str(out), "--no-progress"]) == 0
         outs.append(json.loads(out.read_text()))
     assert outs[0] == outs[1]
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        main(["evaluate", str(gt), str(res), "--workers", "0"])
+        main(["score", str(gt), str(res), "--workers", "0"])
     assert "expected a positive integer" in capsys.readouterr().err

@@ -243,6 +243,9 @@ def save_checkpoint(
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=directory)
+    mask = os.umask(0o022)  # mkstemp gives 0600; a checkpoint gets the umask's mode like every other file
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
     os.close(fd)
     try:
         torch.save(obj, tmp)  # new zipfile serialization (the default)

@@ -11,7 +11,9 @@ DESCRIPTION = "Print a config with its _BASE_ chain and KEY VALUE overrides reso
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-file", default="", metavar="PATH", help="YAML config (may use _BASE_)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.BASE_LR 0.0002")
+    p.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="KEY VALUE overrides, e.g. SOLVER.BASE_LR 0.0002"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,26 +49,29 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.checkpoints.safe_load import CheckpointError
 
     if os.path.exists(args.output) and not args.overwrite:
-        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
+        print(f"vidseg convert: error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 1
     video = args.to == "devis-video"
     try:
         ck = convert_checkpoint(args.input, shift_class_neuron=args.shift_class_neuron, video_model=video)
     except (CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"vidseg convert: error: {e}", file=sys.stderr)
         return 1
     sd, fmt, meta = ck.state_dict, ck.format, ck.metadata
     # A vidseg file keeps the provenance it was converted from (it decides whether a later shift applies).
     converted = str(meta.get("converted_from", fmt)) if fmt == "vidseg" else fmt
     if video:
         if fmt == "devis_video":
-            print(f"error: {args.input} is already a DeVIS video checkpoint", file=sys.stderr)
+            print(f"vidseg convert: error: {args.input} is already a DeVIS video checkpoint", file=sys.stderr)
             return 1
         if ck.imagenet:
             print(f"error: {args.input} is an ImageNet backbone file, not COCO weights", file=sys.stderr)
             return 1
         if args.num_queries <= 0:
-            print("error: --to devis-video needs --num-queries (T x queries per frame)", file=sys.stderr)
+            print(
+                "vidseg convert: error: --to devis-video needs --num-queries (T x queries per frame)",
+                file=sys.stderr,
+            )
             return 1
         sd = adapt_coco_to_devis(
             sd,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -15,9 +16,12 @@ EPILOG = """\
 outputs (in --out, default OUTPUT_DIR/predict):
   results.json, results.zip   one entry per track: video_id, score, category_id, segmentations (RLE per frame)
   <name>.mp4                  the video with each track above --score-threshold drawn in its colour, labelled
-                              "<track id>: <class> <score>" (left out with --no-render)
-Class names and category ids come from DATASETS.TEST[0] (else DATASETS.TRAIN[0]) of the config; without
-them tracks are labelled "class <label>" and category id = label + 1.
+                              "<track id>: <class> <score>" (left out with --no-render); <name>_pred.mp4
+                              when <name>.mp4 would be the source itself (the source is never written)
+Existing outputs are not replaced unless --overwrite is given.
+Class names and category ids come from MODEL.CLASS_NAMES / MODEL.CATEGORY_IDS (a run's config.yaml has
+them), else DATASETS.TEST[0] (else DATASETS.TRAIN[0]) of the config; without them tracks are labelled
+"class <label>" and category id = label + 1.
 
 examples:
   vidseg predict walk.mp4 --config-file configs/devis/YT-19/devis_R_50_YT-19.yaml --weights devis_r50.pth
@@ -41,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--topk", type=int, default=0, metavar="N", help="keep the N best tracks (default: all)")
     p.add_argument("--no-render", action="store_true", help="do not write the rendered video")
+    p.add_argument("--overwrite", action="store_true", help="replace results and video already in --out")
     p.add_argument("--device", metavar="DEV", help="cpu | cuda | cuda:1 | auto (default: MODEL.DEVICE)")
     p.add_argument("--max-frames", type=int, default=0, metavar="N", help="only the first N frames")
     p.add_argument(
@@ -87,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return _error(e)
     out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
+    video_out = _video_path(source, out, args.no_render)
+    outputs = [out / "results.json", out / "results.zip", *([video_out] if video_out else [])]
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not args.overwrite:
+        return _error(
+            f"would replace {', '.join(existing)}; pass --overwrite to replace, or choose another --out"
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -110,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
         result = predictor.predict(state=state, source=source, progress=not args.no_progress)
         json_path = _write_results(result, predictor.category_ids(result), out)
         video_path = None
-        if not args.no_render:
+        if video_out is not None:
             video_path = render_result_streaming(
-                out / f"{state.name}.mp4",
+                video_out,
                 iter(state.source),
                 result,
                 [t.track_id for t in result.tracks],
@@ -131,6 +143,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_path(source: Path, out: Path, no_render: bool) -> Path | None:
+    """``out/<source name>.mp4``, or ``<name>_pred.mp4`` where that is the source itself."""
+    if no_render:
+        return None
+    name = source.stem if source.is_file() else source.resolve().name
+    path = out / f"{name}.mp4"
+    if source.is_file() and path.exists() and path.resolve() == source.resolve():
+        path = out / f"{name}_pred.mp4"
+    return path
+
+
 def _write_results(result, label_to_category_id, out: Path) -> Path:
     """``out/results.json`` (+ ``results.zip``) through the evaluation package's writer when present."""
     try:
@@ -146,9 +169,24 @@ def _write_results(result, label_to_category_id, out: Path) -> Path:
     return Path(json_path)
 
 
+def _just_below(x: float) -> float:
+    """``x`` rounded down to two significant digits (a threshold that keeps a track scoring ``x``)."""
+    if not x > 0 or not math.isfinite(x):
+        return 0.0
+    step = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return float(f"{math.floor(x / step) * step:.2g}")
+
+
 def _print_tracks(result, classes, threshold: float) -> None:
     shown = [t for t in result.tracks if t.score >= threshold]
-    print(f"{len(result.tracks)} tracks, {len(shown)} with score >= {threshold:g}:")
+    print(f"{len(result.tracks)} tracks, {len(shown)} with score >= {threshold:g}" + (":" if shown else ""))
+    if result.tracks and not shown:
+        best = sorted(result.tracks, key=lambda t: -t.score)[:5]
+        listed = ", ".join(f"{t.score:.3g} (track {t.track_id})" for t in best)
+        print(
+            f"  the best scores are {listed}; nothing is drawn or listed: lower the threshold with "
+            f"--score-threshold {_just_below(best[0].score):g} (results.json keeps every track)"
+        )
     if shown:
         print(f"  {'id':>4}  {'class':<20} {'score':>6}  frames")
     for t in shown:

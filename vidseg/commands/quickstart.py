@@ -44,7 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, default=4, help="shape classes, 1..8 (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the run")
     p.add_argument("--no-render", action="store_true", help="skip the prediction video")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the training config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT/run and OUT/data (default: an earlier run is kept and this one goes to OUT/run-2, "
+        "...; data of other settings goes to OUT/data-2, ...)",
+    )
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="KEY VALUE overrides of the training config")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -114,6 +121,41 @@ def _render(cfg, run_dir: Path, results_json: Path, out_path: Path) -> Path | No
     return render_result_to_file(out_path, frames, result, classes=meta.classes, score_threshold=0.3, fps=4)
 
 
+STAMP = "quickstart_data.json"  # the settings a data folder was generated with
+
+
+def _numbered(out: Path, name: str) -> list[Path]:
+    """``out/name``, ``out/name-2``, ``out/name-3``, ... (as many as exist, plus the next free one)."""
+    paths = [out / name]
+    while paths[-1].exists():
+        paths.append(out / f"{name}-{len(paths) + 1}")
+    return paths
+
+
+def choose_folders(out: Path, data_settings: dict, overwrite: bool) -> tuple[Path, bool, Path]:
+    """``(data folder, whether to generate it, run folder)``. Nothing of an earlier quickstart is replaced
+    without ``overwrite``: the data folder of the same settings is reused, other settings get a new one, and
+    a run folder that holds a run (a checkpoint or a config) is never reused."""
+    if overwrite:
+        return out / "data", True, out / "run"
+    data_dir, generate = None, True
+    for cand in _numbered(out, "data"):
+        stamp = cand / STAMP
+        if not cand.exists():
+            data_dir = cand
+            break
+        if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == data_settings:
+            data_dir, generate = cand, False
+            break
+    assert data_dir is not None
+    run_dir = next(
+        c
+        for c in _numbered(out, "run")
+        if not ((c / "checkpoint.pth").exists() or (c / "config.yaml").exists())
+    )
+    return data_dir, generate, run_dir
+
+
 def run(args: argparse.Namespace) -> int:
     from vidseg.data import generate_synthetic_dataset
     from vidseg.engine.run import RunOptions, run_train
@@ -121,23 +163,41 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     out = Path(args.out)
     h, w = _size(args.size)
-    print(f"[1/4] synthetic dataset -> {out / 'data'}", flush=True)
-    data = generate_synthetic_dataset(
-        out / "data",
-        seed=args.seed,
-        num_videos_train=args.videos,
-        num_videos_val=args.val_videos,
-        num_frames=args.frames,
-        height=h,
-        width=w,
-        num_classes=args.classes,
-    )
-    run_dir = out / "run"
+    settings = {
+        "seed": args.seed, "videos": args.videos, "val_videos": args.val_videos, "frames": args.frames,
+        "size": [h, w], "classes": args.classes,
+    }  # fmt: skip
+    data_dir, generate, run_dir = choose_folders(out, settings, args.overwrite)
+    if run_dir != out / "run":
+        print(f"{out / 'run'} holds an earlier run, kept: this run goes to {run_dir} (--overwrite replaces "
+              f"{out / 'run'} instead)", flush=True)  # fmt: skip
+    if generate:
+        print(f"[1/4] synthetic dataset -> {data_dir}", flush=True)
+        data = generate_synthetic_dataset(
+            data_dir,
+            seed=args.seed,
+            num_videos_train=args.videos,
+            num_videos_val=args.val_videos,
+            num_frames=args.frames,
+            height=h,
+            width=w,
+            num_classes=args.classes,
+            progress=not args.no_progress,
+        )
+        (data_dir / STAMP).write_text(json.dumps(settings), encoding="utf-8")
+    else:
+        print(f"[1/4] synthetic dataset of these settings: {data_dir} (reused)", flush=True)
+        data = {
+            "train_json": data_dir / "train" / "instances.json",
+            "train_images": data_dir / "train" / "JPEGImages",
+            "val_json": data_dir / "valid" / "instances.json",
+            "val_images": data_dir / "valid" / "JPEGImages",
+        }
     cfg = quickstart_config(args, data, run_dir)
     print(f"[2/4] training ToyVIS for {args.epochs} epochs -> {run_dir}", flush=True)
-    rc = run_train(cfg, RunOptions(overwrite=True))
+    rc = run_train(cfg, RunOptions(overwrite=args.overwrite, progress=not args.no_progress))
     if rc:
-        print("error: training failed, see", run_dir / "log.txt", file=sys.stderr)
+        print("vidseg quickstart: error: training failed, see", run_dir / "log.txt", file=sys.stderr)
         return rc
     eval_dir = run_dir / cfg.TEST.SAVE_PATH / f"epoch_{args.epochs}"
     print(f"[3/4] evaluation on the synthetic valid split -> {eval_dir}", flush=True)
@@ -149,11 +209,11 @@ def run(args: argparse.Namespace) -> int:
     video = None
     if not args.no_render and (eval_dir / "results.json").is_file():
         print("[4/4] rendering one prediction video", flush=True)
-        video = _render(cfg, run_dir, eval_dir / "results.json", out / "prediction.mp4")
+        video = _render(cfg, run_dir, eval_dir / "results.json", run_dir / "prediction.mp4")
     keep = ("AP", "AP50", "AP75", "AR10")
     summary = {k: round(v, 2) for k, v in metrics.items() if k.split("/")[-1] in keep}
     print(f"\ndone in {time.time() - t0:.0f} s")
-    print(f"  data:        {out / 'data'} (YouTube-VIS layout: train/, valid/ with instances.json)")
+    print(f"  data:        {data_dir} (YouTube-VIS layout: train/, valid/ with instances.json)")
     print(f"  run:         {run_dir} (config.yaml, log.txt, metrics.jsonl, checkpoint.pth)")
     print(f"  results:     {eval_dir / 'results.json'} and results.zip")
     print(f"  metrics:     {summary or 'none'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DESCRIPTION = "Write a synthetic video instance segmentation dataset in the exact YouTube-VIS layout."
 EPILOG = """\
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.data.synthetic import SHAPES, generate_synthetic_dataset
 
     if not 1 <= args.classes <= len(SHAPES):
-        print(f"vidseg synth: --classes must be in 1..{len(SHAPES)}, got {args.classes}")
+        print(
+            f"vidseg synth: error: --classes must be in 1..{len(SHAPES)}, got {args.classes}", file=sys.stderr
+        )
         return 2
     h, w = args.size
     paths = generate_synthetic_dataset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 DESCRIPTION = "Render ground-truth or predicted masks over the frames of videos, to .mp4 or .gif."
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".gif", ".mkv", ".avi"):
-        print(f"vidseg visualize: --out must end in .mp4 or .gif, got {out}")
+        print(f"vidseg visualize: error: --out must end in .mp4 or .gif, got {out}", file=sys.stderr)
         return 2
     try:
         records, meta = load_ytvis_json(args.gt, args.images)
@@ -93,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
             path = render_result_to_file(target, frames, drawn, meta.classes, args.score_thr, args.fps)
             print(f"video {rec.describe()}: {rec.length} frames -> {path}")
     except DatasetError as e:
-        print(f"vidseg visualize: {e}")
+        print(f"vidseg visualize: error: {e}", file=sys.stderr)
         return 1
     return 0

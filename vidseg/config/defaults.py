@@ -11,6 +11,10 @@ _C = CN()
 # ----------------------------------------------------------------------------------------------------- model
 _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = ""  # method name: "DeformableDETRSegm", "DeVIS", "ToyVIS", ...
+# What the model's labels mean, by label: written by training into OUTPUT_DIR/config.yaml (from the training
+# set), so that prediction from that config needs no annotation file. Empty: read from the datasets.
+_C.MODEL.CLASS_NAMES = []
+_C.MODEL.CATEGORY_IDS = []
 _C.MODEL.WEIGHTS = ""  # checkpoint to initialise from (vidseg or official format, detected by its keys)
 _C.MODEL.DEVICE = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # RGB, 0-255 (ImageNet)
@@ -77,6 +81,9 @@ _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False  # autocast on the model device (GPU; CPU works too)
 _C.SOLVER.AMP.DTYPE = "bfloat16"  # "bfloat16" | "float16" (with a grad scaler)
 _C.SOLVER.CHECKPOINT_PERIOD = 1  # epochs (or iterations for iter schedules); 0: only "last"
+# Mid-epoch saves of checkpoint.pth (last), in any schedule (resume is exact from any step); 0: off.
+_C.SOLVER.CHECKPOINT_ITERS = 0  # every N iterations
+_C.SOLVER.CHECKPOINT_MINUTES = 0.0  # every M minutes of training (rank 0's clock)
 _C.SOLVER.FROZEN_PARAMS = []  # parameter-name substrings with requires_grad False
 # Optimizer groups by parameter-name substring, used when the method gives no param_groups function. Parallel
 # lists: group i takes the parameters whose name contains any of PARAM_GROUP_SUBSTRINGS[i] (first match wins),

@@ -31,6 +31,8 @@ __all__ = [
     "set_rng_state",
     "has_checkpoint",
     "load_model_weights",
+    "remove_stale_temporaries",
+    "file_mode",
 ]
 
 LAST = "checkpoint.pth"
@@ -38,10 +40,41 @@ BEST = "checkpoint_best.pth"
 FORMAT = "vidseg-train-v1"
 
 
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666`` less the umask (``mkstemp`` would
+    give ``0o600``, unlike every other file of a run)."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temporary_pattern(name: str) -> str:
+    return f".{name}.*.tmp"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of :func:`atomic_save` that a kill during a write left in ``folder`` (only
+    those: ``.<name>.pth.<random>.tmp``, and ``config.yaml.tmp``). Call it before this run writes there.
+    Returns the deleted paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [*folder.glob(_temporary_pattern("*.pth")), *folder.glob("config.yaml.tmp")]
+    removed = []
+    for p in sorted(found):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    A crash at any point leaves either the old file or the new one, never a torn file.
+    A crash at any point leaves either the old file or the new one, never a torn file (but a kill can leave
+    the temporary: :func:`remove_stale_temporaries`). The file gets the umask's mode, like every other file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,13 +83,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
             f.write(buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # Name the file: "no space left on device" alone does not say where.
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)

@@ -26,7 +26,12 @@ See docs/training.md.
 """
 
 
-def add_launch_arguments(p: argparse.ArgumentParser, eval_only_flag: bool = True) -> None:
+def add_launch_arguments(
+    p: argparse.ArgumentParser, eval_only_flag: bool = True, training: bool = True
+) -> None:
+    """The options of ``vidseg train`` (``eval_only_flag`` adds ``--eval-only``) or, with ``training=False``,
+    of ``vidseg eval`` (no resume/overwrite: evaluation writes no checkpoints). Options may come anywhere,
+    also after the ``KEY VALUE`` pairs (parse with ``parse_intermixed_args``)."""
     p.add_argument("--config-file", default="", metavar="PATH", help="YAML config (may use _BASE_)")
     p.add_argument(
         "--num-gpus",
@@ -36,12 +41,17 @@ def add_launch_arguments(p: argparse.ArgumentParser, eval_only_flag: bool = True
         help="local processes to spawn, one per GPU (without GPUs: N gloo CPU processes); "
         "ignored under torchrun",
     )
-    if eval_only_flag:
+    if training and eval_only_flag:
         p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS instead of training")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pth")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in an OUTPUT_DIR with checkpoints")
+    if training:
+        p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pth")
+        p.add_argument(
+            "--overwrite", action="store_true", help="start afresh in an OUTPUT_DIR with checkpoints"
+        )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.BASE_LR 0.0002")
+    p.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides, e.g. SOLVER.BASE_LR 0.0002"
+    )
 
 
 def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts: Sequence[str] = ()) -> int:
@@ -50,17 +60,22 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
     from vidseg.engine.run import RunOptions, run_eval, run_train
     from vidseg.engine.setup import RunDirError
 
+    prog = "vidseg eval" if eval_only or getattr(args, "eval_only", False) else "vidseg train"
+
     try:
         cfg = load_config(args.config_file or None, [*extra_opts, *args.opts])
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if not cfg.MODEL.META_ARCHITECTURE:
-        print("error: MODEL.META_ARCHITECTURE is empty; give --config-file (see configs/)", file=sys.stderr)
+        print(
+            f"{prog}: error: MODEL.META_ARCHITECTURE is empty; give --config-file (see configs/)",
+            file=sys.stderr,
+        )
         return 2
     opts = RunOptions(
-        resume=args.resume,
-        overwrite=args.overwrite,
+        resume=getattr(args, "resume", False),
+        overwrite=getattr(args, "overwrite", False),
         num_procs=max(1, args.num_gpus),
         progress=not args.no_progress,
     )
@@ -70,5 +85,5 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
         return run_train(cfg, opts)
     except RunDirError as e:
         logging.getLogger("vidseg").error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import resource
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vidseg.engine.checkpoint import BEST, LAST, atomic_save
+from vidseg.engine.checkpoint import BEST, LAST, atomic_save, get_rng_state
 from vidseg.engine.trainer import HookBase
 from vidseg.utils import dist
 
@@ -166,18 +167,35 @@ class EvalHook(HookBase):
 class CheckpointHook(HookBase):
     """``checkpoint.pth`` (last) after every epoch (epoch schedules) or every ``period`` iterations (iteration
     schedules) and at the end; ``checkpoint_epoch_{e}.pth`` / ``checkpoint_iter_{i}.pth`` every ``period``
-    (0: only last); ``checkpoint_best.pth`` when the eval hook found a new best; last also on SIGINT/SIGTERM.
+    (0: only last); ``checkpoint_best.pth`` when the eval hook found a new best; last also on SIGINT/SIGTERM
+    and on an error in the loop (single process).
+
+    Mid-epoch saves of last, in any schedule: every ``every_iters`` iterations and every ``every_minutes``
+    minutes (rank 0's clock decides for all ranks); 0 turns each off. Resume is exact from any step.
     """
 
-    def __init__(self, output_dir: str, period: int, config: dict, eval_hook: EvalHook | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        period: int,
+        config: dict,
+        eval_hook: EvalHook | None = None,
+        every_iters: int = 0,
+        every_minutes: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.period = int(period)
         self.config = config
         self.eval_hook = eval_hook
+        self.every_iters = max(0, int(every_iters))
+        self.every_s = max(0.0, float(every_minutes)) * 60.0
+        self.clock = clock
         self.last_saved_iter = -1
+        self._last_save_time = clock()
 
-    def save(self, names: list[str]) -> None:
-        state = self.trainer.state_dict()  # collective
+    def save(self, names: list[str], rng_state: dict | None = None) -> None:
+        state = self.trainer.state_dict(rng_state)  # collective
         if dist.is_main_process():
             state["config"] = self.config
             state["format"] = "vidseg-train-v1"
@@ -187,7 +205,22 @@ class CheckpointHook(HookBase):
                 "saved %s (epoch %d, iter %d)", ", ".join(names), self.trainer.epoch, self.trainer.iter
             )
         self.last_saved_iter = self.trainer.iter
+        self._last_save_time = self.clock()
         dist.barrier()
+
+    def _periodic_due(self) -> bool:
+        """Whether a mid-epoch save of last is due now (the same answer on every rank)."""
+        t = self.trainer
+        due = self.every_iters > 0 and t.iter % self.every_iters == 0
+        if self.every_s > 0:
+            late = dist.is_main_process() and self.clock() - self._last_save_time >= self.every_s
+            if dist.is_dist():
+                late = bool(dist.all_gather_object(late)[0])
+            due = due or late
+        return due and self.last_saved_iter != t.iter
+
+    def before_train(self) -> None:
+        self.last_saved_iter = self.trainer.iter  # the state this run started from is on disk already
 
     def _with_best(self, names: list[str]) -> list[str]:
         if self.eval_hook is not None and self.eval_hook.new_best:
@@ -208,11 +241,16 @@ class CheckpointHook(HookBase):
     def after_step(self) -> None:
         t = self.trainer
         if t.schedule != "iter":
+            if self.every_iters or self.every_s:
+                if t.inner < t.batches_per_epoch and self._periodic_due():  # epoch ends save anyway
+                    self.save([LAST])
             return
         names: list[str] = []
         if self.period > 0 and t.iter % self.period == 0:
             names = [LAST, f"checkpoint_iter_{t.iter}.pth"]
         elif t.iter >= t.max_iter:
+            names = [LAST]
+        if not names and (self.every_iters or self.every_s) and self._periodic_due():
             names = [LAST]
         if names or (self.eval_hook is not None and self.eval_hook.new_best):
             self.save(self._with_best(names or [LAST]))
@@ -224,6 +262,35 @@ class CheckpointHook(HookBase):
     def on_stop(self, reason: str) -> None:
         logger.warning("%s received: saving %s and stopping", reason, LAST)
         self.save([LAST])
+
+    def on_exception(self, exc: BaseException) -> None:
+        """Save last at the last finished step, so that the work since the previous checkpoint is kept (a
+        missing frame, a full disk...). Not when nothing is new, not after a non-finite loss (the last
+        checkpoint on disk is the last good one), not in the middle of a parameter update, and not with
+        several processes (the others may wait in a collective; they stop on the launcher's timeout)."""
+        from vidseg.engine.trainer import NonFiniteLossError
+
+        t = self.trainer
+        if isinstance(exc, NonFiniteLossError) or t.iter == self.last_saved_iter:
+            return
+        if dist.is_dist():
+            logger.warning("error on rank %d: no checkpoint saved at iteration %d", dist.get_rank(), t.iter)
+            return
+        if t.updating or t.rng_after_last_step is None:
+            logger.warning(
+                "error during the parameter update of iteration %d: %s not saved", t.iter + 1, LAST
+            )
+            return
+        try:
+            self.save([LAST], rng_state={**get_rng_state(), **t.rng_after_last_step})
+            logger.warning(
+                "training failed after iteration %d: saved %s there; continue with --resume once the cause "
+                "is fixed",
+                t.iter,
+                LAST,
+            )
+        except Exception as e:  # noqa: BLE001 - e.g. the disk is full: report the first error, not this one
+            logger.warning("training failed after iteration %d; saving %s failed too: %s", t.iter, LAST, e)
 
 
 def describe_best(best: dict[str, Any]) -> str:

@@ -56,6 +56,16 @@ def _worker(
     dist.init_from_env(backend)
     try:
         rc = fn(*args)
+    except Exception as e:
+        from vidseg.utils.errors import debug_enabled, expected_error_line
+
+        line = expected_error_line(e)
+        if line is None or debug_enabled():
+            raise  # a bug: the traceback reaches the launcher
+        import logging
+
+        logging.getLogger("vidseg").error("rank %d: %s", local_rank, line)  # console and log.txt
+        rc = 1
     finally:
         dist.destroy()
     if rc:

@@ -19,7 +19,7 @@ import torch
 
 from vidseg.config import CfgNode, config_to_dict
 from vidseg.engine.batch_sampler import ResumableBatchSampler
-from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights
+from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights, remove_stale_temporaries
 from vidseg.engine.evaluate import evaluate_dataset
 from vidseg.engine.hooks import CheckpointHook, EvalHook, MetricsHook
 from vidseg.engine.launch import launch
@@ -31,6 +31,7 @@ from vidseg.engine.optim import (
     param_groups_by_substrings,
 )
 from vidseg.engine.setup import (
+    absolute_paths,
     decide_resume,
     per_rank_batch_size,
     resolve_device,
@@ -207,19 +208,45 @@ def _shift(cfg: CfgNode) -> bool:
     return bool(cfg.MODEL.get("SHIFT_CLASS_NEURON", False))
 
 
+def _record_label_names(cfg: CfgNode, data: DataSource) -> None:
+    """``MODEL.CLASS_NAMES`` / ``MODEL.CATEGORY_IDS`` from the training set's metadata (when it has class
+    names and the config does not set them), so that the saved config.yaml alone names the labels."""
+    names = [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
+    if cfg.MODEL.CLASS_NAMES or not names:
+        return
+    try:
+        meta = data.metadata(cfg, names[0])
+    except Exception:  # noqa: BLE001 - the data pipeline reports a bad dataset itself, with its file
+        return
+    classes = getattr(meta, "classes", None)
+    if classes:
+        cfg.MODEL.CLASS_NAMES = [str(c) for c in classes]
+        cfg.MODEL.CATEGORY_IDS = [int(c) for c in getattr(meta, "label_to_category_id", None) or []]
+
+
 def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None) -> int:
     """Build and run the trainer on this rank; 0 (finished or stopped by a signal) or 1 (non-finite loss)."""
     cfg = config_from_dict(cfg_dict)
-    cfg.freeze()
     data = data or DataSource()
+    absolute_paths(cfg)  # config.yaml (and the checkpoints' config) must work from any folder
+    _record_label_names(cfg, data)
+    cfg.freeze()
     rank, world = dist.get_rank(), dist.get_world_size()
     out = Path(cfg.OUTPUT_DIR)
     # Rank 0 decides (resume or not) and tells the others, so a shared folder gives one answer.
     resume = dist.all_gather_object(decide_resume(cfg, opts.resume, opts.overwrite) if rank == 0 else None)[0]
+    stale: list[Path] = []
     if rank == 0:
+        stale = remove_stale_temporaries(out)  # left by a kill during a checkpoint write of this folder
         write_config(cfg)
     dist.barrier()
     setup_logging(out)
+    if rank == 0 and stale:
+        logger.info(
+            "removed %d temporary files left by an interrupted checkpoint write: %s",
+            len(stale),
+            ", ".join(p.name for p in stale),
+        )
     set_deterministic(cfg.DETERMINISTIC)
     seed_all(cfg.SEED + rank)
     device = resolve_device(cfg.MODEL.DEVICE)
@@ -275,7 +302,16 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     hooks: list[HookBase] = [MetricsHook(cfg.VISDOM_AND_LOG_INTERVAL, progress=opts.progress)]
     if eval_hook is not None:
         hooks.append(eval_hook)
-    hooks.append(CheckpointHook(str(out), s.CHECKPOINT_PERIOD, config_to_dict(cfg), eval_hook))
+    hooks.append(
+        CheckpointHook(
+            str(out),
+            s.CHECKPOINT_PERIOD,
+            config_to_dict(cfg),
+            eval_hook,
+            every_iters=s.CHECKPOINT_ITERS,
+            every_minutes=s.CHECKPOINT_MINUTES,
+        )
+    )
     hooks.extend(h() if callable(h) and not isinstance(h, HookBase) else h for h in opts.extra_hooks)
     trainer.register_hooks(hooks)
     try:

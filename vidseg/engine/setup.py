@@ -27,6 +27,8 @@ __all__ = [
     "set_deterministic",
     "resolve_device",
     "per_rank_batch_size",
+    "absolute_paths",
+    "PATH_KEYS",
 ]
 
 logger = logging.getLogger("vidseg")
@@ -42,6 +44,18 @@ _RUN_KEYS = (
     "DATALOADER.NUM_WORKERS",
     "MODEL.DEVICE",
     "DATASETS.ROOT",
+    "MODEL.CLASS_NAMES",  # filled in from the training set by the run itself
+    "MODEL.CATEGORY_IDS",
+)
+# Path keys made absolute in a run's config, so that OUTPUT_DIR/config.yaml works from any folder.
+PATH_KEYS = (
+    "OUTPUT_DIR",
+    "MODEL.WEIGHTS",
+    "DATASETS.ROOT",
+    "DATASETS.CUSTOM_TRAIN_JSON",
+    "DATASETS.CUSTOM_TRAIN_IMAGES",
+    "DATASETS.CUSTOM_VAL_JSON",
+    "DATASETS.CUSTOM_VAL_IMAGES",
 )
 
 
@@ -60,9 +74,33 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _absolute(value: Any) -> Any:
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def absolute_paths(cfg: Any) -> None:
+    """Make the :data:`PATH_KEYS` of ``cfg`` (not frozen) absolute, against the current folder; an empty
+    ``DATASETS.ROOT`` becomes the root it stands for (``$VIDSEG_DATASETS``, else ``./datasets``)."""
+    for key in PATH_KEYS:
+        node, leaf = cfg, key
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        if key == "DATASETS.ROOT" and not node[leaf]:
+            node[leaf] = os.environ.get("VIDSEG_DATASETS") or "datasets"
+        node[leaf] = _absolute(node[leaf])
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
-    """Keys whose values differ between two config dicts, ignoring the run keys."""
+    """Keys whose values differ between two config dicts, ignoring the run keys (paths compare absolute:
+    a run's config.yaml stores them so)."""
     a, b = _flat(old), _flat(new)
+    for d in (a, b):
+        for k in PATH_KEYS:
+            if k in d:
+                d[k] = _absolute(d[k])
     keys = sorted(set(a) | set(b))
     return [k for k in keys if k not in _RUN_KEYS and a.get(k) != b.get(k)]
 
@@ -125,7 +163,7 @@ class _TqdmHandler(logging.StreamHandler):
 
 def setup_logging(output_dir: str | os.PathLike | None, console: bool = True) -> logging.Logger:
     """``vidseg`` logger: rank 0 logs INFO to ``output_dir/log.txt`` (appended) and the console; other ranks
-    log warnings only."""
+    log warnings to the console and errors also to that ``log.txt``."""
     log = logging.getLogger("vidseg")
     for h in list(log.handlers):
         if getattr(h, "_vidseg", False):
@@ -141,6 +179,11 @@ def setup_logging(output_dir: str | os.PathLike | None, console: bool = True) ->
     if main and output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8"))
+    elif output_dir is not None:
+        # Other ranks add their errors (one line each) to rank 0's log: the file opens only when one comes.
+        err = logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8", delay=True)
+        err.setLevel(logging.ERROR)
+        handlers.append(err)
     for h in handlers:
         h.setFormatter(fmt)
         h._vidseg = True  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-# Imported on first use: the metric alone (``vidseg evaluate``) does not need them.
+# Imported on first use: the metric alone (``vidseg score``) does not need them.
 _LAZY = {
     "DatasetEvaluator": "vidseg.evaluation.evaluator",
     "YTVISEvaluator": "vidseg.evaluation.evaluator",

@@ -509,3 +509,59 @@ def load_results(
         )
     _frame_length_warning(n_len_bad, "result entries", source)
     return out
+
+
+def warn_unusual_results(dts: Sequence[DTTrack], gt: GroundTruth) -> None:
+    """Warn (naming the first entries) about predictions that are scored as the official code scores them
+    but are probably wrong: an RLE ``size`` other than its video's ``[height, width]`` (the official code
+    hangs on some such files) and a NaN ``score`` (NaN has no rank: where such a track falls in the
+    ranking is arbitrary). Vectorised over all frames: a few milliseconds for YouTube-VIS sized results."""
+    if not dts:
+        return
+    source = dts[0].source
+    scores = np.fromiter((d.score for d in dts), dtype=np.float64, count=len(dts))
+    nan = np.flatnonzero(np.isnan(scores))
+    if len(nan):
+        warnings.warn(
+            f"{source}: {len(nan)} entries have a NaN 'score' ({_first_entries(dts, nan)}); their place in "
+            "the ranking is arbitrary",
+            stacklevel=2,
+        )
+    sizes = [d.sizes if d.sizes is not None else _frame_sizes(d.frames) for d in dts]
+    expected = [gt.video_sizes.get(d.video_id) for d in dts]
+    counts = np.fromiter(
+        (len(z) if e is not None else 0 for z, e in zip(sizes, expected)), np.int64, len(dts)
+    )
+    if not counts.any():
+        return
+    given = np.concatenate([z for z, e in zip(sizes, expected) if e is not None and len(z)]).reshape(-1, 2)
+    # One int64 per (h, w): a 1-D repeat and compare, several times faster than on [F, 2] rows.
+    code = given[:, 0] << 32 | given[:, 1]
+    want = np.array([(e[0] << 32) | e[1] for e, n in zip(expected, counts) if n], dtype=np.int64)
+    wrong_frame = code != np.repeat(want, counts[counts > 0])
+    if not wrong_frame.any():
+        return
+    track_of_frame = np.repeat(np.arange(len(dts)), counts)
+    bad = np.unique(track_of_frame[wrong_frame])
+    k = int(np.flatnonzero(wrong_frame)[0])  # the first wrong frame (of track bad[0])
+    first = dts[int(bad[0])]
+    j = k - int(counts[: bad[0]].sum())  # its position among the track's given frames
+    frame = int(first.present_t[j]) if first.present_t is not None else j
+    h, w = gt.video_sizes[first.video_id]
+    warnings.warn(
+        f"{source}: {len(bad)} entries have RLE masks whose 'size' is not their video's size "
+        f"({_first_entries(dts, bad)}); entry {first.index}: segmentations[{frame}] has size "
+        f"{given[k].tolist()}, video {first.video_id!r} is [{h}, {w}]. They are scored as the official code "
+        "scores them; check that the masks were pasted back at the original video size",
+        stacklevel=2,
+    )
+
+
+def _first_entries(dts: Sequence[DTTrack], idx: np.ndarray, n: int = 5) -> str:
+    shown = ", ".join(str(dts[i].index) for i in idx[:n])
+    return f"entr{'y' if len(idx) == 1 else 'ies'} {shown}{' ...' if len(idx) > n else ''}"
+
+
+def _frame_sizes(frames: list) -> np.ndarray:
+    out = [f["size"] for f in frames if isinstance(f, Mapping) and "size" in f]
+    return np.array(out, dtype=np.int64).reshape(-1, 2)

@@ -36,6 +36,7 @@ from vidseg.evaluation.ytvis_data import (
     GTTrack,
     load_ground_truth,
     load_results,
+    warn_unusual_results,
     without_gc,
 )
 
@@ -155,11 +156,13 @@ def evaluate_ytvis(
         gt = gt if isinstance(gt, GroundTruth) else load_ground_truth(gt)
         if not gt.has_annotations:
             raise EvalInputError(f"{gt.source}: has no 'annotations'; there is nothing to score against")
+        is_loaded = isinstance(results, list) and results and isinstance(results[0], DTTrack)
         if background is not None:
             dts = background.get(gt)
         else:
-            is_loaded = isinstance(results, list) and results and isinstance(results[0], DTTrack)
             dts = results if is_loaded else load_results(results, gt)
+        if not is_loaded:  # loaded tracks were checked by whoever loaded them
+            warn_unusual_results(dts, gt)
     finally:
         if background is not None:
             background.close()
@@ -207,6 +210,7 @@ def evaluate_ytvis2022(
     """
     full = gt_full if isinstance(gt_full, GroundTruth) else load_ground_truth(gt_full)
     dts = load_results(results, full)
+    warn_unusual_results(dts, full)
     short = evaluate_ytvis(gt_short, dts, progress=progress, workers=workers)
     long_ = evaluate_ytvis(gt_long, dts, progress=progress, workers=workers)
     return {"short": short, "long": long_, "mAP": (short.stats["AP"] + long_.stats["AP"]) / 2}

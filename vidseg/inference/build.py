@@ -50,8 +50,21 @@ def load_predictor_weights(model: nn.Module, path: str | Path, arch: str = "") -
 
 
 def metadata_from_config(cfg: Any) -> tuple[list[str] | None, list[int] | None]:
-    """Class names and category ids of ``DATASETS.TEST[0]``, else ``DATASETS.TRAIN[0]``; ``(None, None)``
-    (with a warning) when neither has readable metadata."""
+    """Class names and category ids: ``MODEL.CLASS_NAMES`` / ``MODEL.CATEGORY_IDS`` when set (a run's
+    config.yaml has them: no annotation file is read), else those of ``DATASETS.TEST[0]``, else
+    ``DATASETS.TRAIN[0]``; ``(None, None)`` (with a warning) when neither has readable metadata."""
+    model = getattr(cfg, "MODEL", None)
+    names_by_label = list(getattr(model, "CLASS_NAMES", []) or [])
+    if names_by_label:
+        ids = list(getattr(model, "CATEGORY_IDS", []) or [])
+        if ids and len(ids) != len(names_by_label):
+            warnings.warn(
+                f"MODEL.CATEGORY_IDS has {len(ids)} ids for {len(names_by_label)} MODEL.CLASS_NAMES: "
+                "category id = label + 1",
+                stacklevel=2,
+            )
+            ids = []
+        return [str(n) for n in names_by_label], ([int(i) for i in ids] or None)
     names = [*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN]
     if not names:
         return None, None

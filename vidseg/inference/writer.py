@@ -112,6 +112,6 @@ def render_result_streaming(
                 rle = tr.masks[t] if t < len(tr.masks) else None
                 m = decode_segmentation(rle, result.height, result.width) if rle else None
                 if m is not None and m.any():
-                    overlays.append(Overlay(m, track_colour(tid), texts[tid]))
+                    overlays.append(Overlay(m, track_colour(tid), texts[tid], float(tr.score)))
             writer.write(draw_overlays(frame, overlays) if overlays else frame)
     return Path(out_path)

@@ -127,7 +127,10 @@ def build_model(cfg: Any, metadata: Any = None):
 
     name = cfg.MODEL.META_ARCHITECTURE
     build = _method(name).resolve("build")
-    if metadata is None:
+    if cfg.MODEL.get("CLASS_NAMES"):
+        # A run's config.yaml names its classes: the model needs no annotation file (prediction elsewhere).
+        metadata = _config_metadata(cfg)
+    elif metadata is None:
         metadata = _catalog_metadata(cfg)
     bundle = build(cfg, metadata)
     if not isinstance(bundle, ModelBundle):
@@ -135,6 +138,17 @@ def build_model(cfg: Any, metadata: Any = None):
     if not hasattr(bundle.criterion, "weight_dict"):
         raise TypeError(f"the criterion of {name!r} has no weight_dict")
     return bundle
+
+
+def _config_metadata(cfg: Any) -> Any:
+    """The classes the config itself names (``MODEL.CLASS_NAMES`` / ``MODEL.CATEGORY_IDS``)."""
+    from types import SimpleNamespace
+
+    classes = [str(c) for c in cfg.MODEL.CLASS_NAMES]
+    ids = [int(c) for c in cfg.MODEL.get("CATEGORY_IDS", [])] or list(range(1, len(classes) + 1))
+    return SimpleNamespace(
+        name="MODEL.CLASS_NAMES", classes=classes, num_classes=len(classes), label_to_category_id=ids
+    )
 
 
 def _catalog_metadata(cfg: Any) -> Any:

@@ -20,17 +20,19 @@ from vidseg.data.video_io import FrameSource, write_video
 from vidseg.structures.masks import decode_segmentation
 from vidseg.structures.results import VideoResult
 
-__all__ = ["Overlay", "track_colour", "draw_overlays", "overlays_from_result", "overlays_from_record",
-           "render_video", "render_result_to_file"]  # fmt: skip
+__all__ = ["Overlay", "track_colour", "draw_overlays", "place_labels", "overlays_from_result",
+           "overlays_from_record", "render_video", "render_result_to_file"]  # fmt: skip
 
 
 @dataclass
 class Overlay:
-    """One mask to draw on one frame: ``mask [H, W]`` bool, its RGB colour and its label text."""
+    """One mask to draw on one frame: ``mask [H, W]`` bool, its RGB colour and its label text. Labels are
+    placed by decreasing ``priority`` (the track score): the best track gets the best spot."""
 
     mask: np.ndarray
     colour: tuple[int, int, int]
     text: str
+    priority: float = 0.0
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
@@ -49,8 +51,64 @@ def _edges(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+def _overlap(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(
+    masks: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], priority: Sequence[float] | None = None
+) -> list[Box | None]:
+    """A box for each label: at its own mask, inside the frame, clear of the other labels where possible.
+
+    Args:
+        masks: ``bool [H, W]`` per label (all of one frame).
+        sizes: ``(width, height)`` of each label box.
+        priority: labels are placed in decreasing order (the best first); default: the given order.
+
+    Returns:
+        per label ``(x0, y0, x1, y1)`` in pixels (None for an empty mask). Candidates, in order: above the
+        mask (centred on it, then at its left and right ends), below it, on its centre and the rows around
+        it, beside it; each clamped into the frame. The first that meets no placed label wins, else the one
+        that overlaps placed labels least.
+    """
+    n = len(masks)
+    order = sorted(range(n), key=lambda i: -(priority[i] if priority is not None else -i))
+    placed: list[Box] = []
+    out: list[Box | None] = [None] * n
+    for i in order:
+        m = masks[i]
+        ys, xs = np.nonzero(m)
+        if not ys.size:
+            continue
+        fh, fw = m.shape
+        w, h = sizes[i]
+        x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+        cx, cy = int(xs.mean()), int(ys.mean())
+        mid, up, down = cx - w // 2, y0 - h - 1, y1 + 1
+        cands = [(mid, up), (x0, up), (x1 - w, up), (mid, down), (x0, down), (x1 - w, down)]
+        cands += [(mid, cy - h // 2 + k * (h + 1)) for k in (0, -1, 1, -2, 2, -3, 3)]
+        cands += [(x1 + 1, cy - h // 2), (x0 - w - 1, cy - h // 2)]
+        best, best_cost = None, None
+        for cx0, cy0 in cands:
+            bx = min(max(0, cx0), max(0, fw - w))
+            by = min(max(0, cy0), max(0, fh - h))
+            box = (bx, by, bx + w, by + h)
+            cost = sum(_overlap(box, p) for p in placed)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = box, cost
+            if cost == 0:
+                break
+        assert best is not None
+        placed.append(best)
+        out[i] = best
+    return out
+
+
 def draw_overlays(frame: np.ndarray, overlays: Sequence[Overlay], alpha: float = 0.45) -> np.ndarray:
-    """Blend each mask in its colour, outline it, and write its text above its top-left corner."""
+    """Blend each mask in its colour, outline it, and write its text at it (see :func:`place_labels`)."""
     out = frame.astype(np.float32)
     for ov in overlays:
         if ov.mask.shape != frame.shape[:2]:
@@ -61,17 +119,18 @@ def draw_overlays(frame: np.ndarray, overlays: Sequence[Overlay], alpha: float =
     img = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    for ov in overlays:
-        ys, xs = np.nonzero(ov.mask)
-        if not ys.size or not ov.text:
-            continue
-        x0, y0 = int(xs.min()), int(ys.min())
+    labelled = [ov for ov in overlays if ov.text]
+    sizes = []
+    for ov in labelled:
         box = draw.textbbox((0, 0), ov.text, font=font)
-        tw, th = box[2] - box[0], box[3] - box[1]
-        x = min(max(0, x0), max(0, img.width - tw - 2))
-        y = y0 - th - 3 if y0 - th - 3 >= 0 else min(y0 + 1, max(0, img.height - th - 3))
-        draw.rectangle([x, y, x + tw + 2, y + th + 3], fill=ov.colour)
-        draw.text((x + 1, y), ov.text, fill=(0, 0, 0), font=font)
+        sizes.append((box[2] - box[0] + 3, box[3] - box[1] + 4))
+    boxes = place_labels([ov.mask for ov in labelled], sizes, [ov.priority for ov in labelled])
+    # The best label is drawn last: where labels cannot all be kept apart, it stays readable.
+    for ov, box in sorted(zip(labelled, boxes), key=lambda p: p[0].priority):
+        if box is None:
+            continue
+        draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=ov.colour)
+        draw.text((box[0] + 1, box[1]), ov.text, fill=(0, 0, 0), font=font)
     return np.asarray(img)
 
 
@@ -93,7 +152,7 @@ def overlays_from_result(
         for t, rle in enumerate(tr.masks):
             m = decode_segmentation(rle, result.height, result.width) if rle else None
             if m is not None and m.any():
-                frames[t].append(Overlay(m, track_colour(tid), text))
+                frames[t].append(Overlay(m, track_colour(tid), text, float(tr.score)))
     return frames
 
 

@@ -1,10 +1,11 @@
-"""``vidseg evaluate``: score a results JSON against a ground-truth JSON (official YouTube-VIS metric)."""
+"""``vidseg score``: score a results JSON against a ground-truth JSON (official YouTube-VIS metric)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 
 DESCRIPTION = (
     "Score a YouTube-VIS / OVIS results JSON against a ground-truth JSON. The numbers are those of "
@@ -12,9 +13,9 @@ DESCRIPTION = (
     "youtubevos/cocoapi code (and the OVIS fork with --ovis), quirks included; see docs/evaluation.md."
 )
 EPILOG = """examples:
-  vidseg evaluate annotations/valid_sub.json output/inference/results.json
-  vidseg evaluate ovis_valid.json results.json --ovis --per-category --json scores.json
-  vidseg evaluate gt.json results.json --ytvis2022 gt_short.json gt_long.json
+  vidseg score annotations/valid_sub.json output/inference/results.json
+  vidseg score ovis_valid.json results.json --ovis --per-category --json scores.json
+  vidseg score gt.json results.json --ytvis2022 gt_short.json gt_long.json
 
 The table shows values x100 ('-' where undefined: no ground truth in any category of that range).
 --json writes the raw official values (fractions; -1 where undefined)."""
@@ -76,26 +77,39 @@ def _per_category(res) -> str:
     return "\n".join(lines)
 
 
+def _score(args: argparse.Namespace, evaluate_ytvis, evaluate_ytvis2022) -> tuple:
+    """``(raw output, {part name: EvalResult}, report dict)``."""
+    out = None
+    if args.ytvis2022:
+        out = evaluate_ytvis2022(
+            args.gt, *args.ytvis2022, args.results, progress=not args.no_progress, workers=args.workers
+        )
+        parts = {"short": out["short"], "long": out["long"]}
+        report: dict = {"mAP": out["mAP"], **{k: v.to_dict() for k, v in parts.items()}}
+    else:
+        res = evaluate_ytvis(
+            args.gt, args.results, ovis=args.ovis, progress=not args.no_progress, workers=args.workers
+        )
+        parts = {"": res}
+        report = res.to_dict()
+    return out, parts, report
+
+
 def run(args: argparse.Namespace) -> int:
     from vidseg.evaluation.ytvis_data import EvalInputError
     from vidseg.evaluation.ytvis_eval import evaluate_ytvis, evaluate_ytvis2022
 
+    caught: list = []
     try:
-        if args.ytvis2022:
-            out = evaluate_ytvis2022(
-                args.gt, *args.ytvis2022, args.results, progress=not args.no_progress, workers=args.workers
-            )
-            parts = {"short": out["short"], "long": out["long"]}
-            report: dict = {"mAP": out["mAP"], **{k: v.to_dict() for k, v in parts.items()}}
-        else:
-            res = evaluate_ytvis(
-                args.gt, args.results, ovis=args.ovis, progress=not args.no_progress, workers=args.workers
-            )
-            parts = {"": res}
-            report = res.to_dict()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out, parts, report = _score(args, evaluate_ytvis, evaluate_ytvis2022)
     except (EvalInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"vidseg score: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        for w in caught:  # one line each, without the source line Python's default format adds
+            print(f"vidseg score: warning: {w.message}", file=sys.stderr)
     to_stdout = args.json == "-"
     text = []
     for name, res in parts.items():
