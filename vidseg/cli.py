@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convert an official DeVIS / Deformable DETR checkpoint to vidseg",
     ),
     "config": ("vidseg.commands.config", "print a resolved config (with _BASE_ and KEY VALUE overrides)"),
+    "visdom": ("vidseg.commands.visdom", "start a Visdom server on loopback, its page's scripts from npm"),
+    "plot": ("vidseg.commands.plot", "draw the training curves of one or more runs into a PNG"),
 }
 
 
