@@ -6,6 +6,7 @@ runs: one column per run, the same four rows, each row on one y range so the run
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,23 @@ def _draw_panel(ax, series: dict, keys: tuple[str, ...], log: bool) -> int:
             n += 1
     if log and n:
         ax.set_yscale("log")
+        _plain_log_labels(ax)
     return n
+
+
+def _plain_log_labels(ax) -> None:
+    """Log-axis labels as plain numbers (20, 0.001) instead of 2x10^1, the minor ticks at 2 and 5 labelled
+    too (a loss rarely spans several decades)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v: float, _pos: int) -> str:
+        if v <= 0:
+            return ""
+        lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
+        return f"{v:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def plot_runs(runs: Sequence[tuple[str, Sequence[dict]]], out_path: str | os.PathLike) -> Path:
@@ -69,7 +86,11 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict]]], out_path: str | os.Pat
     rows, cols = (2, 2) if single else (len(PANELS), n)
     fig = Figure(figsize=(12, 8) if single else (4.6 * n, 3.2 * len(PANELS)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False, sharey="row" if not single else False)
+    # One iteration axis for all panels of a run (evaluations line up under the loss); one y range per row
+    # when runs are compared.
+    axes = fig.subplots(
+        rows, cols, squeeze=False, sharex=True if single else "col", sharey=not single and "row"
+    )
     for c, (name, records) in enumerate(runs):
         series = _series(records)
         for p, (title, keys, ylabel, log) in enumerate(PANELS):
@@ -77,6 +98,7 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict]]], out_path: str | os.Pat
             drawn = _draw_panel(ax, series, keys, log)
             ax.set_title(title if single else f"{name}: {title}", fontsize=10)
             ax.set_xlabel(GROUPS[keys[0]].xlabel)
+            ax.tick_params(labelbottom=True)
             ax.set_ylabel(ylabel)
             ax.grid(True, which="major", alpha=0.35)
             if drawn:

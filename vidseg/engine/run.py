@@ -188,9 +188,8 @@ def _writers(cfg: CfgNode, resume_iter: int | None) -> list[Any]:
     writers: list[Any] = [jsonl, CurvesWriter(out / "curves.png", name, history)]
     if cfg.VISDOM_ON:
         v = VisdomWriter(cfg.VISDOM_SERVER, cfg.VISDOM_PORT, name, history if cfg.RESUME_VIS else None)
-        if v.enabled:
+        if v.enabled:  # the server may be down: the writer retries at each write
             writers.append(v)
-            logger.info("Visdom: %s:%d env %r", cfg.VISDOM_SERVER, cfg.VISDOM_PORT, name)
     if cfg.TENSORBOARD_ON:
         writers.append(TensorBoardWriter(out / "tensorboard", resume_iter=resume_iter))
     return writers

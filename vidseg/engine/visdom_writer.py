@@ -37,6 +37,11 @@ def _client_class() -> type:
         def _handle_post(self, url: str, data: Any = None) -> str:
             return self.session.post(url, data=data or {}, timeout=self.timeout_s).text
 
+        def win_exists(self, win: str, env: str | None = None) -> bool | None:
+            # The stock one prints "Error connecting to Visdom server!" and returns None; raise instead.
+            e = self._win_exists_wrap(win, env)
+            return {"true": True, "false": False}.get(e)
+
     return _Client
 
 
@@ -82,6 +87,7 @@ class VisdomWriter:
         # The client logs a warning for every client without an incoming socket and for each new HTTP session.
         logging.getLogger("visdom").setLevel(logging.CRITICAL)
         if self._connect():
+            logger.info("Visdom: plots of this run at %s/env/%s", self.where, self.env)
             self._redraw()
         if not self.up:
             self._went_away("is unreachable")
@@ -192,7 +198,9 @@ class VisdomWriter:
         if not self.up:
             if not self._connect():
                 return
-            logger.warning("Visdom server %s is back: windows redrawn", self.where)
+            logger.warning(
+                "Visdom server %s is back: windows redrawn (%s/env/%s)", self.where, self.where, self.env
+            )
             self._warned = False
             self._redraw()
             return
