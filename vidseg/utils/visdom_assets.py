@@ -217,8 +217,9 @@ def install_assets(
     cache: str | os.PathLike | None = None,
     timeout_s: float = 120.0,
     log=print,
+    packages: tuple[Package, ...] = PACKAGES,
 ) -> list[str]:
-    """Install every missing file of :data:`PACKAGES` under ``static`` (default: visdom's own). Returns the
+    """Install every missing file of ``packages`` under ``static`` (default: visdom's own). Returns the
     files written. Raises ``OSError`` (unreachable registry, missing tarball) or ``ValueError`` (hash
     mismatch) naming the package; files of packages already checked stay in place."""
     static = Path(static) if static is not None else static_dir()
@@ -226,7 +227,7 @@ def install_assets(
     cache_dir = Path(cache) if cache is not None else default_cache()
     registry = (registry or default_registry()).rstrip("/")
     written: list[str] = []
-    for pkg in PACKAGES:
+    for pkg in packages:
         todo = {s: d for s, d in pkg.files.items() if not (static / d).is_file()}
         if not todo:
             continue
