@@ -11,6 +11,7 @@ import signal
 
 import numpy as np
 import pytest
+from engine_standins import StandinData, toy_cfg
 from monitor_helpers import (
     VisdomServer,
     chromium,
@@ -23,6 +24,8 @@ from PIL import Image
 
 from vidseg.engine.launch import free_port
 from vidseg.engine.metric_groups import GROUPS
+from vidseg.engine.run import RunOptions, run_train
+from vidseg.engine.visdom_writer import VisdomWriter
 
 visdom = pytest.importorskip("visdom")
 # The test's own client (reading the windows back) uses the deprecated logger.warn.
@@ -126,16 +129,17 @@ def _visdom_lines(log: str) -> list[str]:
     return [x for x in log.splitlines() if "visdom" in x.lower()]
 
 
-def test_absent_server_one_warning_and_the_run_finishes(tmp_path):
+def test_absent_server_one_warning_and_the_run_finishes(tmp_path, capfd):
     out = tmp_path / "run"
-    proc = _run(out, free_port())  # nothing listens there
-    log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, log
+    cfg = toy_cfg(out, *SERVER_OPTS, "VISDOM_PORT", free_port())  # nothing listens there
+    assert run_train(cfg, RunOptions(progress=False), data=StandinData()) == 0
+    log = "".join(capfd.readouterr())
     lines = _visdom_lines(log)
     assert len(lines) == 1, log
     assert "WARNING" in lines[0] and "unreachable" in lines[0] and "training goes on" in lines[0]
     for noise in ("Traceback", "waiting", "Exception in user code"):
         assert noise not in log
+    assert _visdom_lines((out / "log.txt").read_text()) == [lines[0].strip()]
     assert len(_records(out)) == 8  # 6 train + 2 eval records
     assert (out / "checkpoint.pth").is_file() and (out / "curves.png").is_file()
 
@@ -169,3 +173,39 @@ def test_server_killed_mid_run_one_warning_one_recovery_windows_complete(tmp_pat
     assert len(train) == 12
     viz = visdom.Visdom(server="http://127.0.0.1", port=server.port, env=out.name, use_incoming_socket=False)
     assert _window(viz, out.name, "loss")["total"][0] == [r["iter"] for r in train]
+
+
+def test_history_is_redrawn_into_the_same_window(server):
+    """RESUME_VIS: a resumed run's writer gets metrics.jsonl (cut at the checkpoint) and redraws it first."""
+    history = [{"type": "train", "iter": i, "loss": 10.0 - i, "lr_base": 1e-3} for i in (1, 2, 3)]
+    history.append({"type": "eval", "iter": 3, "epoch": 1, "segm/AP": 5.0})
+    w = VisdomWriter("http://127.0.0.1", server.port, "env_resumed", history)
+    w.write_train(4, {"loss": 5.0, "lr_base": 1e-4})
+    viz = visdom.Visdom(
+        server="http://127.0.0.1", port=server.port, env="env_resumed", use_incoming_socket=False
+    )
+    assert _window(viz, "env_resumed", "loss")["total"] == ([1, 2, 3, 4], [9.0, 8.0, 7.0, 5.0])
+    assert _window(viz, "env_resumed", "lr")["base"][0] == [1, 2, 3, 4]
+    assert _window(viz, "env_resumed", "eval")["segm/AP"] == ([3], [5.0])
+
+
+@pytest.mark.slow  # ~20 s, two training subprocesses; the in-process test above covers the redraw
+def test_resume_draws_into_the_same_windows_without_repeated_points(tmp_path, server):
+    out = tmp_path / "run_resumed"
+    proc = _run(out, server.port, gates="5")  # killed at iteration 5; the last checkpoint is at iteration 3
+    try:
+        wait_for(lambda: (tmp_path / "gate_at_5").exists(), proc, what="iteration 5")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    viz = visdom.Visdom(server="http://127.0.0.1", port=server.port, env=out.name, use_incoming_socket=False)
+    assert _window(viz, out.name, "loss")["total"][0] == [1, 2, 3, 4, 5]
+
+    proc = _run(out, server.port, resume=True)  # RESUME_VIS True (the default)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0 and "resumed from" in log, log
+    train = [r for r in _records(out) if r["type"] == "train"]
+    xs, ys = _window(viz, out.name, "loss")["total"]
+    assert xs == [r["iter"] for r in train] == [1, 2, 3, 4, 5, 6]  # 4 and 5 of the killed run are gone
+    assert ys == pytest.approx([r["loss"] for r in train], rel=1e-9)
+    assert _window(viz, out.name, "eval")["segm/AP"][0] == [3, 6]
