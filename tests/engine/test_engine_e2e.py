@@ -31,7 +31,7 @@ def test_quickstart_then_eval_only(tmp_path):
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "prediction:" in p.stdout and "segm/AP" in p.stdout
-    assert f"curves:      {out / 'run' / 'curves.png'}" in p.stdout  # the quickstart says where the picture is
+    assert f"curves:      {out / 'run' / 'curves.png'}" in p.stdout  # where the picture is
     assert "train:" in p.stderr  # the progress bar
     run = out / "run"
     for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoint.pth", "curves.png"):

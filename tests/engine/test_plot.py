@@ -107,7 +107,9 @@ def test_groups_keep_units_apart():
     assert g["time"] == {"iter_time": 0.3, "data_time": 0.01}
     assert g["memory"] == {"peak memory": 455.0}
     assert "iter" not in str(g.get("other", {}))
-    assert split_eval({"type": "eval", "iter": 3, "segm/AP": 1.0, "segm/AR10": 2.0}) == {
+    rec = {"type": "eval", "iter": 3, "segm/AP": 1.0, "segm/AR10": 2.0, "segm/APs": 3.0, "segm/AP-star": 4.0}
+    assert split_eval(rec) == {
         "eval": {"segm/AP": 1.0},
         "eval_ar": {"segm/AR10": 2.0},
+        "eval_detail": {"segm/APs": 3.0, "segm/AP-star": 4.0},
     }

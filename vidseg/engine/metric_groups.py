@@ -40,7 +40,10 @@ TRAIN_GROUPS = (
 EVAL_GROUPS = (
     Group("eval", "Evaluation: AP", "AP (%)", False),
     Group("eval_ar", "Evaluation: AR", "AR (%)", False),
+    Group("eval_detail", "Evaluation: per object size and category", "metric (%)", False),
 )
+_MAIN_AP = ("AP", "AP50", "AP75")
+_MAIN_AR = ("AR1", "AR10", "AR100")
 GROUPS = {g.key: g for g in TRAIN_GROUPS + EVAL_GROUPS}
 
 AUX_TRACE = "aux layers (sum)"
@@ -86,11 +89,13 @@ def split_train(scalars: dict[str, float]) -> dict[str, dict[str, float]]:
 
 
 def split_eval(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
-    """``{"eval": {"segm/AP": ..., "segm/AP50": ...}, "eval_ar": {"segm/AR1": ...}}`` of one eval record."""
+    """``{"eval": {"segm/AP", "segm/AP50", "segm/AP75"}, "eval_ar": {"segm/AR1", "segm/AR10", ...},
+    "eval_detail": {"segm/APs", "segm/AP-<category>", ...}}`` of one eval record (values by key)."""
     out: dict[str, dict[str, float]] = {}
     for k, v in metrics.items():
         if k in ("type", "iter", "epoch") or not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
-        group = "eval_ar" if k.split("/")[-1].startswith("AR") else "eval"
+        last = k.split("/")[-1]
+        group = "eval" if last in _MAIN_AP else "eval_ar" if last in _MAIN_AR else "eval_detail"
         out.setdefault(group, {})[k] = float(v)
     return out
