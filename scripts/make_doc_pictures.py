@@ -122,7 +122,7 @@ def main() -> int:
             url = f"http://127.0.0.1:{server[1]}/env/run"  # the env is the run folder's name
             shot = IMAGES / "visdom_page.png"
             browser = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-            browser += ["--window-size=1080,1180", "--virtual-time-budget=15000", f"--screenshot={shot}", url]
+            browser += ["--window-size=1300,1600", "--virtual-time-budget=15000", f"--screenshot={shot}", url]
             subprocess.run(browser, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
         if server is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,13 @@ def _client_class() -> type:
         def _handle_post(self, url: str, data: Any = None) -> str:
             return self.session.post(url, data=data or {}, timeout=self.timeout_s).text
 
+        drawn: set[str] = set()  # windows this client drew: an append needs no existence check
+
         def win_exists(self, win: str, env: str | None = None) -> bool | None:
-            # The stock one prints "Error connecting to Visdom server!" and returns None; raise instead.
+            # The stock one asks the server before every append, and on a connection error prints "Error
+            # connecting to Visdom server!" and returns None; the writer checks one window per write instead.
+            if win in self.drawn:
+                return True
             e = self._win_exists_wrap(win, env)
             return {"true": True, "false": False}.get(e)
 
@@ -72,6 +78,7 @@ class VisdomWriter:
         self.viz: Any = None
         self.up = False
         self._warned = False
+        self._next_try = 0.0  # time.monotonic() before which no reconnection is tried
         self.available = True
         for rec in history or []:
             self._add(rec.get("type"), float(rec.get("iter", 0)), rec)
@@ -110,6 +117,13 @@ class VisdomWriter:
 
     # ------------------------------------------------------------------ server
     def _connect(self) -> bool:
+        """One attempt. A refused connection fails at once and is retried at the next write; one that timed
+        out (a host that drops packets) is retried after 30 times the time it took (at least a minute), so a
+        dead remote server costs training about 3 % rather than a timeout at every logging interval."""
+        if time.monotonic() < self._next_try:
+            return False
+        t0 = time.monotonic()
+        self._client.timeout_s = self.timeout_s  # the constructor posts too
         try:
             client = self._client(
                 server=self.server,
@@ -118,8 +132,10 @@ class VisdomWriter:
                 use_incoming_socket=False,
                 raise_exceptions=True,
             )
-            client.timeout_s = self.timeout_s
         except Exception:  # ConnectionError, a bad URL, ...: the server is not there
+            took = time.monotonic() - t0
+            slow = took > min(1.0, self.timeout_s / 2)
+            self._next_try = time.monotonic() + (max(60.0, 30 * took) if slow else 0.0)
             return False
         self.viz, self.up = client, True
         return True
@@ -165,6 +181,7 @@ class VisdomWriter:
         g = GROUPS[key]
         self.viz.line(X=x, Y=y, win=self.window_id(key), env=self.env, opts=self._opts(g, legend))
         self._legends[key] = legend
+        self.viz.drawn.add(self.window_id(key))
 
     def _append(self, key: str) -> None:
         legend = self._legends.get(key)
@@ -172,16 +189,14 @@ class VisdomWriter:
         if legend is None or any(n not in legend for n in traces):  # a new trace: redraw the window
             self._draw(key)
             return
-        for n in legend:  # one append per trace: a missing value is no point rather than a NaN point
-            if n in traces:
-                self.viz.line(
-                    X=np.array([x]),
-                    Y=np.array([traces[n]]),
-                    win=self.window_id(key),
-                    env=self.env,
-                    name=n,
-                    update="append",
-                )
+        # One request per window; a trace without a value this time gets a null point (a gap).
+        y = np.array([[traces.get(n, math.nan) for n in legend]], dtype=np.float64)
+        xs = np.full_like(y, x)
+        if len(legend) == 1:
+            xs, y = xs[:, 0], y[:, 0]
+        self.viz.line(
+            X=xs, Y=y, win=self.window_id(key), env=self.env, update="append", opts={"legend": legend}
+        )
 
     def _redraw(self) -> None:
         try:
@@ -205,6 +220,10 @@ class VisdomWriter:
             self._redraw()
             return
         try:
+            probe = next(iter(self._legends), None)
+            if probe is not None and self.viz._win_exists_wrap(self.window_id(probe), self.env) != "true":
+                self._redraw()  # a server restarted between two writes: it has lost the windows
+                return
             for key in keys:
                 self._append(key)
             self.viz.save([self.env])
