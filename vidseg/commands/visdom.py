@@ -26,7 +26,12 @@ then train with:  vidseg train --config-file F VISDOM_ON True  and open the prin
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8090, help="port (default 8090, the VISDOM_PORT default)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: loopback)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="127.0.0.1 or localhost (the default) listen on loopback only; any other name listens on every "
+        "interface (visdom binds either loopback or all)",
+    )
     p.add_argument("--env-path", default=None, help="where envs are saved (default ~/.visdom)")
     p.add_argument("--from", dest="source", default=None, help="folder of npm tarballs (npm pack output)")
     p.add_argument("--registry", default=None, help="npm registry URL (default NPM_CONFIG_REGISTRY or npmjs)")

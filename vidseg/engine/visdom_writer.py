@@ -38,7 +38,7 @@ def _client_class() -> type:
         def _handle_post(self, url: str, data: Any = None) -> str:
             return self.session.post(url, data=data or {}, timeout=self.timeout_s).text
 
-        drawn: set[str] = set()  # windows this client drew: an append needs no existence check
+        drawn: frozenset[str] = frozenset()  # per client (set in _connect): windows it drew
 
         def win_exists(self, win: str, env: str | None = None) -> bool | None:
             # The stock one asks the server before every append, and on a connection error prints "Error
@@ -137,6 +137,7 @@ class VisdomWriter:
             slow = took > min(1.0, self.timeout_s / 2)
             self._next_try = time.monotonic() + (max(60.0, 30 * took) if slow else 0.0)
             return False
+        client.drawn = set()  # windows this client drew: their appends need no existence check
         self.viz, self.up = client, True
         return True
 
