@@ -74,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     static = va.static_dir()
     print(f"visdom page files: {len(written)} installed, all present in {static}", flush=True)
+    # index.html links static/../user/style.css (for user themes); without the file every page load logs an
+    # error. An empty one changes nothing else.
+    user_css = static.parent / "user" / "style.css"
+    if not user_css.is_file():
+        try:
+            user_css.parent.mkdir(exist_ok=True)
+            user_css.touch()
+        except OSError:
+            pass
     if args.fetch_only:
         return 0
     bad = _check_tornado()
