@@ -3,6 +3,8 @@ side; the grouping of the scalars into plots."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from engine_standins import StandinData, toy_cfg
@@ -21,7 +23,11 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("plot")
     a, b = root / "run_a", root / "run_b"
     assert run_train(toy_cfg(a), RunOptions(progress=False), data=StandinData()) == 0
-    assert run_train(toy_cfg(b, "SOLVER.BASE_LR", 3e-3), RunOptions(progress=False), data=StandinData()) == 0
+    # A second run for the side-by-side picture: the same records, the losses halved (no second training).
+    b.mkdir()
+    recs = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    halved = [{k: v / 2 if k.startswith("loss") else v for k, v in r.items()} for r in recs]
+    (b / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in halved))
     return a, b
 
 
