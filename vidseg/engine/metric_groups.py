@@ -1,5 +1,5 @@
-"""How the logged scalars are grouped into plots: one definition for Visdom windows, TensorBoard tags and
-``curves.png``.
+"""How the logged scalars are grouped into plots: one definition for the Visdom windows, the TensorBoard
+tags and ``curves.png``.
 
 A train record (``MetricsHook``: ``{"loss", "loss_ce", "loss_ce_0", "loss_ce_unscaled", "lr_base",
 "iter_time", "data_time", "grad_norm", "memory_mb", ...}``) is split into groups of traces of one unit, so
