@@ -22,8 +22,9 @@ measured: each script takes `--device cuda`. This file is rebuilt by `scripts/co
 | `benchmarks/heads.py` | mask head, matcher, criterion | [heads](#heads) |
 | `benchmarks/bench_data_pipeline.py` | clip loading and augmentation throughput | [data pipeline](#data-pipeline) |
 | `benchmarks/predictor.py` | streaming predictor vs whole-video inference | [predictor](#predictor) |
+| `benchmarks/monitoring.py` | metric writers (JSON lines, TensorBoard, Visdom, curves.png) per write | [monitoring](#monitoring) |
 EOF
-for n in evaluator msda models backbones heads data_pipeline predictor; do
+for n in evaluator msda models backbones heads data_pipeline predictor monitoring; do
   f="benchmarks/results/$n.md"
   [ -f "$f" ] || continue
   printf '\n<a id="%s"></a>\n\n' "${n//_/-}"

@@ -59,4 +59,9 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || ! "$PY" -c "import vi
   "$PY" -c "import vidseg, torch, pycocotools, av, yacs" # fail loudly if the install did not work
   touch "$STAMP"
 fi
+# The Visdom page's JavaScript/CSS (pinned npm tarballs, sha512-checked); visdom itself fetches them from CDNs.
+if "$PY" -c "import visdom" >/dev/null 2>&1; then
+  "$VENV/bin/vidseg" visdom --fetch-only >/dev/null 2>&1 ||
+    log "warning: the Visdom page's files were not installed (no npm registry?); see docs/training.md#visdom"
+fi
 log "environment ready: $VENV (python $("$PY" -c 'import sys; print(sys.version.split()[0])'), torch $("$PY" -c 'import torch; print(torch.__version__)'))"

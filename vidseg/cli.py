@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convert an official DeVIS / Deformable DETR checkpoint to vidseg",
     ),
     "config": ("vidseg.commands.config", "print a resolved config (with _BASE_ and KEY VALUE overrides)"),
+    "visdom": ("vidseg.commands.visdom", "start a Visdom server on loopback, its page's scripts from npm"),
+    "plot": ("vidseg.commands.plot", "draw the training curves of one or more runs into a PNG"),
 }
 # Old names that still work but are not listed: alias -> command.
 ALIASES: dict[str, str] = {"evaluate": "score"}

@@ -31,9 +31,10 @@ def test_quickstart_then_eval_only(tmp_path):
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "prediction:" in p.stdout and "segm/AP" in p.stdout
+    assert f"curves:      {out / 'run' / 'curves.png'}" in p.stdout  # where the picture is
     assert "train:" in p.stderr  # the progress bar
     run = out / "run"
-    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoint.pth"):
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoint.pth", "curves.png"):
         assert (run / name).is_file(), name
     res = json.loads((run / "eval_results" / "epoch_1" / "results.json").read_text())
     assert {r["video_id"] for r in res} == {1, 2}

@@ -129,6 +129,6 @@ def test_tensorboard_writer(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert "train/loss" in tags and "eval/segm/AP" in tags
+    assert "loss/total" in tags and "eval/segm/AP" in tags
     logged = [r["loss"] for r in _jsonl(tmp_path / "metrics.jsonl") if r["type"] == "train"]
-    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(logged, rel=1e-6)
+    assert [e.value for e in acc.Scalars("loss/total")] == pytest.approx(logged, rel=1e-6)

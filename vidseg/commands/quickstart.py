@@ -217,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  run:         {run_dir} (config.yaml, log.txt, metrics.jsonl, checkpoint.pth)")
     print(f"  results:     {eval_dir / 'results.json'} and results.zip")
     print(f"  metrics:     {summary or 'none'}")
+    if (run_dir / "curves.png").is_file():
+        print(f"  curves:      {run_dir / 'curves.png'} (vidseg plot {run_dir} redraws it)")
     if video is not None:
         print(f"  prediction:  {video}")
     return 0

@@ -108,5 +108,6 @@ _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms; bit-reproducible
 _C.VISDOM_ON = False  # plot to a Visdom server (env = basename of OUTPUT_DIR); unreachable: one warning
 _C.VISDOM_PORT = 8090
 _C.VISDOM_SERVER = "http://localhost"
+_C.RESUME_VIS = True  # a resumed run redraws its history into the same windows (DeVIS default: False)
 _C.VISDOM_AND_LOG_INTERVAL = 20  # iterations between metrics.jsonl / log.txt / Visdom / TensorBoard points
 _C.TENSORBOARD_ON = False  # also write TensorBoard events under OUTPUT_DIR/tensorboard

@@ -41,7 +41,7 @@ from vidseg.engine.setup import (
     write_config,
 )
 from vidseg.engine.trainer import HookBase, NonFiniteLossError, Trainer
-from vidseg.engine.writers import JSONLinesWriter, TensorBoardWriter, VisdomWriter
+from vidseg.engine.writers import CurvesWriter, JSONLinesWriter, TensorBoardWriter, VisdomWriter, read_records
 from vidseg.models import build_model, config_from_dict
 from vidseg.models.bundle import LazyMetadata
 from vidseg.utils import dist
@@ -191,15 +191,16 @@ def _make_eval_fn(cfg: CfgNode, bundle: Any, data: DataSource, model: torch.nn.M
 
 def _writers(cfg: CfgNode, resume_iter: int | None) -> list[Any]:
     out = Path(cfg.OUTPUT_DIR)
-    writers: list[Any] = [JSONLinesWriter(out / "metrics.jsonl", resume_iter=resume_iter)]
+    name = out.resolve().name  # the run's name: the Visdom env and the title of curves.png
+    jsonl = JSONLinesWriter(out / "metrics.jsonl", resume_iter=resume_iter)
+    history = read_records(jsonl.path) if resume_iter is not None else []  # truncated at resume_iter
+    writers: list[Any] = [jsonl, CurvesWriter(out / "curves.png", name, history)]
     if cfg.VISDOM_ON:
-        env = out.resolve().name
-        v = VisdomWriter(cfg.VISDOM_SERVER, cfg.VISDOM_PORT, env)
-        if v.enabled:
+        v = VisdomWriter(cfg.VISDOM_SERVER, cfg.VISDOM_PORT, name, history if cfg.RESUME_VIS else None)
+        if v.enabled:  # the server may be down: the writer retries at each write
             writers.append(v)
-            logger.info("Visdom: %s:%d env %r", cfg.VISDOM_SERVER, cfg.VISDOM_PORT, env)
     if cfg.TENSORBOARD_ON:
-        writers.append(TensorBoardWriter(out / "tensorboard"))
+        writers.append(TensorBoardWriter(out / "tensorboard", resume_iter=resume_iter))
     return writers
 
 
