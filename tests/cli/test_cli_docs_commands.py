@@ -34,6 +34,7 @@ SKIPS: list[tuple[str, str]] = [  # (regex searched in the command, why it is no
     (r"\[--", "a usage synopsis, not a command"),
     (r"^vidseg quickstart$", "the full quickstart takes minutes on 2 cores; the short form runs"),
     (r"--epochs 30", "minutes of training"),
+    (r"--fetch-only", "needs the npm tarballs (a registry or --from DIR)"),
     (r"visdom", "starts a server that runs until stopped"),
 ]
 
