@@ -96,7 +96,7 @@ def make_case(name: str, n_levels: int, device: str, dtype: torch.dtype, seed: i
 def op_fn(case: dict, impl: str):
     import vidseg.ops.msda_torch as msda_torch_mod
     from vidseg.ops import ms_deform_attn, temporal_frame_table, temporal_ms_deform_attn
-    from vidseg.ops.msda_reference import ms_deform_attn_per_level, temporal_ms_deform_attn_per_frame
+    from vidseg.ops.msda_per_level import ms_deform_attn_per_level, temporal_ms_deform_attn_per_frame
 
     if impl == "torch-grid":  # the grid_sample formulation on CPU (each measurement is its own process)
         msda_torch_mod.SPARSE_CPU = "never"

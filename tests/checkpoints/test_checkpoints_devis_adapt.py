@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import TIE, module_tree, random_state_dict
 
-from vidseg.checkpoints import COCO_TO_YTVIS19_CLASS_MAP, adapt_coco_to_devis, load_weights, save_checkpoint
+from vidseg.checkpoints import COCO_TO_YTVIS19_CLASS_MAP, adapt_coco_to_devis, load_weights, write_weights
 
 ENC0 = "def_detr.transformer.encoder.layers.0.self_attn."
 DEC3 = "def_detr.transformer.decoder.layers.3.cross_attn."
@@ -108,7 +108,7 @@ def test_load_weights_adapts_coco_into_a_video_model(tmp_path, coco_shapes, yt19
 
     sd = random_state_dict(shrink(coco_shapes))
     path = tmp_path / "coco.pth"
-    save_checkpoint(path, sd, config={})
+    write_weights(path, sd, config={})
     video = module_tree(shrink(yt19_shapes), TIE)
     report = load_weights(video, path, strict=True)
     assert report.converted_from == "vidseg+devis_stage2"

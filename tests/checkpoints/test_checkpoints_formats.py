@@ -12,8 +12,8 @@ from vidseg.checkpoints import (
     detect_format,
     extract_state_dict,
     load_weights,
-    save_checkpoint,
     shift_class_neuron,
+    write_weights,
 )
 
 
@@ -113,7 +113,7 @@ def test_duplicated_bbox_embed_handling(tmp_path, coco_shapes_tiny):
     # a checkpoint with only one copy fills the alias the model expects
     single = {k: v for k, v in sd.items() if not k.startswith("def_detr.transformer.decoder.bbox_embed.")}
     path2 = tmp_path / "single.pth"
-    save_checkpoint(path2, single, config={"MODEL": {}})
+    write_weights(path2, single, config={"MODEL": {}})
     untied = module_tree(coco_shapes_tiny)  # two separate copies
     report = load_weights(untied, path2, strict=True)
     assert report.converted_from == "vidseg"
@@ -126,7 +126,7 @@ def test_duplicated_bbox_embed_handling(tmp_path, coco_shapes_tiny):
 
 def test_shape_mismatch_is_reported_not_loaded(tmp_path):
     path = tmp_path / "m.pth"
-    save_checkpoint(path, {"a.weight": torch.ones(3, 2), "b": torch.ones(2)}, config={})
+    write_weights(path, {"a.weight": torch.ones(3, 2), "b": torch.ones(2)}, config={})
     model = module_tree({"a.weight": (4, 2), "b": (2,)})
     report = load_weights(model, path)
     assert report.mismatched == ["a.weight"] and "(3, 2)" in report.summary()
@@ -158,12 +158,12 @@ def test_shift_class_neuron_only_touches_class_embed():
 
 def test_save_checkpoint_is_weights_only_and_refuses_overwrite(tmp_path):
     path = tmp_path / "out.pth"
-    save_checkpoint(path, {"a": torch.ones(2)}, config={"MODEL": {"X": 1}}, converted_from="devis_maskhead")
+    write_weights(path, {"a": torch.ones(2)}, config={"MODEL": {"X": 1}}, converted_from="devis_maskhead")
     obj = torch.load(path, weights_only=True)
     assert obj["config"] == {"MODEL": {"X": 1}} and obj["converted_from"] == "devis_maskhead"
     with pytest.raises(FileExistsError, match="overwrite"):
-        save_checkpoint(path, {"a": torch.zeros(2)})
-    save_checkpoint(path, {"a": torch.zeros(2)}, overwrite=True)
+        write_weights(path, {"a": torch.zeros(2)})
+    write_weights(path, {"a": torch.zeros(2)}, overwrite=True)
     assert torch.load(path, weights_only=True)["model"]["a"].sum() == 0
     assert [p.name for p in tmp_path.iterdir()] == ["out.pth"]  # no temporary left behind
 

@@ -22,9 +22,8 @@ from official_files import (
     write_torchvision_resnet50,
 )
 
-from vidseg.checkpoints import UnsafeCheckpointError, convert_checkpoint, load_checkpoint_file, load_weights
+from vidseg.checkpoints import UnsafeCheckpointError, convert_checkpoint, load_weights, safe_read
 from vidseg.cli import main
-from vidseg.engine.checkpoint import load_model_weights
 
 BODY = "def_detr.backbone.0.body."
 
@@ -144,7 +143,7 @@ def test_the_devis_file_holds_what_main_py_saves(files):
     assert path.read_bytes()[:2] == b"\x80\x02"  # legacy pickle, not a zip
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)  # the yacs CfgNode
-    obj = load_checkpoint_file(path)
+    obj = safe_read(path)
     milestones = obj["lr_scheduler"]["milestones"]
     assert type(milestones) is collections.Counter and milestones == {2: 1} and milestones[7] == 0
     assert obj["lr_scheduler"]["last_epoch"] == 3 and obj["epoch"] == 3
@@ -166,7 +165,7 @@ def test_the_devis_file_holds_what_main_py_saves(files):
 
 
 def test_the_detectron2_files_hold_what_the_checkpointer_saves(files):
-    obj = load_checkpoint_file(files["grattvis"].path)
+    obj = safe_read(files["grattvis"].path)
     assert set(obj) == {"model", "trainer", "iteration"} and obj["iteration"] == 1
     trainer = obj["trainer"]
     assert trainer["hooks"]["LRScheduler"] == {
@@ -176,11 +175,11 @@ def test_the_detectron2_files_hold_what_the_checkpointer_saves(files):
     assert trainer["_trainer"]["grad_scaler"]["scale"] == 65536.0
     groups = trainer["_trainer"]["optimizer"]["param_groups"]
     assert all(len(g["params"]) == 1 for g in groups)  # Mask2Former: one group per parameter
-    old = load_checkpoint_file(files["grattvis_old_trainer"].path)
+    old = safe_read(files["grattvis_old_trainer"].path)
     assert set(old) == {"model", "optimizer", "scheduler", "iteration"} and old["scheduler"][
         "milestones"
     ] == [1]
-    pkl = load_checkpoint_file(files["detectron2_imagenet"].path)
+    pkl = safe_read(files["detectron2_imagenet"].path)
     assert pkl["__author__"] == "torchvision" and isinstance(
         pkl["model"]["res2.0.conv1.norm.weight"], np.ndarray
     )
@@ -191,7 +190,7 @@ def test_model_weights_loads_every_official_file(files, name, caplog):
     f = files[name]
     model = f.make_model()
     with caplog.at_level(logging.INFO, logger="vidseg.checkpoints"):
-        text = load_model_weights(model, str(f.path))
+        text = str(load_weights(model, str(f.path)))
     _assert_loaded(model, f.expected)
     assert f"mapped {f.n_mapped} tensors" in text
     assert (f"({f.renamed} renamed" in text) == bool(f.renamed)
@@ -216,7 +215,7 @@ def test_vidseg_convert_reads_every_official_file(files, name, tmp_path, capsys)
     obj = torch.load(dst, weights_only=True)  # plain, safe format
     assert obj["class_neuron_shifted"] is False
     model = f.make_model()
-    text = load_model_weights(model, str(dst))
+    text = str(load_weights(model, str(dst)))
     _assert_loaded(model, f.expected)
     assert f"mapped {f.n_mapped} tensors" in text
 
@@ -229,7 +228,7 @@ def test_shift_class_neuron_is_applied_to_a_deformable_detr_file_in_the_mask_hea
     f = files["deformable_detr"]
     model = f.make_model()
     with caplog.at_level(logging.INFO, logger="vidseg.checkpoints"):
-        text = load_model_weights(model, str(f.path), shift_class_neuron=True)
+        text = str(load_weights(model, str(f.path), shift_class_neuron=True))
     assert "class rows shifted in 12" in text  # 6 decoder layers x (weight, bias)
     assert "SHIFT_CLASS_NEURON" in caplog.text and "rotated" in caplog.text
     st = model.state_dict()
@@ -242,7 +241,7 @@ def test_shift_class_neuron_never_touches_devis_or_detectron2_files(files, name,
     f = files[name]
     model = f.make_model()
     with caplog.at_level(logging.INFO, logger="vidseg.checkpoints"):
-        text = load_model_weights(model, str(f.path), shift_class_neuron=True)
+        text = str(load_weights(model, str(f.path), shift_class_neuron=True))
     _assert_loaded(model, f.expected)  # class rows untouched
     assert "shifted" not in text.split("SHIFT_CLASS_NEURON")[0]
     assert "SHIFT_CLASS_NEURON not applied" in text and "SHIFT_CLASS_NEURON not applied" in caplog.text
@@ -266,7 +265,7 @@ def test_shift_happens_exactly_once_through_convert(files, tmp_path, capsys):
     assert torch.load(once, weights_only=True)["class_neuron_shifted"] is True
     for path in (once, never):  # MODEL.SHIFT_CLASS_NEURON True on both: each ends up shifted once
         model = f.make_model()
-        text = load_model_weights(model, str(path), shift_class_neuron=True)
+        text = str(load_weights(model, str(path), shift_class_neuron=True))
         st = model.state_dict()
         for k, v in f.expected.items():
             assert torch.equal(st[k], _rotated(v) if "class_embed" in k else v), (path.name, k)
@@ -302,7 +301,7 @@ def test_code_running_globals_are_refused_with_a_way_out(tmp_path, kind, capsys)
     else:
         torch.save(obj, path, _use_new_zipfile_serialization=kind == "zip")
     with pytest.raises(UnsafeCheckpointError) as info:
-        load_model_weights(module_tree({"w": (2,)}), str(path))
+        str(load_weights(module_tree({"w": (2,)}), str(path)))
     text = str(info.value)
     assert "posix.system" in text or "os.system" in text
     assert str(path) in text and "If you trust this file" in text and "weights_only=False" in text

@@ -9,7 +9,7 @@ import pytest
 import torch
 from yacs.config import CfgNode
 
-from vidseg.checkpoints import CheckpointError, UnsafeCheckpointError, load_checkpoint_file
+from vidseg.checkpoints import CheckpointError, UnsafeCheckpointError, safe_read
 
 
 class _Evil:
@@ -38,7 +38,7 @@ def test_legacy_pickle_with_yacs_cfg_is_read_as_plain_dict(tmp_path):
     _devis_like(path)
     with pytest.raises(pickle.UnpicklingError):  # proves the restricted path is needed
         torch.load(path, weights_only=True)
-    obj = load_checkpoint_file(path)
+    obj = safe_read(path)
     assert type(obj["cfg"]) is dict and type(obj["cfg"]["MODEL"]) is dict
     assert obj["cfg"]["MODEL"]["NUM_QUERIES"] == 300 and obj["epoch"] == 3
     torch.testing.assert_close(obj["model"]["w"], torch.arange(6.0).reshape(2, 3))
@@ -51,7 +51,7 @@ def test_namespace_args_become_dict(tmp_path):
     torch.save(
         {"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=2e-4, with_box_refine=True)}, path
     )
-    obj = load_checkpoint_file(path)
+    obj = safe_read(path)
     assert obj["args"] == {"lr": 2e-4, "with_box_refine": True}
 
 
@@ -65,7 +65,7 @@ def test_malicious_reduce_is_refused(tmp_path, legacy):
         _use_new_zipfile_serialization=not legacy,
     )
     with pytest.raises(UnsafeCheckpointError, match=r"(posix|os|nt)\.system.*allow-list") as info:
-        load_checkpoint_file(path)
+        safe_read(path)
     assert str(path) in str(info.value)
     assert not marker.exists()
 
@@ -79,21 +79,21 @@ def test_plain_pickle_with_eval_is_refused(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"model": EvalReduce()}, f, protocol=2)
     with pytest.raises(CheckpointError, match="evil_eval.pth"):
-        load_checkpoint_file(path)
+        safe_read(path)
 
 
 def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_checkpoint_file(tmp_path / "nope.pth")
+        safe_read(tmp_path / "nope.pth")
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match="corrupt.pth"):
-        load_checkpoint_file(bad)
+        safe_read(bad)
     truncated = tmp_path / "truncated.pth"
     _devis_like(tmp_path / "full.pth")
     truncated.write_bytes((tmp_path / "full.pth").read_bytes()[:200])
     with pytest.raises(CheckpointError, match="truncated.pth"):
-        load_checkpoint_file(truncated)
+        safe_read(truncated)
 
 
 def test_weights_only_files_use_the_fast_path(tmp_path, monkeypatch):
@@ -105,4 +105,4 @@ def test_weights_only_files_use_the_fast_path(tmp_path, monkeypatch):
         raise AssertionError("restricted unpickler should not be needed")
 
     monkeypatch.setattr(sl.RestrictedUnpickler, "load", boom)
-    assert load_checkpoint_file(path)["config"] == {"A": 1}
+    assert safe_read(path)["config"] == {"A": 1}

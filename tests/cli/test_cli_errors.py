@@ -77,7 +77,7 @@ def test_read_only_output_dir(tmp_path, capsys, data, monkeypatch):
 
 
 def test_full_disk_during_a_checkpoint_write(tmp_path, capsys, data, monkeypatch):
-    import vidseg.engine.checkpoint as ckpt
+    import vidseg.engine.training_state as ckpt
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -8,9 +8,9 @@ import torch
 from engine_standins import StandinData, toy_cfg
 from torch import nn
 
-from vidseg.engine.checkpoint import load_checkpoint
 from vidseg.engine.hooks import HookBase
 from vidseg.engine.run import RunOptions, run_train
+from vidseg.engine.training_state import load_training_state
 
 
 class DtypeProbe(HookBase):
@@ -31,7 +31,7 @@ def test_amp_training_on_cpu_autocasts_and_resumes(tmp_path, dtype):
     cfg = toy_cfg(tmp_path, *amp, "SOLVER.EPOCHS", 1)
     assert run_train(cfg, RunOptions(progress=False, extra_hooks=(probe,)), data=StandinData()) == 0
     assert probe.dtypes == {getattr(torch, dtype)}  # the model ran under autocast
-    ck = load_checkpoint(tmp_path / "checkpoint.pth")
+    ck = load_training_state(tmp_path / "checkpoint.pth")
     assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # fp32 master
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     if dtype == "float16":
@@ -41,7 +41,7 @@ def test_amp_training_on_cpu_autocasts_and_resumes(tmp_path, dtype):
     # resume for one more epoch: the scaler state is restored, training goes on
     cfg = toy_cfg(tmp_path, *amp, "SOLVER.EPOCHS", 2)
     assert run_train(cfg, RunOptions(resume=True, progress=False), data=StandinData()) == 0
-    ck2 = load_checkpoint(tmp_path / "checkpoint.pth")
+    ck2 = load_training_state(tmp_path / "checkpoint.pth")
     assert ck2["epoch"] > ck["epoch"] and ck2["iter"] > ck["iter"]
 
 

@@ -12,9 +12,9 @@ import yaml
 from engine_standins import DumpHook, ShapesClips, StandinData, collate, toy_cfg
 
 from vidseg.data.errors import DatasetError
-from vidseg.engine.checkpoint import load_checkpoint
 from vidseg.engine.hooks import CheckpointHook
 from vidseg.engine.run import RunOptions, run_train
+from vidseg.engine.training_state import load_training_state
 
 EPOCHS = ("TEST.EVAL_PERIOD", 0, "SOLVER.EPOCHS", 3, "SOLVER.STEPS", "(2,)", "SOLVER.CHECKPOINT_PERIOD", 0)
 
@@ -48,7 +48,7 @@ def test_error_in_the_loop_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path)
     out = tmp_path / "failed"
     with pytest.raises(DatasetError, match="frame file not found"):
         _run(toy_cfg(out, *EPOCHS), FailingData())
-    ck = load_checkpoint(out / "checkpoint.pth")
+    ck = load_training_state(out / "checkpoint.pth")
     # The sampler's order in epoch 2 decides at which batch item 3 comes; every step before it is kept.
     assert ck["epoch"] == 2 and ck["iter"] == 3 + ck["sampler"]["index"]
     assert "training failed after iteration" in (out / "log.txt").read_text()

@@ -12,8 +12,8 @@ import pytest
 import torch
 from engine_standins import DumpHook, StandinData, toy_cfg
 
-from vidseg.engine.checkpoint import load_checkpoint
 from vidseg.engine.run import RunOptions, run_train
+from vidseg.engine.training_state import load_training_state
 
 RUNNER = Path(__file__).resolve().parent / "engine_runner.py"
 ITER_OPTS = (
@@ -75,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
     _wait_for(lambda: (out / "checkpoint_iter_4.pth").is_file(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    ck = load_checkpoint(out / "checkpoint.pth")
+    ck = load_training_state(out / "checkpoint.pth")
     assert 4 <= ck["iter"] < 9
     assert ck["sampler"]["index"] not in (0,)  # 3 batches per epoch: iterations 4 and 8 are mid-epoch
     _assert_bitwise_equal(_resume(out, ITER_OPTS), ref)
@@ -92,6 +92,6 @@ def test_sigterm_saves_mid_epoch_and_resume_is_bit_exact(tmp_path):
     assert proc.wait(60) == 0, proc.stdout.read()
     log = proc.stdout.read()
     assert "SIGTERM received" in log and "resume with --resume" in log
-    ck = load_checkpoint(out / "checkpoint.pth")
+    ck = load_training_state(out / "checkpoint.pth")
     assert ck["epoch"] == 2 and 1 <= ck["sampler"]["index"] <= 3 and ck["iter"] < 9
     _assert_bitwise_equal(_resume(out, EPOCH_OPTS), ref)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from engine_standins import DumpHook, StandinData, toy_cfg
 
-from vidseg.engine.checkpoint import load_checkpoint
 from vidseg.engine.run import RunOptions, run_train
-from vidseg.engine.setup import RunDirError
+from vidseg.engine.run_setup import RunDirError
 from vidseg.engine.trainer import HookBase
+from vidseg.engine.training_state import load_training_state
 
 
 def _run(cfg, *hooks, **kw):
@@ -43,7 +43,7 @@ def test_epoch_run_writes_everything_and_evaluates(tmp_path):
     )  # STEPS (1,)
     evals = [r for r in recs if r["type"] == "eval"]
     assert [r["epoch"] for r in evals] == [1, 2] and all("segm/AP" in r for r in evals)
-    ck = load_checkpoint(tmp_path / "checkpoint.pth")
+    ck = load_training_state(tmp_path / "checkpoint.pth")
     assert set(ck) >= {
         "model",
         "optimizer",
@@ -83,7 +83,7 @@ def test_iteration_schedule_with_warmup_and_start_eval(tmp_path):
         "checkpoint_iter_4.pth",
     ]
     assert sorted(p.name for p in (tmp_path / "eval_results").iterdir()) == ["iter_2", "iter_4", "iter_5"]
-    ck = load_checkpoint(tmp_path / "checkpoint.pth")
+    ck = load_training_state(tmp_path / "checkpoint.pth")
     assert ck["iter"] == 5 and ck["sampler"] == {"epoch": 2, "index": 2, "seed": 42}
 
 
@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, caplog):
     assert rc == 1
     log = (tmp_path / "log.txt").read_text()
     assert "non-finite loss at iteration 4" in log and "loss_ce=nan" in log
-    ck = load_checkpoint(tmp_path / "checkpoint.pth")
+    ck = load_training_state(tmp_path / "checkpoint.pth")
     assert ck["iter"] == 3 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
@@ -115,11 +115,11 @@ def test_auto_resume_refuses_another_config_and_overwrite_restarts(tmp_path):
     assert torch.load(tmp_path / "rank0.pt")["iter"] == 3
     # --resume with a longer schedule continues from iteration 3
     assert _run(toy_cfg(tmp_path, "TEST.EVAL_PERIOD", 0, "SOLVER.EPOCHS", 2), resume=True) == 0
-    assert load_checkpoint(tmp_path / "checkpoint.pth")["iter"] == 6
+    assert load_training_state(tmp_path / "checkpoint.pth")["iter"] == 6
     iters = [r["iter"] for r in _jsonl(tmp_path / "metrics.jsonl")]
     assert iters == [1, 2, 3, 4, 5, 6]
     assert _run(toy_cfg(tmp_path, "TEST.EVAL_PERIOD", 0, "SOLVER.EPOCHS", 1), overwrite=True) == 0
-    assert load_checkpoint(tmp_path / "checkpoint.pth")["iter"] == 3
+    assert load_training_state(tmp_path / "checkpoint.pth")["iter"] == 3
 
 
 def test_tensorboard_writer(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from vidseg.engine import checkpoint as ck
+from vidseg.engine import training_state as ck
 from vidseg.engine.batch_sampler import ResumableBatchSampler
 from vidseg.engine.optim import (
     GroupSpec,
@@ -19,7 +19,7 @@ from vidseg.engine.optim import (
     param_groups_by_substrings,
     warmup_multistep_factor,
 )
-from vidseg.engine.setup import RunDirError, decide_resume, per_rank_batch_size, write_config
+from vidseg.engine.run_setup import RunDirError, decide_resume, per_rank_batch_size, write_config
 from vidseg.engine.writers import JSONLinesWriter
 from vidseg.models import get_cfg
 
@@ -106,22 +106,22 @@ def test_clip_gradients(mode):
 
 def test_atomic_save_never_leaves_a_torn_file(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pth"
-    ck.atomic_save({"model": {"w": torch.ones(2)}}, path)
+    ck.save_training_state({"model": {"w": torch.ones(2)}}, path)
 
     def boom(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        ck.atomic_save({"model": {"w": torch.zeros(2)}}, path)
+        ck.save_training_state({"model": {"w": torch.zeros(2)}}, path)
     monkeypatch.undo()
-    assert torch.equal(ck.load_checkpoint(path)["model"]["w"], torch.ones(2))  # the old file is intact
+    assert torch.equal(ck.load_training_state(path)["model"]["w"], torch.ones(2))  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]  # no temporary left behind
     (tmp_path / "torn.pth").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(RuntimeError, match="torn.pth"):
-        ck.load_checkpoint(tmp_path / "torn.pth")
+        ck.load_training_state(tmp_path / "torn.pth")
     with pytest.raises(FileNotFoundError, match="nothere.pth"):
-        ck.load_checkpoint(tmp_path / "nothere.pth")
+        ck.load_training_state(tmp_path / "nothere.pth")
 
 
 def test_rng_state_round_trip():
@@ -138,7 +138,7 @@ def test_run_folder_policy(tmp_path):
     with pytest.raises(RunDirError, match="no checkpoint to resume"):
         decide_resume(cfg, resume=True)
     write_config(cfg)
-    ck.atomic_save({"model": {}}, tmp_path / ck.LAST)
+    ck.save_training_state({"model": {}}, tmp_path / ck.LAST)
     assert decide_resume(cfg) is True  # same config: automatic resume
     other = cfg.clone()
     other.SOLVER.BASE_LR = 0.5
@@ -171,7 +171,7 @@ def test_jsonl_writer_truncates_on_resume(tmp_path):
 
 
 def test_deterministic_mode_and_seeding():
-    from vidseg.engine.setup import seed_all, set_deterministic
+    from vidseg.engine.run_setup import seed_all, set_deterministic
 
     try:
         set_deterministic(True)

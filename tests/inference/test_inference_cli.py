@@ -7,7 +7,7 @@ import json
 import pytest
 from inference_helpers import N_FRAMES, H, W, write_frame_folder, write_mp4, write_toy_config
 
-from vidseg.checkpoints import save_checkpoint
+from vidseg.checkpoints import write_weights
 from vidseg.cli import main
 from vidseg.data.video_io import read_video_frames
 from vidseg.inference import VideoPredictor
@@ -23,7 +23,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 def _toy_weights(tmp_path, cfg_path, opts=()):
     bundle = build_model(load_config(str(cfg_path), list(opts)))
     path = tmp_path / "toy.pth"
-    save_checkpoint(path, bundle.model.state_dict(), overwrite=True)
+    write_weights(path, bundle.model.state_dict(), overwrite=True)
     return path, bundle.model
 
 

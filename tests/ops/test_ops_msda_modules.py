@@ -18,7 +18,7 @@ from vidseg.ops import (
     expand_spatial_to_temporal,
     init_temporal_from_spatial,
 )
-from vidseg.ops.msda_reference import ms_deform_attn_per_level
+from vidseg.ops.msda_per_level import ms_deform_attn_per_level
 
 SHAPES = [(6, 5), (3, 3), (2, 2)]
 

@@ -10,7 +10,7 @@ from helpers_ops import GRADCHECK_MODES, level_layout, random_locations
 import vidseg.ops.msda_sparse as sparse_mod
 import vidseg.ops.msda_torch as msda_torch_mod
 from vidseg.ops import multi_frame_ms_deform_attn
-from vidseg.ops.msda_reference import ms_deform_attn_per_level
+from vidseg.ops.msda_per_level import ms_deform_attn_per_level
 from vidseg.ops.msda_sparse import TapLayout, msda_sparse, sparse_path_supported
 
 SHAPES = [(5, 7), (3, 4), (2, 2)]

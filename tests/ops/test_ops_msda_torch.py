@@ -14,7 +14,7 @@ from vidseg.ops import (
     temporal_frame_table,
     temporal_ms_deform_attn,
 )
-from vidseg.ops.msda_reference import ms_deform_attn_per_level, temporal_ms_deform_attn_per_frame
+from vidseg.ops.msda_per_level import ms_deform_attn_per_level, temporal_ms_deform_attn_per_frame
 
 SHAPES = [(5, 7), (3, 4), (2, 2)]
 

@@ -16,19 +16,19 @@ from vidseg.checkpoints.imagenet import (
     resize_relative_position_bias,
     torchvision_resnet_to_detectron2,
 )
-from vidseg.checkpoints.loader import (
-    ConvertedCheckpoint,
-    convert_checkpoint,
-    load_weights,
-    read_checkpoint,
-    save_checkpoint,
-)
 from vidseg.checkpoints.report import LoadReport
 from vidseg.checkpoints.safe_load import (
     CheckpointError,
     RestrictedUnpickler,
     UnsafeCheckpointError,
-    load_checkpoint_file,
+    safe_read,
+)
+from vidseg.checkpoints.weights import (
+    ConvertedCheckpoint,
+    convert_checkpoint,
+    load_weights,
+    read_weights,
+    write_weights,
 )
 
 __all__ = [
@@ -46,13 +46,13 @@ __all__ = [
     "detectron2_resnet_to_torchvision",
     "detect_format",
     "extract_state_dict",
-    "load_checkpoint_file",
+    "safe_read",
     "load_imagenet_backbone",
     "load_weights",
     "needs_class_shift",
-    "read_checkpoint",
+    "read_weights",
     "resize_relative_position_bias",
-    "save_checkpoint",
+    "write_weights",
     "shift_class_neuron",
     "torchvision_resnet_to_detectron2",
 ]

@@ -19,7 +19,7 @@ from torch import nn
 
 from vidseg.checkpoints.formats import extract_state_dict
 from vidseg.checkpoints.report import LoadReport
-from vidseg.checkpoints.safe_load import CheckpointError, load_checkpoint_file
+from vidseg.checkpoints.safe_load import CheckpointError, safe_read
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def load_imagenet_backbone(backbone: nn.Module, path: str | os.PathLike) -> Load
     (``{"model": {...}}``, ``layers.*``, ``head.*`` dropped; bias tables interpolated to another window).
     Missing and unexpected keys are logged by name and returned.
     """
-    obj = load_checkpoint_file(path)
+    obj = safe_read(path)
     try:
         sd, _ = extract_state_dict(obj, os.fspath(path))
     except CheckpointError as e:

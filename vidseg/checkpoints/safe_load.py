@@ -192,7 +192,7 @@ def _load_plain_pickle(path: str) -> Any:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> Any:
+def safe_read(path: str | os.PathLike) -> Any:
     """Load a checkpoint on CPU without running arbitrary code.
 
     First ``torch.load(weights_only=True)``; if the file holds other objects (a yacs ``CfgNode``, an

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.checkpoints import LoadReport, adapt_coco_to_devis, convert_checkpoint, save_checkpoint
+    from vidseg.checkpoints import LoadReport, adapt_coco_to_devis, convert_checkpoint, write_weights
     from vidseg.checkpoints.safe_load import CheckpointError
 
     if os.path.exists(args.output) and not args.overwrite:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(meta.get(source_key), dict):
         extra["source_config"] = meta[source_key]
         kept.append(source_key)
-    save_checkpoint(args.output, sd, config=meta.get("config"), overwrite=args.overwrite, **extra)
+    write_weights(args.output, sd, config=meta.get("config"), overwrite=args.overwrite, **extra)
     for note in ck.notes:
         print(f"warning: {args.input}: {note}", file=sys.stderr)
     report = LoadReport(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vidseg.engine.metric_groups import GROUPS, split_eval, split_train
+from vidseg.utils.atomic import atomic_path
 
 __all__ = ["plot_runs", "PANELS"]
 
@@ -108,8 +109,6 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict]]], out_path: str | os.Pat
     if single:
         fig.suptitle(f"{runs[0][0]}: training curves", fontsize=12)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out)
+    with atomic_path(out, durable=False) as tmp:
+        fig.savefig(tmp, format="png")
     return out

@@ -58,7 +58,7 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
     """Resolve the config and run training (or evaluation); returns the exit code. Config and run-folder
     problems are printed as one line, not a traceback."""
     from vidseg.engine.run import RunOptions, run_eval, run_train
-    from vidseg.engine.setup import RunDirError
+    from vidseg.engine.run_setup import RunDirError
 
     prog = "vidseg eval" if eval_only or getattr(args, "eval_only", False) else "vidseg train"
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vidseg.engine.checkpoint import BEST, LAST, atomic_save, get_rng_state
 from vidseg.engine.trainer import HookBase
+from vidseg.engine.training_state import BEST, LAST, get_rng_state, save_training_state
 from vidseg.utils import dist
 
 __all__ = ["MetricsHook", "EvalHook", "CheckpointHook", "memory_mb"]
@@ -200,7 +200,7 @@ class CheckpointHook(HookBase):
             state["config"] = self.config
             state["format"] = "vidseg-train-v1"
             for n in names:
-                atomic_save(state, self.output_dir / n)
+                save_training_state(state, self.output_dir / n)
             logger.info(
                 "saved %s (epoch %d, iter %d)", ", ".join(names), self.trainer.epoch, self.trainer.iter
             )

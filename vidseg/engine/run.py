@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from vidseg.checkpoints import load_weights
 from vidseg.config import CfgNode, config_to_dict
 from vidseg.engine.batch_sampler import ResumableBatchSampler
-from vidseg.engine.checkpoint import LAST, load_checkpoint, load_model_weights, remove_stale_temporaries
 from vidseg.engine.evaluate import evaluate_dataset
 from vidseg.engine.hooks import CheckpointHook, EvalHook, MetricsHook
 from vidseg.engine.launch import launch
@@ -30,7 +30,7 @@ from vidseg.engine.optim import (
     freeze_parameters,
     param_groups_by_substrings,
 )
-from vidseg.engine.setup import (
+from vidseg.engine.run_setup import (
     absolute_paths,
     decide_resume,
     per_rank_batch_size,
@@ -41,10 +41,12 @@ from vidseg.engine.setup import (
     write_config,
 )
 from vidseg.engine.trainer import HookBase, NonFiniteLossError, Trainer
+from vidseg.engine.training_state import LAST, load_training_state
 from vidseg.engine.writers import CurvesWriter, JSONLinesWriter, TensorBoardWriter, VisdomWriter, read_records
 from vidseg.models import build_model, config_from_dict
 from vidseg.models.bundle import LazyMetadata
 from vidseg.utils import dist
+from vidseg.utils.atomic import remove_stale_temporaries
 
 __all__ = [
     "RunOptions",
@@ -256,7 +258,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     bundle = build_model(cfg, _model_metadata(cfg, data))
     model = bundle.model
     if cfg.MODEL.WEIGHTS and not resume:
-        report = load_model_weights(model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg))
+        report = str(load_weights(model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg)))
         logger.info("MODEL.WEIGHTS: %s", report)
     frozen = freeze_parameters(model, cfg.SOLVER.FROZEN_PARAMS)
     if frozen:
@@ -289,7 +291,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
         find_unused_parameters=s.FIND_UNUSED_PARAMETERS,
     )
     if resume:
-        ckpt = load_checkpoint(out / LAST)
+        ckpt = load_training_state(out / LAST)
         trainer.load_state_dict(ckpt)
         logger.info("resumed from %s at epoch %d, iteration %d", out / LAST, trainer.epoch, trainer.iter)
     if rank == 0:
@@ -349,7 +351,7 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
         raise ValueError("eval: DATASETS.TEST is empty; name the dataset(s) to evaluate")
     bundle = build_model(cfg, _model_metadata(cfg, data))
     if cfg.MODEL.WEIGHTS:
-        report = load_model_weights(bundle.model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg))
+        report = str(load_weights(bundle.model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg)))
         logger.info("MODEL.WEIGHTS: %s", report)
     else:
         warnings.warn("eval: MODEL.WEIGHTS is empty, evaluating a randomly initialised model", stacklevel=2)

@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidseg.engine.batch_sampler import ResumableBatchSampler
-from vidseg.engine.checkpoint import get_rng_state, set_rng_state
 from vidseg.engine.optim import clip_gradients
+from vidseg.engine.training_state import get_rng_state, set_rng_state
 from vidseg.utils import dist
 
 __all__ = ["HookBase", "Trainer", "NonFiniteLossError"]
@@ -182,7 +182,7 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
-        """Continue exactly from ``ckpt`` (see :mod:`vidseg.engine.checkpoint` for the keys)."""
+        """Continue exactly from ``ckpt`` (see :mod:`vidseg.engine.training_state` for the keys)."""
         missing = [
             k for k in ("model", "optimizer", "scheduler", "epoch", "iter", "sampler", "rng") if k not in ckpt
         ]

@@ -36,6 +36,7 @@ from pycocotools.cocoeval import COCOeval
 from vidseg.evaluation.coco_results import label_map, video_result_to_coco
 from vidseg.models.devis.postprocess import ImagePostProcessor, instances_to_coco
 from vidseg.structures.results import VideoResult
+from vidseg.utils.atomic import atomic_write_text
 from vidseg.utils.dist import gather_to_main
 
 __all__ = ["COCOEvaluator", "load_coco_gt", "coco_metrics"]
@@ -260,11 +261,7 @@ class COCOEvaluator:
     def _write(self, predictions: list[dict]) -> None:
         assert self.output_dir is not None
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / RESULTS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(predictions, f)
-        os.replace(tmp, path)  # never a truncated results file
+        path = atomic_write_text(self.output_dir / RESULTS_FILE, json.dumps(predictions))  # never truncated
         logger.info("COCOEvaluator: %d predictions written to %s", len(predictions), path)
 
     def evaluate(self) -> dict[str, dict[str, float]]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from vidseg.structures.results import VideoResult
+from vidseg.utils.atomic import atomic_path, atomic_write_text
 
 
 def _plain_rle(seg: Any) -> Any:
@@ -49,12 +50,8 @@ def write_results(entries: Sequence[Mapping], output_dir: str | os.PathLike) -> 
     json_path = os.path.join(output_dir, "results.json")
     zip_path = os.path.join(output_dir, "results.zip")
     text = json.dumps([dict(e, segmentations=[_plain_rle(s) for s in e["segmentations"]]) for e in entries])
-    tmp = json_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, json_path)
-    tmp = zip_path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("results.json", text)
-    os.replace(tmp, zip_path)
+    atomic_write_text(json_path, text)
+    with atomic_path(zip_path, durable=False) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("results.json", text)
     return json_path, zip_path

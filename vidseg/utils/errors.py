@@ -44,7 +44,7 @@ def _expected_types() -> tuple[type, ...]:
         ("vidseg.config.config", ("ConfigError",)),
         ("vidseg.data.errors", ("DatasetError",)),
         ("vidseg.checkpoints.safe_load", ("CheckpointError",)),
-        ("vidseg.engine.setup", ("RunDirError",)),
+        ("vidseg.engine.run_setup", ("RunDirError",)),
         ("vidseg.engine.trainer", ("NonFiniteLossError",)),
         ("vidseg.evaluation.ytvis_data", ("EvalInputError",)),
         ("vidseg.evaluation.rle_runs", ("RLEError",)),

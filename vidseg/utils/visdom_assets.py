@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidseg.utils.atomic import atomic_write_bytes
+
 __all__ = ["Package", "PACKAGES", "static_dir", "missing_assets", "install_assets", "default_registry"]
 
 
@@ -204,9 +206,7 @@ def _tarball(pkg: Package, source: Path | None, cache: Path, registry: str, time
         raise ValueError(f"{origin}: sha512 differs from the pinned {pkg.name}@{pkg.version}; not installed")
     if origin != str(where) or source is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / (pkg.tarball + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, cache / pkg.tarball)
+        atomic_write_bytes(cache / pkg.tarball, data, durable=False)
     return data
 
 
@@ -238,11 +238,7 @@ def install_assets(
                 member = tar.extractfile(f"package/{inner}")
                 if member is None:
                     raise ValueError(f"{pkg.tarball}: package/{inner} is not a file")
-                out = static / dst
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_name(out.name + ".tmp")
-                tmp.write_bytes(member.read())
-                os.replace(tmp, out)
+                atomic_write_bytes(static / dst, member.read(), durable=False)
                 written.append(dst)
     _mark_built(static)
     return written

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,8 @@ from vidseg.checkpoints.formats import (
 from vidseg.checkpoints.formats import shift_class_neuron as shift_class_neuron_rows
 from vidseg.checkpoints.imagenet import map_imagenet_into_model, normalise_imagenet_names
 from vidseg.checkpoints.report import LoadReport
-from vidseg.checkpoints.safe_load import CheckpointError, load_checkpoint_file
+from vidseg.checkpoints.safe_load import CheckpointError, safe_read
+from vidseg.utils.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def convert_checkpoint(
     DeVIS or vidseg file is never shifted twice.
     """
     path = os.fspath(path)
-    sd, meta = extract_state_dict(load_checkpoint_file(path), path)
+    sd, meta = extract_state_dict(safe_read(path), path)
     fmt = detect_format(sd, meta)
     out = ConvertedCheckpoint(sd, fmt, meta)
     if fmt == "deformable_detr":
@@ -97,7 +98,7 @@ def convert_checkpoint(
     return out
 
 
-def read_checkpoint(
+def read_weights(
     path: str | os.PathLike, *, shift_class_neuron_: bool = False
 ) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
     """``(state_dict, format, metadata)`` of :func:`convert_checkpoint` (an image model assumed)."""
@@ -216,7 +217,7 @@ def load_weights(
     return report
 
 
-def save_checkpoint(
+def write_weights(
     path: str | os.PathLike,
     state_dict: Mapping[str, torch.Tensor],
     *,
@@ -240,16 +241,6 @@ def save_checkpoint(
     if config is not None:
         obj["config"] = config
     obj.update(extra)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=directory)
-    mask = os.umask(0o022)  # mkstemp gives 0600; a checkpoint gets the umask's mode like every other file
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)  # new zipfile serialization (the default)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # new zipfile serialization (the default)
+    atomic_write_bytes(path, buf.getbuffer(), durable=True)

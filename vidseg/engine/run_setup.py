@@ -15,8 +15,9 @@ import yaml
 from tqdm import tqdm
 
 from vidseg.config import config_to_dict
-from vidseg.engine.checkpoint import has_checkpoint
+from vidseg.engine.training_state import has_training_state
 from vidseg.utils import dist
+from vidseg.utils.atomic import atomic_write_text
 
 __all__ = [
     "RunDirError",
@@ -119,7 +120,7 @@ def decide_resume(cfg: Any, resume: bool = False, overwrite: bool = False) -> bo
         raise RunDirError("--resume and --overwrite exclude each other")
     if overwrite:
         return False
-    if not has_checkpoint(out):
+    if not has_training_state(out):
         if resume:
             raise RunDirError(f"--resume: no checkpoint to resume from in {out} (looked for checkpoint.pth)")
         return False
@@ -145,11 +146,7 @@ def decide_resume(cfg: Any, resume: bool = False, overwrite: bool = False) -> bo
 def write_config(cfg: Any) -> Path:
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(cfg.dump(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out / "config.yaml", cfg.dump())
 
 
 class _TqdmHandler(logging.StreamHandler):
