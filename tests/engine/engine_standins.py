@@ -16,7 +16,7 @@ import torch
 
 from vidseg.engine.run import DataSource
 from vidseg.engine.trainer import HookBase
-from vidseg.evaluation.results_writer import official_entries, write_results
+from vidseg.evaluation.results_file import official_entries, write_results
 from vidseg.models import get_cfg
 from vidseg.structures.clip_batch import ClipBatch, ClipTargets
 from vidseg.utils import dist

@@ -65,3 +65,27 @@ def test_bad_prediction_string_still_names_entry_and_frame(tmp_path) -> None:
     rp.write_text(json.dumps(res))
     with pytest.raises(ValueError, match=rf"res\.json: entry {res.index(r)}: segmentations\[{t}\]"):
         evaluate_ytvis(gp, rp, progress=False)
+
+
+def test_read_results_gives_tracks_best_first_and_names_bad_entries(tmp_path):
+    import json
+
+    from vidseg.evaluation.results_file import ResultsFileError, read_results
+
+    rle = {"size": [2, 3], "counts": "06"}
+    entries = [
+        {"video_id": 1, "category_id": 7, "score": 0.2, "segmentations": [rle, None]},
+        {"video_id": 1, "category_id": 9, "score": 0.9, "segmentations": [None, rle]},
+        {"video_id": 2, "category_id": 5, "score": 0.5, "segmentations": [rle]},
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(entries))
+    out = read_results(path, {1: (2, 3), 2: (2, 3)}, {7: 0, 9: 1})
+    assert [(t.track_id, t.label, t.score) for t in out[1].tracks] == [(1, 1, 0.9), (2, 0, 0.2)]
+    assert out[2].tracks[0].label == -1  # a category the dataset does not have
+    assert (out[1].height, out[1].width) == (2, 3)
+    with pytest.raises(ResultsFileError, match="entry 2: field 'video_id' 2 is not a known video"):
+        read_results(path, {1: (2, 3)}, {})
+    path.write_text('{"video_id": 1}')
+    with pytest.raises(ResultsFileError, match="must be a list"):
+        read_results(path, {1: (2, 3)}, {})

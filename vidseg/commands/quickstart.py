@@ -104,19 +104,19 @@ def _render(cfg, run_dir: Path, results_json: Path, out_path: Path) -> Path | No
     """Render the prediction of the first validation video with at least one confident track."""
     from vidseg.data import load_dataset
     from vidseg.data.video_io import FrameSource
-    from vidseg.structures.results import Track, VideoResult
+    from vidseg.evaluation.results_file import read_results
+    from vidseg.structures.results import VideoResult
     from vidseg.visualization import render_result_to_file
 
     records, meta = load_dataset("custom_val", cfg)
-    entries = json.loads(results_json.read_text())
-    label_of = meta.category_id_to_label
     rec = records[0]
-    tracks = [
-        Track(score=e["score"], label=label_of[e["category_id"]], masks=e["segmentations"], track_id=i + 1)
-        for i, e in enumerate(x for x in entries if x["video_id"] == rec.video_id)
-    ]
-    tracks = sorted(tracks, key=lambda t: -t.score)[:6]
-    result = VideoResult(rec.video_id, rec.height, rec.width, tracks)
+    results = read_results(
+        results_json,
+        {r.video_id: (r.height, r.width) for r in records},
+        meta.category_id_to_label,
+    )
+    result = results.get(rec.video_id, VideoResult(rec.video_id, rec.height, rec.width, []))
+    result.tracks = result.tracks[:6]  # the six best
     frames = FrameSource(files=rec.file_names, name=rec.describe())
     return render_result_to_file(out_path, frames, result, classes=meta.classes, score_threshold=0.3, fps=4)
 

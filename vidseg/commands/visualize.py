@@ -40,30 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=5.0, help="frames per second (default 5)")
 
 
-def _load_results(path: str, known: set[int]) -> dict[int, list[dict]]:
-    from vidseg.data.errors import DatasetError
-    from vidseg.data.ytvis import read_json
-
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: a results JSON must be a list of tracks")
-    out: dict[int, list[dict]] = {}
-    for i, r in enumerate(data):
-        if not isinstance(r, dict) or not {"video_id", "category_id", "score", "segmentations"} <= set(r):
-            raise DatasetError(f"{path}: entry {i} needs video_id, category_id, score and segmentations")
-        if r["video_id"] not in known:
-            raise DatasetError(
-                f"{path}: entry {i}: field 'video_id' {r['video_id']} is not in the --gt videos"
-            )
-        out.setdefault(int(r["video_id"]), []).append(r)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from vidseg.data.errors import DatasetError
     from vidseg.data.video_io import FrameSource
     from vidseg.data.ytvis import load_ytvis_json
-    from vidseg.structures.results import Track, VideoResult
+    from vidseg.evaluation.results_file import ResultsFileError, read_results
+    from vidseg.structures.results import VideoResult
     from vidseg.visualization.render import render_result_to_file
 
     out = Path(args.out)
@@ -77,23 +59,18 @@ def run(args: argparse.Namespace) -> int:
         missing = [v for v in ids if v not in by_id]
         if missing:
             raise DatasetError(f"{args.gt}: video ids {missing} not found (known: {sorted(by_id)[:20]} ...)")
-        results = _load_results(args.results, set(by_id)) if args.results else None
-        to_label = meta.category_id_to_label
+        sizes = {v: (r.height, r.width) for v, r in by_id.items()}
+        results = read_results(args.results, sizes, meta.category_id_to_label) if args.results else None
         for vid in ids:
             rec = by_id[vid]
             target = out if len(ids) == 1 else out.with_name(f"{out.stem}_{vid}{out.suffix}")
             drawn: VideoResult | object = rec
             if results is not None:
-                tracks = [
-                    Track(score=float(r["score"]), label=to_label.get(r["category_id"], -1),
-                          masks=r["segmentations"], track_id=k + 1)
-                    for k, r in enumerate(sorted(results.get(vid, []), key=lambda r: -r["score"]))
-                ]  # fmt: skip
-                drawn = VideoResult(vid, rec.height, rec.width, tracks)
+                drawn = results.get(vid, VideoResult(vid, rec.height, rec.width, []))
             frames = FrameSource(files=rec.file_names, name=rec.describe())
             path = render_result_to_file(target, frames, drawn, meta.classes, args.score_thr, args.fps)
             print(f"video {rec.describe()}: {rec.length} frames -> {path}")
-    except DatasetError as e:
+    except (DatasetError, ResultsFileError) as e:
         print(f"vidseg visualize: error: {e}", file=sys.stderr)
         return 1
     return 0

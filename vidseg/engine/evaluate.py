@@ -2,7 +2,7 @@
 
 ``evaluate_dataset`` writes ``results.json`` (the official YouTube-VIS/OVIS results list) and ``results.zip``
 (the same JSON at the zip root, as the challenge servers want) into its output folder, with
-:func:`vidseg.evaluation.results_writer.write_results` (the one results writer), and returns flat metrics
+:func:`vidseg.evaluation.results_file.write_results` (the one results writer), and returns flat metrics
 such as ``{"segm/AP": ...}`` when an evaluator is given and the set has ground truth.
 """
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vidseg.evaluation.results_writer import official_entries, write_results
+from vidseg.evaluation.results_file import official_entries, write_results
 from vidseg.structures.results import VideoResult
 from vidseg.utils import dist
 

@@ -44,8 +44,8 @@ _LAZY = {
     "DatasetEvaluator": "vidseg.evaluation.evaluator",
     "YTVISEvaluator": "vidseg.evaluation.evaluator",
     "build_evaluator": "vidseg.evaluation.build",
-    "official_entries": "vidseg.evaluation.results_writer",
-    "write_results": "vidseg.evaluation.results_writer",
+    "official_entries": "vidseg.evaluation.results_file",
+    "write_results": "vidseg.evaluation.results_file",
 }
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidseg.evaluation.results_writer import official_entries, write_results
+from vidseg.evaluation.results_file import official_entries, write_results
 from vidseg.evaluation.ytvis_data import load_ground_truth
 from vidseg.evaluation.ytvis_eval import evaluate_ytvis
 from vidseg.structures.results import VideoResult
