@@ -283,6 +283,26 @@ def build_devis_model(cfg: Any, num_classes: int, matcher: nn.Module | None = No
         att_resolutions=list(m.MASK_HEAD.UPSAMPLING_RESOLUTIONS),
         used_features=[tuple(x) for x in m.MASK_HEAD.USED_FEATURES],
         num_out=int(cfg.TEST.NUM_OUT),
+        stage2_init=_stage2_init(cfg, num_classes, enc, dec),
+    )
+
+
+def _stage2_init(cfg: Any, num_classes: int, enc: nn.Module, dec: nn.Module) -> dict:
+    """Keyword arguments of ``adapt_coco_to_devis`` for this model (``SOLVER.DEVIS.FINETUNE_*``)."""
+    m, s = cfg.MODEL, cfg.SOLVER.DEVIS
+    temporal = hasattr(enc, "n_temporal_frames") or hasattr(dec, "n_temporal_frames")
+    return dict(
+        num_frames=int(m.DEVIS.NUM_FRAMES),
+        num_queries=int(m.NUM_QUERIES),
+        num_classes=num_classes,
+        num_levels=int(m.NUM_FEATURE_LEVELS),
+        n_heads=int(m.TRANSFORMER.N_HEADS),
+        enc_temporal_frames=getattr(enc, "n_temporal_frames", int(m.DEVIS.NUM_FRAMES) - 1),
+        enc_points_temporal=getattr(enc, "n_temporal_points", 0),
+        dec_points_temporal=getattr(dec, "n_temporal_points", 0),
+        finetune_temporal_modules=bool(s.FINETUNE_TEMPORAL_MODULES) and temporal,
+        finetune_query_embeds=bool(s.FINETUNE_QUERY_EMBEDDINGS),
+        finetune_class_logits=bool(s.FINETUNE_CLASS_LOGITS),
     )
 
 

@@ -8,7 +8,8 @@ ablations, ``conv_head_3d.{0,1,3,4,6,7,9}.*``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +52,8 @@ class DeVIS(nn.Module):
         conv_head_3d: the ablations' 3-d conv head (None: the mask head's own ``out_lay``).
         mask_aux_loss, att_resolutions, used_features: as for the image stage.
         num_out: top-k (trajectory, class) pairs per clip at inference.
+        stage2_init: keyword arguments of :func:`vidseg.checkpoints.adapt_coco_to_devis` (heads, encoder
+            window, ``SOLVER.DEVIS.FINETUNE_*``) used when COCO image weights are loaded into this model.
 
     Forward: ``model(batch: ClipBatch)`` with frames ``[B, T, 3, H, W]`` (targets converted by
     :func:`~vidseg.models.devis.clip_targets.clip_targets` while training), or
@@ -83,6 +86,7 @@ class DeVIS(nn.Module):
             ("/4", "backbone"),
         ),
         num_out: int = 20,
+        stage2_init: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if def_detr.num_queries % num_frames:
@@ -111,6 +115,9 @@ class DeVIS(nn.Module):
         self.att_resolutions = tuple(att_resolutions)
         self.used_features = tuple(tuple(x) for x in used_features)
         self.num_out = num_out
+        # Options of the stage-2 adaptation when MODEL.WEIGHTS is a COCO image model
+        # (vidseg.checkpoints.adapt_coco_to_devis keyword arguments; read by vidseg.checkpoints.load_weights).
+        self.stage2_init = dict(stage2_init or {})
 
     # ----------------------------------------------------------------------------------------------- masks
     def _att_inputs(self, state: DetrState) -> tuple[list[Tensor], list[Tensor]]:
