@@ -14,7 +14,8 @@ from vidseg.models.devis.build import build_deformable_detr_segm, build_devis_mo
 ONE_LEVEL = [
     "MODEL.NUM_FEATURE_LEVELS", "1",
     "MODEL.MASK_HEAD.UPSAMPLING_RESOLUTIONS", "['/32']",
-    "MODEL.MASK_HEAD.USED_FEATURES", "[['/32','encoded'],['/16','backbone'],['/8','backbone'],['/4','backbone']]",
+    "MODEL.MASK_HEAD.USED_FEATURES",
+    "[['/32','encoded'],['/16','backbone'],['/8','backbone'],['/4','backbone']]",
     "MODEL.MASK_HEAD.DEVIS.CONV_HEAD_3D", "True",
 ]  # fmt: skip
 ENC0 = "def_detr.transformer.encoder.layers.0.self_attn."
