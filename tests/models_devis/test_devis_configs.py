@@ -101,3 +101,23 @@ def test_seed_override_commands_work():
     assert cfg.TEST.CLIP_TRACKING.STRIDE == 2
     with pytest.raises(ConfigError, match="MODEL.DEVIS.NUM_FRAME"):
         load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["MODEL.DEVIS.NUM_FRAME", "4"])
+
+
+def test_data_keys_the_pipeline_lacks_warn_and_coco_joint_training_names_its_datasets(caplog):
+    import logging
+
+    import torch
+
+    from vidseg.models.devis.build import build_devis_model
+
+    cfg = load_config("devis/ablations/devis_ablation0_deformable_vistr.yaml")
+    with caplog.at_level(logging.WARNING), torch.device("meta"):
+        build_devis_model(cfg, 40)
+    assert "INPUT.DEVIS.MULTI_SCALE_TRAIN False" in caplog.text
+    assert "INPUT.DEVIS.SAMPLE_EACH_FRAME True" in caplog.text
+    bad = load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["DATASETS.DEVIS.COCO_JOINT_TRAINING", "True"])
+    with pytest.raises(ValueError, match="coco2ytvis2019_train"):
+        build_devis_model(bad, 40)
+    mismatch = load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["MODEL.DEVIS.NUM_FRAMES", "4"])
+    with pytest.raises(ValueError, match="INPUT.NUM_FRAMES 6 != MODEL.DEVIS.NUM_FRAMES 4"):
+        build_devis_model(mismatch, 40)

@@ -7,6 +7,7 @@ attention into the same detector, adds the temporal position encoding and matche
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from vidseg.models.devis.temporal import decoder_attention, encoder_attention
 from vidseg.models.devis.video_model import DeVIS, conv_head_3d
 from vidseg.models.set_prediction.criterion import SetCriterion
 from vidseg.models.set_prediction.matcher import HungarianMatcher
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_image_stage",
@@ -226,6 +229,28 @@ def build_temporal_attention(cfg: Any) -> tuple[nn.Module, nn.Module]:
 
 
 def _check_video_config(cfg: Any) -> None:
+    """One-line errors for inconsistent clip settings; warnings for DeVIS data keys the pipeline does not
+    implement (the run goes on with the pipeline's own behaviour)."""
+    d = cfg.INPUT.DEVIS
+    if not d.MULTI_SCALE_TRAIN:
+        logger.warning(
+            "INPUT.DEVIS.MULTI_SCALE_TRAIN False: VisTR's augmentation is not implemented; training uses the "
+            "multi-scale pipeline of INPUT.MIN_SIZE_TRAIN / INPUT.CROP.*"
+        )
+    if d.SAMPLE_EACH_FRAME:
+        logger.warning(
+            "INPUT.DEVIS.SAMPLE_EACH_FRAME True is not implemented: clips start where T frames fit "
+            "(INPUT.SAMPLER consecutive)"
+        )
+    if not d.CREATE_BBX_FROM_MASK:
+        logger.warning("INPUT.DEVIS.CREATE_BBX_FROM_MASK False: boxes always come from the augmented masks")
+    if cfg.DATASETS.DEVIS.COCO_JOINT_TRAINING and not any(
+        str(n).startswith("coco2") for n in cfg.DATASETS.TRAIN
+    ):
+        raise ValueError(
+            "DATASETS.DEVIS.COCO_JOINT_TRAINING True: add the COCO pseudo-videos in the video label space to "
+            "DATASETS.TRAIN, e.g. coco2ytvis2019_train or coco2ytvis2021_train"
+        )
     t = int(cfg.MODEL.DEVIS.NUM_FRAMES)
     if t < 2:
         raise ValueError(f"MODEL.DEVIS.NUM_FRAMES must be at least 2, got {t}")
