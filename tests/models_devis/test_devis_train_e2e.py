@@ -46,8 +46,10 @@ def _coco_weights(path: Path) -> Path:
 def _train(tmp_path: Path, data: dict, *opts: str, timeout: int = 600) -> Path:
     out = tmp_path / "run"
     d_tr, d_val = data["train"], data["val"]
+    flags = [o for o in opts if str(o).startswith("--")]
+    opts = tuple(o for o in opts if not str(o).startswith("--"))
     args = [
-        *("train", "--config-file", "quickstart/devis_tiny.yaml", "--no-progress"),
+        *("train", "--config-file", "quickstart/devis_tiny.yaml", "--no-progress", *flags),
         *("OUTPUT_DIR", out, "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"),
         *("DATASETS.TRAIN", '("custom_train",)', "DATASETS.TEST", '("custom_val",)'),
         *(
@@ -118,3 +120,16 @@ def test_devis_learns_on_the_synthetic_dataset(tmp_path):
     print(f"tiny DeVIS: loss {first:.2f} -> {last:.2f}, segm/AP {evals[-1]['segm/AP']:.1f}")
     assert last < 0.5 * first
     assert evals[-1]["segm/AP"] > 20.0
+
+
+@pytest.mark.slow
+def test_two_process_devis_training(tmp_path):
+    """``vidseg train --num-gpus 2`` (gloo on CPU): DDP over the video model, the normaliser all-reduced."""
+    data = _data(tmp_path, train_videos=2, val_videos=1, train_frames=4)
+    out = _train(
+        tmp_path, data, "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2",
+        *("SOLVER.EPOCHS", "1", "SOLVER.STEPS", "(1,)", "VISDOM_AND_LOG_INTERVAL", "1"),
+    )  # fmt: skip
+    assert "world size 2" in (out / "log.txt").read_text()
+    train, evals = _metrics(out)
+    assert len(train) == 2 and len(evals) == 1  # 4 clips, 2 per step
