@@ -89,3 +89,30 @@ def test_without_temporal_connections_there_are_no_temporal_tensors(config, k_te
     ours = _shapes(config)
     assert sum("_attn.temporal_" in k for k in ours) == k_temp_names
     assert "def_detr.backbone.1.temporal_embed" in ours
+
+
+@pytest.mark.slow
+def test_an_official_format_yt19_file_loads_strictly(tmp_path):
+    """A file written as the official main.py writes it (legacy pickle, ``{"model": ...}``), with the official
+    names and shapes, loads with ``strict=True`` and no stage-2 adaptation."""
+    from vidseg.checkpoints import load_weights
+
+    official = _official("devis-state-dict-keys-R50-YT19.txt")
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.rand(s, generator=g) for k, s in official.items()}
+    # the official file holds the duplicated box heads as the same tensors
+    for k in [k for k in sd if k.startswith("def_detr.transformer.decoder.bbox_embed.")]:
+        sd[k] = sd[k.replace("transformer.decoder.", "")]
+    path = tmp_path / "r50_devis_yt-19.pth"
+    torch.save({"model": sd, "epoch": 9}, path, _use_new_zipfile_serialization=False)
+    cfg = load_config("devis/YT-19/devis_R_50_YT-19.yaml")
+    model = build_devis_model(cfg, 40)
+    report = load_weights(model, path, strict=True)
+    assert "devis_stage2" not in report.converted_from
+    ours = model.state_dict()
+    for k in (
+        "def_detr.backbone.1.temporal_embed",
+        "def_detr.query_embed.weight",
+        "mask_head.out_lay.regular_conv.weight",
+    ):
+        assert torch.equal(ours[k], sd[k])
