@@ -218,7 +218,7 @@ def test_final_config_aux_weighting_and_param_groups():
     lr = 4e-4
     assert groups["backbone"]["lr"] == pytest.approx(2e-4)
     assert groups["linear_proj"]["lr"] == groups["temporal_linear_proj"]["lr"] == pytest.approx(0.1 * lr)
-    assert groups["mask_head"]["lr"] == pytest.approx(lr)
+    assert groups["mask_head"]["lr"] == pytest.approx(5 * lr)  # LR_MASK_HEAD_MULT 5 in the tiny config
     tmp = [names[id(p)] for p in groups["temporal_linear_proj"]["params"]]
     assert tmp and all("temporal_sampling_offsets" in n for n in tmp)
     lin = [names[id(p)] for p in groups["linear_proj"]["params"]]
