@@ -242,3 +242,14 @@ def test_temporal_position_encodings_reach_every_frame():
     assert sine.shape == (3, 32, 5, 7) and not torch.allclose(sine[0], sine[2])
     assert torch.equal(sine[:, 30:], torch.zeros_like(sine[:, 30:]))  # 3 x 10 channels, then zeros
     assert math.isclose(float(sine[0, 0, 0, 0]), math.sin(2 * math.pi / 3), rel_tol=1e-5)
+
+
+def test_the_sine_temporal_encoding_builds_a_model_without_temporal_embed():
+    cfg = load_config(
+        "quickstart/devis_tiny.yaml", ["MODEL.NUM_CLASSES", "2", "MODEL.DEVIS.TEMPORAL_EMBEDDING", "sine"]
+    )
+    model = build_devis(cfg).model.eval()
+    assert not any("temporal_embed" in k for k in model.state_dict())
+    with torch.no_grad():
+        out = model(torch.randn(T, 3, 64, 64))
+    assert out["pred_logits"].shape == (1, 18, 2) and out["pred_masks"][0].shape[1:] == (T, 16, 16)
