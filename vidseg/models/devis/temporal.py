@@ -11,9 +11,9 @@ module as an argument; these builders pick the module for one layer of each:
   other frame), or the per-frame spatial module.
 
 The transformer runs in ``clip_queries`` mode, so its decoder self-attention spans all ``T * Nq`` queries and
-the cross-attention sees them per frame. Parameter names stay the official ones (``sampling_offsets``,
-``attention_weights``, ``temporal_sampling_offsets``, ``temporal_attention_weights``, ``value_proj``,
-``output_proj``).
+the cross-attention sees them per frame. Parameter names stay the official ones: ``sampling_offsets``,
+``attention_weights``, ``temporal_sampling_offsets``, ``temporal_attention_weights``, ``value_proj`` and
+``output_proj``.
 """
 
 from __future__ import annotations

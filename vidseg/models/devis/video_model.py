@@ -24,9 +24,8 @@ __all__ = ["DeVIS", "conv_head_3d"]
 
 
 def conv_head_3d(in_channels: int = 16) -> nn.Sequential:
-    """VisTR-style 3-d conv head of the ablations: 3 x (Conv3d k3 dilation 2, GroupNorm(4, 12), ReLU), then
-    Conv3d(12 -> 1, k1), over ``[N, C, T, H/4, W/4]`` -> ``[N, 1, T, H/4, W/4]`` (indices 0..9 as
-    officially)."""
+    """VisTR-style 3-d conv head of the ablations, indexed 0..9 as officially: 3 x (Conv3d k3 dilation 2,
+    GroupNorm(4, 12), ReLU), then Conv3d(12 -> 1, k1); ``[N, C, T, H/4, W/4]`` -> ``[N, 1, T, H/4, W/4]``."""
     mods: list[nn.Module] = []
     c = in_channels
     for _ in range(3):
@@ -44,8 +43,7 @@ class DeVIS(nn.Module):
             query ``t * Nq + i`` is slot ``i`` of frame ``t``; slot ``i`` over the frames is one trajectory),
             temporal attention in its layers and the temporal position encoding at ``backbone.1``.
         bbox_attention / mask_head: the image stage's ``MultiScaleMHAttentionMap`` / ``MaskHeadConv``, run
-            per frame on the selected slots; ``mask_head`` without ``out_lay`` when ``conv_head_3d`` is
-            given.
+            per frame on the selected slots; with ``conv_head_3d`` the mask head has no ``out_lay``.
         matcher: :class:`~vidseg.models.devis.clip_matcher.ClipHungarianMatcher`; during training the
             matched slots of the final layer and of ``mask_aux_loss`` layers get masks.
         num_frames: T.
