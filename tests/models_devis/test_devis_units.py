@@ -253,3 +253,15 @@ def test_the_sine_temporal_encoding_builds_a_model_without_temporal_embed():
     with torch.no_grad():
         out = model(torch.randn(T, 3, 64, 64))
     assert out["pred_logits"].shape == (1, 18, 2) and out["pred_masks"][0].shape[1:] == (T, 16, 16)
+
+
+def test_decoder_self_attention_spans_the_queries_of_all_frames():
+    # Even without temporal connections the query self-attention joins the frames (devis.md §2.7).
+    layer = _decoder_layer(_tiny_cfg("MODEL.DEVIS.DEFORMABLE_ATTENTION.DISABLE_TEMPORAL_CONNECTIONS", "True"))
+    tgt, pos, refs, memory = _inputs()
+    other = tgt.clone()
+    other[0, 2 * NQ + 1] += 3.0  # slot 1 of frame 2
+    with torch.no_grad():
+        a = layer(tgt, pos, refs, memory, SHAPES, START, None).view(T, NQ, C)
+        b = layer(other, pos, refs, memory, SHAPES, START, None).view(T, NQ, C)
+    assert not torch.allclose(a[0], b[0])
