@@ -42,11 +42,9 @@ def _coco_weights(path: Path) -> Path:
     return path
 
 
-def _train(tmp_path: Path, data: dict, *opts: str, timeout: int = 600) -> Path:
+def _train(tmp_path: Path, data: dict, *opts: str, flags: tuple = (), timeout: int = 600) -> Path:
     out = tmp_path / "run"
     d_tr, d_val = data["train"], data["val"]
-    flags = [o for o in opts if str(o).startswith("--")]
-    opts = tuple(o for o in opts if not str(o).startswith("--"))
     args = [
         *("train", "--config-file", "quickstart/devis_tiny.yaml", "--no-progress", *flags),
         *("OUTPUT_DIR", out, "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"),
@@ -129,8 +127,9 @@ def test_two_process_devis_training(tmp_path):
     """``vidseg train --num-gpus 2`` (gloo on CPU): DDP over the video model, the normaliser all-reduced."""
     data = _data(tmp_path, train_videos=2, val_videos=1, train_frames=4)
     out = _train(
-        tmp_path, data, "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2",
+        tmp_path, data, "SOLVER.IMS_PER_BATCH", "2",
         *("SOLVER.EPOCHS", "1", "SOLVER.STEPS", "(1,)", "VISDOM_AND_LOG_INTERVAL", "1"),
+        flags=("--num-gpus", "2"),
     )  # fmt: skip
     assert "world size 2" in (out / "log.txt").read_text()
     train, evals = _metrics(out)
