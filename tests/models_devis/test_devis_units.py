@@ -265,3 +265,44 @@ def test_decoder_self_attention_spans_the_queries_of_all_frames():
         a = layer(tgt, pos, refs, memory, SHAPES, START, None).view(T, NQ, C)
         b = layer(other, pos, refs, memory, SHAPES, START, None).view(T, NQ, C)
     assert not torch.allclose(a[0], b[0])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "devis/ablations/devis_ablation0_deformable_vistr.yaml",
+        "devis/ablations/devis_ablation1_deformable_vistr_wo_temp_conn.yaml",
+    ],
+)
+def test_deformable_vistr_ablations_train_and_infer_on_36_frames(config):
+    """The Table-1 Deformable VisTR rows at a CPU size (ResNet-18, hidden 128, 1+1 layers, 64x64): T = 36,
+    one /32 level, the 3-d conv head; forward, losses and backward, then the per-clip top-k masks."""
+    small = ["MODEL.BACKBONE", "resnet18", "MODEL.HIDDEN_DIM", "128", "MODEL.DIM_FEEDFORWARD", "128"]
+    small += ["MODEL.TRANSFORMER.ENCODER_LAYERS", "1", "MODEL.TRANSFORMER.DECODER_LAYERS", "1"]
+    small += ["MODEL.NUM_CLASSES", "2", "MODEL.WEIGHTS", "", "MODEL.DEFORM_ATTN_IMPL", "torch"]
+    torch.manual_seed(0)
+    cfg = load_config(config, small)
+    bundle = build_devis(cfg)
+    model = bundle.model.train()
+    assert model.conv_head_3d is not None and model.num_frames == 36
+    t, h, w = 36, 64, 64
+    masks = torch.zeros(1, t, h, w, dtype=torch.bool)
+    masks[0, :30, 10:30, 10:30] = True  # gone in the last 6 frames
+    valid = masks.flatten(2).any(-1)
+    boxes = torch.tensor([20 / w, 20 / h, 20 / w, 20 / h]).expand(1, t, 4) * valid[..., None]
+    tgt = ClipTargets(labels=torch.tensor([1]), ids=torch.tensor([1]), masks=masks, boxes=boxes, valid=valid)
+    batch = ClipBatch(
+        frames=torch.randn(1, t, 3, h, w), pad_mask=torch.zeros(1, t, h, w, dtype=torch.bool), targets=[tgt]
+    )
+    out = model(batch)
+    assert out["pred_logits"].shape == (1, 360, 2) and out["pred_masks"].shape == (1, t, 16, 16)
+    losses = bundle.criterion(out, batch.targets)
+    assert "loss_mask" in losses and not any(k.startswith("loss_mask_") for k in losses)  # MASK_AUX_LOSS []
+    total = sum(
+        bundle.criterion.weight_dict[k] * v for k, v in losses.items() if k in bundle.criterion.weight_dict
+    )
+    total.backward()
+    assert model.conv_head_3d[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        ev = model.eval()(batch)
+    assert ev["pred_masks"][0].shape == (10, t, 16, 16)  # TEST.NUM_OUT 10 trajectories
