@@ -1,6 +1,9 @@
-"""Forward time / FPS of the DeVIS image model (Deformable DETR + mask head, R50) and its parameter counts.
+"""Forward time / FPS of the DeVIS image model (Deformable DETR + mask head, R50) and its parameter counts;
+with ``--devis`` the DeVIS video model at the YT-19 R50 setting (T=6, 60 queries).
 
     python benchmarks/models.py                      # CPU, 800x1333 (the COCO test size)
+    python benchmarks/models.py --devis              # DeVIS R50 YT-19: training step, peak memory, forward
+                                                     # time per clip at 360x640 (CPU, or --device cuda)
     python benchmarks/models.py --quick              # CPU, 400x667, fewer repetitions (shared machines)
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
     python benchmarks/models.py --quick --mdc-legacy # also time the former modulated-deformable-conv path
@@ -79,6 +82,122 @@ def param_table(model: torch.nn.Module) -> list[tuple[str, float]]:
     return rows
 
 
+SEED_TRAIN_MEMORY_GB = 18.0  # DeVIS README: max GPU memory training YT-19 R50 (one clip per GPU)
+SEED_FPS_YT19 = 18.4  # DeVIS README: YT-19 R50 inference (T=6, stride 4), GPU not stated
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _synthetic_clip(t: int, h: int, w: int, num_classes: int, device: torch.device):
+    """A ClipBatch of one clip with 3 moving boxes (targets for the training step)."""
+    from vidseg.structures.box_ops import box_xyxy_to_cxcywh, masks_to_boxes
+    from vidseg.structures.clip_batch import ClipBatch, ClipTargets
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(3, t, h, w, dtype=torch.bool)
+    for i in range(3):
+        for f in range(t):
+            y0, x0 = 20 + 40 * i + 3 * f, 30 + 90 * i + 5 * f
+            masks[i, f, y0 : y0 + h // 4, x0 : x0 + w // 5] = True
+    boxes = box_xyxy_to_cxcywh(masks_to_boxes(masks.flatten(0, 1))).view(3, t, 4)
+    boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
+    target = ClipTargets(
+        labels=torch.randint(0, num_classes, (3,), generator=g),
+        ids=torch.arange(1, 4),
+        masks=masks,
+        boxes=boxes,
+        valid=torch.ones(3, t, dtype=torch.bool),
+    )
+    batch = ClipBatch(
+        frames=torch.randn(1, t, 3, h, w, generator=g),
+        pad_mask=torch.zeros(1, t, h, w, dtype=torch.bool),
+        targets=[target],
+        meta=[{"image_size": (h, w)}],
+    )
+    return batch.to(device)
+
+
+def bench_devis(args, device: torch.device) -> int:
+    """DeVIS R50 YT-19: training step (forward, losses, backward, AdamW step) and its peak memory per clip at
+    the train size, forward time per clip at 360x640 (eval, top-20 masks). Baseline: the backbone alone on
+    the clip's 6 frames at 360x640."""
+    from vidseg.models.devis.build import build_devis
+
+    cfg = load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["MODEL.DEFORM_ATTN_IMPL", "torch"])
+    torch.manual_seed(0)
+    bundle = build_devis(cfg)
+    model = bundle.model.to(device)
+    t = int(cfg.MODEL.DEVIS.NUM_FRAMES)
+    th, tw = args.size or (360, 640)
+    iters = args.iters or (1 if device.type == "cpu" else 10)
+    warmup = args.warmup if args.warmup is not None else (0 if device.type == "cpu" else 3)
+    opt = torch.optim.AdamW(bundle.param_groups(model), lr=1e-4, weight_decay=1e-4)
+    batch = _synthetic_clip(t, th, tw, int(cfg.MODEL.NUM_CLASSES), device)
+    crit = bundle.criterion.to(device)
+
+    def step() -> None:
+        losses = crit(model(batch), batch.targets)
+        total = sum(crit.weight_dict[k] * v for k, v in losses.items() if k in crit.weight_dict)
+        opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+
+    model.train()
+    rss0 = _peak_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.enable_grad():
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(iters):
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    train_t = statistics.median(times)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        mem = f"peak GPU memory {peak:.2f} GiB (allocated) vs the seed's {SEED_TRAIN_MEMORY_GB} GB"
+    else:
+        mem = f"peak RSS {_peak_rss_mb() / 1024:.2f} GiB (process; {rss0 / 1024:.2f} GiB before the step)"
+
+    model.eval()
+    eh, ew = 360, 640
+    x = torch.randn(1, t, 3, eh, ew, device=device)
+    from vidseg.structures.clip_batch import ClipBatch
+
+    clip = ClipBatch(frames=x, pad_mask=torch.zeros(1, t, eh, ew, dtype=torch.bool, device=device))
+    base = time_fn(lambda: model.def_detr.backbone[0](x[0]), device, warmup, iters)
+    fwd = time_fn(lambda: model(clip), device, warmup, iters)
+    print(f"\n## DeVIS R50 YT-19 (T={t}, {cfg.MODEL.NUM_QUERIES} queries), {device.type}, median of {iters}")
+    if device.type == "cpu":
+        print(f"torch threads: {torch.get_num_threads()}")
+    else:
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+    print("| what | s/clip | frames/s | x baseline |")
+    print("|---|---|---|---|")
+    print(f"| ResNet-50 backbone on the 6 frames, 360x640 (baseline) | {base:.2f} | {t / base:.2f} | 1.00 |")
+    print(f"| DeVIS forward per clip, 360x640, top-20 masks | {fwd:.2f} | {t / fwd:.2f} | {fwd / base:.2f} |")
+    print(
+        f"| DeVIS training step per clip, {th}x{tw} (fwd+loss+bwd+AdamW) | {train_t:.2f} | {t / train_t:.2f} "
+        f"| {train_t / base:.2f} |"
+    )
+    print(mem)
+    if device.type == "cuda":
+        print(
+            f"forward {t / fwd:.1f} frames/s vs the seed's {SEED_FPS_YT19} FPS (with stride 4 it processes "
+            f"{4 / fwd:.1f} new frames/s)"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -88,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 1 CPU, 10 GPU)")
     ap.add_argument("--mdc-legacy", action="store_true", help="also time the former MDC path (before/after)")
+    ap.add_argument("--devis", action="store_true", help="the DeVIS video model (R50 YT-19) instead")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -96,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("CUDA requested but not available", file=sys.stderr)
         return 2
+    if args.devis:
+        return bench_devis(args, device)
     h, w = args.size or ((400, 667) if args.quick else (800, 1333))
     iters = args.iters or (3 if args.quick and device.type == "cpu" else (5 if device.type == "cpu" else 50))
     warmup = args.warmup if args.warmup is not None else (1 if device.type == "cpu" else 10)

@@ -5,6 +5,7 @@ A pure function on state dicts, so it can be tested (and used by ``vidseg conver
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ _SPATIAL_ATTN = re.compile(
     r"(sampling_offsets|attention_weights)\.(weight|bias)$"
 )
 PRIOR_PROB = 0.01  # class bias init: sigmoid(bias) = 0.01, bias = -log(99) = -4.595
+
+logger = logging.getLogger(__name__)
 
 
 def _reshape_levels_points(
@@ -176,4 +179,71 @@ def adapt_coco_to_devis(
                         new[j] = src[k][cat - 1]
             out[k] = new
     out["def_detr.backbone.1.temporal_embed"] = torch.randn(num_frames, hidden, generator=generator)
+    for line in describe_stage2(src, out, finetune_query_embeds, finetune_class_logits):
+        logger.info("%s", line)
     return out
+
+
+def _group(keys: Sequence[str]) -> str:
+    """Key names summarised by pattern: layer indices become ``*`` and the leaves of one module are joined,
+    e.g. ``...layers.*.self_attn.temporal_sampling_offsets.{weight,bias} (x4)`` (at most 4 patterns)."""
+    pats: dict[str, list[str]] = {}
+    for k in keys:
+        module, _, leaf = re.sub(r"\.\d+(?=\.)", ".*", k).rpartition(".")
+        pats.setdefault(module, []).append(leaf)
+    items = []
+    for module, leaves in pats.items():
+        names = sorted(set(leaves))
+        leaf = names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+        items.append(f"{module}.{leaf}" + (f" (x{len(leaves)})" if len(leaves) > 1 else ""))
+    return ", ".join(items[:4]) + (f", ... ({len(items) - 4} more)" if len(items) > 4 else "")
+
+
+def describe_stage2(
+    src: Mapping[str, torch.Tensor],
+    out: Mapping[str, torch.Tensor],
+    finetune_query_embeds: bool = False,
+    finetune_class_logits: bool = False,
+) -> list[str]:
+    """What :func:`adapt_coco_to_devis` did, as log lines: tensors copied as-is, built from the spatial
+    attention (temporal projections), sliced (fewer levels), re-initialised, and dropped."""
+    same = [k for k, v in out.items() if k in src and v is src[k]]
+    temporal = [k for k in out if "_attn.temporal_" in k]
+    reinit = []
+    q = out.get("def_detr.query_embed.weight")
+    if q is not None and not finetune_query_embeds:
+        reinit.append(f"def_detr.query_embed.weight {tuple(q.shape)} ~ N(0, 1)")
+    cls = sorted(k for k in out if k.startswith("def_detr.class_embed.") and k.endswith(".weight"))
+    if cls:
+        how = "rows copied through the class map, others" if finetune_class_logits else "all"
+        reinit.append(
+            f"def_detr.class_embed.* ({len(cls)} layers x {out[cls[0]].shape[0]} classes; {how} re-drawn, "
+            f"bias {-math.log((1 - PRIOR_PROB) / PRIOR_PROB):.3f})"
+        )
+    te = out["def_detr.backbone.1.temporal_embed"]
+    reinit.append(f"def_detr.backbone.1.temporal_embed {tuple(te.shape)} ~ N(0, 1)")
+    changed = [
+        k
+        for k in out
+        if k not in temporal
+        and k not in same
+        and "class_embed" not in k
+        and "query_embed" not in k
+        and not k.endswith("temporal_embed")
+    ]
+    dropped = [k for k in src if k not in out]
+    lines = [f"DeVIS stage 2 from a COCO image model: {len(same)} tensors copied as-is"]
+    if temporal:
+        lines.append(
+            f"  {len(temporal)} temporal projections copied from the spatial ones: {_group(temporal)}"
+        )
+    else:
+        lines.append(
+            "  no temporal projections copied (none in the model, or FINETUNE_TEMPORAL_MODULES False)"
+        )
+    if changed:
+        lines.append(f"  {len(changed)} tensors sliced or moved to the model's levels: {_group(changed)}")
+    lines.append("  re-initialised: " + "; ".join(reinit))
+    if dropped:
+        lines.append(f"  {len(dropped)} COCO tensors not used: {_group(dropped)}")
+    return lines

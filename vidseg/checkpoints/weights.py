@@ -176,7 +176,9 @@ def load_weights(
             origin = {new: origin.get(old, old) for old, new in zip(before, sd)}
         ckpt_is_video = any(".temporal_" in k or k.endswith("temporal_embed") for k in sd)
         if model_is_video and not ckpt_is_video and any(k.startswith("def_detr.") for k in sd):
-            kwargs = {**_infer_devis_adapt_kwargs(model_state), **dict(devis_adapt or {})}
+            # The model may state its stage-2 options (DeVIS: heads, encoder window, SOLVER.DEVIS.FINETUNE_*).
+            own = dict(getattr(model, "stage2_init", None) or {})
+            kwargs = {**_infer_devis_adapt_kwargs(model_state), **own, **dict(devis_adapt or {})}
             sd = adapt_coco_to_devis(sd, **kwargs)
             converted += "+devis_stage2"
     sd, notes = reconcile_duplicated_bbox_embed(sd, model_state)

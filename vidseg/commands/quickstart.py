@@ -30,6 +30,7 @@ examples:
   vidseg quickstart                                   # a few minutes on 2 cores
   vidseg quickstart --epochs 2 --videos 8 --val-videos 2 --size 64x96      # about a minute
   vidseg quickstart --epochs 30 --videos 64 --out runs/quick_long          # longer, better masks
+  vidseg quickstart --method DeVIS --clip-frames 3 --size 64x96           # the small DeVIS video model
 """
 
 
@@ -44,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, default=4, help="shape classes, 1..8 (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the run")
     p.add_argument("--no-render", action="store_true", help="skip the prediction video")
+    p.add_argument(
+        "--method",
+        default="ToyVIS",
+        choices=("ToyVIS", "DeVIS"),
+        help="ToyVIS (default) or DeVIS (configs/quickstart/devis_tiny.yaml, clips of --clip-frames frames)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--overwrite",
@@ -62,17 +69,27 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
-    """The ToyVIS training config of the quickstart (plain keys, printed into run_dir/config.yaml)."""
+    """The training config of the quickstart, ToyVIS or DeVIS (``--method``; plain keys, printed into
+    run_dir/config.yaml)."""
     from vidseg.config import merge_overrides
     from vidseg.models import get_cfg
 
     h, w = _size(args.size)
-    cfg = get_cfg("ToyVIS")
+    method = getattr(args, "method", "ToyVIS")
+    if method == "DeVIS":
+        from vidseg.models import load_config
+
+        cfg = load_config("quickstart/devis_tiny.yaml", freeze=False)
+        t = args.clip_frames
+        cfg.MODEL.DEVIS.NUM_FRAMES = t  # one clip length for the model and the data
+        cfg.MODEL.NUM_QUERIES = 6 * t  # 6 trajectories per clip
+    else:
+        cfg = get_cfg("ToyVIS")
+        cfg.MODEL.TOY.NUM_QUERIES = 8
+        cfg.MODEL.TOY.HIDDEN_DIM = 48
     cfg.OUTPUT_DIR = str(run_dir)
     cfg.SEED = args.seed
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.TOY.NUM_QUERIES = 8
-    cfg.MODEL.TOY.HIDDEN_DIM = 48
     cfg.DATASETS.TRAIN = ("custom_train",)
     cfg.DATASETS.TEST = ("custom_val",)
     cfg.DATASETS.CUSTOM_TRAIN_JSON = str(data["train_json"])
@@ -87,12 +104,13 @@ def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
     cfg.INPUT.MAX_SIZE_TEST = max(h, w)
     cfg.INPUT.CROP.ENABLED = False
     cfg.DATALOADER.NUM_WORKERS = 1
-    cfg.SOLVER.BASE_LR = 1e-3
+    if method != "DeVIS":  # DeVIS keeps its config's optimiser settings (one clip per step, clipping 0.1)
+        cfg.SOLVER.BASE_LR = 1e-3
+        cfg.SOLVER.BATCH_SIZE = 2
+        cfg.SOLVER.GRAD_CLIP_MAX_NORM = 1.0
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
     cfg.SOLVER.EPOCHS = args.epochs
     cfg.SOLVER.STEPS = (max(1, int(args.epochs * 0.75)),)
-    cfg.SOLVER.BATCH_SIZE = 2
-    cfg.SOLVER.GRAD_CLIP_MAX_NORM = 1.0
     cfg.SOLVER.CHECKPOINT_PERIOD = 0
     cfg.TEST.EVAL_PERIOD = args.epochs  # once, at the end
     cfg.VISDOM_AND_LOG_INTERVAL = 10
@@ -194,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             "val_images": data_dir / "valid" / "JPEGImages",
         }
     cfg = quickstart_config(args, data, run_dir)
-    print(f"[2/4] training ToyVIS for {args.epochs} epochs -> {run_dir}", flush=True)
+    print(f"[2/4] training {cfg.MODEL.META_ARCHITECTURE} for {args.epochs} epochs -> {run_dir}", flush=True)
     rc = run_train(cfg, RunOptions(overwrite=args.overwrite, progress=not args.no_progress))
     if rc:
         print("vidseg quickstart: error: training failed, see", run_dir / "log.txt", file=sys.stderr)

@@ -65,6 +65,9 @@ METHODS: dict[str, Method] = {
         "build_image_stage",
         tiny_config="quickstart/deformable_mask_head_tiny.yaml",
     ),
+    "DeVIS": Method(
+        "vidseg.models.devis", "add_devis_config", "build_devis", tiny_config="quickstart/devis_tiny.yaml"
+    ),
 }
 
 

@@ -23,11 +23,15 @@ def build_deformable_detr(
     num_classes: int,
     encoder_attn: nn.Module | None = None,
     decoder_attn: nn.Module | None = None,
+    position_embedding: nn.Module | None = None,
+    clip_queries: bool = False,
 ) -> DeformableDETR:
     """Backbone joiner + transformer + heads from ``MODEL.*``.
 
     ``encoder_attn`` / ``decoder_attn``: attention modules composed into every encoder / decoder layer
-    (default: the spatial ``MSDeformAttn`` of the config's sizes).
+    (default: the spatial ``MSDeformAttn`` of the config's sizes). ``position_embedding``: the joiner's
+    ``backbone.1`` (default: the 2-d sine encoding). ``clip_queries``: DeVIS video mode (see
+    :class:`DeformableTransformer`).
     """
     m = cfg.MODEL
     if not m.WITH_BBX_REFINE and m.BBX_GRADIENT_PROP:
@@ -43,7 +47,9 @@ def build_deformable_detr(
         dilation=bool(m.BACKBONE_DILATION),
         pretrained=m.BACKBONE_PRETRAINED,
     )
-    joiner = Joiner(backbone, PositionEmbeddingSine(m.HIDDEN_DIM // 2, normalize=True))
+    if position_embedding is None:
+        position_embedding = PositionEmbeddingSine(m.HIDDEN_DIM // 2, normalize=True)
+    joiner = Joiner(backbone, position_embedding)
     t = m.TRANSFORMER
     # Note: the official builder swaps ENC_N_POINTS/DEC_N_POINTS (harmless at 4/4); here each key means
     # itself.
@@ -61,6 +67,7 @@ def build_deformable_detr(
         attn_impl=m.DEFORM_ATTN_IMPL,
         encoder_attn=encoder_attn,
         decoder_attn=decoder_attn,
+        clip_queries=clip_queries,
     )
     return DeformableDETR(
         joiner,

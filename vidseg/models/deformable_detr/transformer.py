@@ -160,8 +160,19 @@ class DeformableTransformerDecoderLayer(nn.Module):
         n_heads: heads of the query self-attention.
     """
 
-    def __init__(self, cross_attn: nn.Module, d_model: int, d_ffn: int, dropout: float, n_heads: int):
+    def __init__(
+        self,
+        cross_attn: nn.Module,
+        d_model: int,
+        d_ffn: int,
+        dropout: float,
+        n_heads: int,
+        clip_queries: bool = False,
+    ):
         super().__init__()
+        # DeVIS: one query set ``[1, T*Nq, C]`` (frame-major) for a clip whose T frames are the memory batch;
+        # the cross-attention sees it as ``[T, Nq, C]`` (slot i of frame t), the self-attention as one set.
+        self.clip_queries = clip_queries
         # Registration order mirrors the official module so state-dict listings line up.
         self.cross_attn = cross_attn
         self.dropout1 = nn.Dropout(dropout)
@@ -188,10 +199,17 @@ class DeformableTransformerDecoderLayer(nn.Module):
         q = k = tgt + query_pos
         tgt2 = self.self_attn(q, k, tgt, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(tgt2))
-        tgt2 = self.cross_attn(
-            tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index, padding_mask
-        )
-        tgt = self.norm1(tgt + self.dropout1(tgt2))
+        query, refs = tgt + query_pos, reference_points
+        if self.clip_queries:
+            t = memory.shape[0]
+            if tgt.shape[0] != 1 or tgt.shape[1] % t:
+                raise ValueError(
+                    f"clip queries must be [1, T*Nq, C] for a memory of T={t} frames, got {tuple(tgt.shape)}"
+                )
+            query = query.view(t, -1, query.shape[-1])
+            refs = refs.view(t, -1, *refs.shape[2:])
+        tgt2 = self.cross_attn(query, refs, memory, spatial_shapes, level_start_index, padding_mask)
+        tgt = self.norm1(tgt + self.dropout1(tgt2.reshape(tgt.shape)))
         tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout4(tgt2))
 
@@ -273,6 +291,10 @@ class DeformableTransformer(nn.Module):
         encoder_attn / decoder_attn: the attention module of one encoder / decoder layer, cloned for every
             layer; None builds the spatial ``MSDeformAttn`` from the sizes above. DeVIS passes its temporal
             attention here instead of subclassing the transformer.
+        clip_queries: DeVIS video mode. The B inputs are the T frames of ONE clip: the decoder holds a single
+            query set ``[1, Q = T*Nq, C]`` (frame-major), self-attention spans all Q queries, the
+            cross-attention gets them as ``[T, Nq, C]`` with references ``[T, Nq, L, 2|4]``, and reference
+            points are scaled by the valid ratios of frame 0 (as officially). Outputs then have batch 1.
     """
 
     def __init__(
@@ -290,9 +312,11 @@ class DeformableTransformer(nn.Module):
         attn_impl: str = "auto",
         encoder_attn: nn.Module | None = None,
         decoder_attn: nn.Module | None = None,
+        clip_queries: bool = False,
     ):
         super().__init__()
         self.d_model = d_model
+        self.clip_queries = clip_queries
         self.nhead = nhead
         self.num_feature_levels = num_feature_levels
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
@@ -304,7 +328,9 @@ class DeformableTransformer(nn.Module):
         self._attn_types = (ops.MSDeformAttn, type(encoder_attn), type(decoder_attn))
         enc = DeformableTransformerEncoderLayer(encoder_attn, d_model, dim_feedforward, dropout)
         self.encoder = DeformableTransformerEncoder(enc, num_encoder_layers)
-        dec = DeformableTransformerDecoderLayer(decoder_attn, d_model, dim_feedforward, dropout, nhead)
+        dec = DeformableTransformerDecoderLayer(
+            decoder_attn, d_model, dim_feedforward, dropout, nhead, clip_queries=clip_queries
+        )
         self.decoder = DeformableTransformerDecoder(dec, num_decoder_layers, with_gradient)
         self._reset_parameters()
 
@@ -356,9 +382,10 @@ class DeformableTransformer(nn.Module):
         )
 
         b, _, c = memory.shape
+        nb = 1 if self.clip_queries else b  # one query set per clip, else per image
         query_pos, tgt = torch.split(query_embed, c, dim=1)
-        query_pos = query_pos.unsqueeze(0).expand(b, -1, -1)
-        tgt = tgt.unsqueeze(0).expand(b, -1, -1)
+        query_pos = query_pos.unsqueeze(0).expand(nb, -1, -1)
+        tgt = tgt.unsqueeze(0).expand(nb, -1, -1)
         init_reference = self.reference_points(query_pos).sigmoid()
         hs, inter_refs, layer_boxes = self.decoder(
             tgt,
@@ -366,7 +393,7 @@ class DeformableTransformer(nn.Module):
             memory,
             spatial_shapes,
             level_start_index,
-            valid_ratios,
+            valid_ratios[:1] if self.clip_queries else valid_ratios,
             query_pos,
             mask_flatten,
         )

@@ -13,21 +13,35 @@ One file per paper concept:
 - ``inference``: image-stage inference on images and videos.
 - ``build``: config -> constructor kwargs.
 
-The video model (temporal deformable attention composed into the Deformable DETR layers, instance-aware
-queries, stage-2 weight adaptation) and the multi-cue clip tracker land here too.
+The video model:
+
+- ``temporal``: the temporal deformable attention modules composed into the Deformable DETR layers.
+- ``position``: the clip position encodings (learned temporal embedding, or x, y, t sine).
+- ``video_model``: ``DeVIS`` (instance-aware queries, per-frame mask head, the ablations' 3-d conv head).
+- ``clip_targets``: clip targets of spec §3.2 and the criterion adapter.
+- ``clip_postprocess`` / ``clip_inference``: top-k trajectories per clip; per-clip video inference.
+
+The multi-cue clip tracker lands here too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vidseg.models.devis.config import add_image_stage_config
+from vidseg.models.devis.config import add_devis_config, add_image_stage_config
 
-__all__ = ["add_image_stage_config", "build_image_stage"]
+__all__ = ["add_devis_config", "add_image_stage_config", "build_devis", "build_image_stage"]
 
 
 def build_image_stage(cfg: Any, metadata: Any = None):
     """The image stage's ``ModelBundle`` (see :func:`vidseg.models.devis.build.build_image_stage`)."""
     from vidseg.models.devis.build import build_image_stage as _build
+
+    return _build(cfg, metadata)
+
+
+def build_devis(cfg: Any, metadata: Any = None):
+    """The video model's ``ModelBundle`` (see :func:`vidseg.models.devis.build.build_devis`)."""
+    from vidseg.models.devis.build import build_devis as _build
 
     return _build(cfg, metadata)

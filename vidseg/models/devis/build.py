@@ -1,11 +1,13 @@
 """Builders of DeVIS: map the config to constructor kwargs. Nothing else in ``models/devis`` reads the config.
 
 The image stage (``MODEL.META_ARCHITECTURE DeformableDETRSegm``) is Deformable DETR + the multi-scale mask
-head, trained on COCO with per-image Hungarian matching.
+head, trained on COCO with per-image Hungarian matching. The video model (``DeVIS``) composes the temporal
+attention into the same detector, adds the temporal position encoding and matches clips.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,16 +15,23 @@ from torch import nn
 
 from vidseg.models.bundle import ModelBundle, num_classes_from
 from vidseg.models.deformable_detr.build import build_deformable_detr
+from vidseg.models.devis.clip_inference import ClipInference
 from vidseg.models.devis.clip_matcher import ClipHungarianMatcher
+from vidseg.models.devis.clip_targets import ClipCriterion
 from vidseg.models.devis.criterion import build_weight_dict, focal_set_criterion
 from vidseg.models.devis.image_stage import DeformableDETRSegm
 from vidseg.models.devis.inference import ImageInference
 from vidseg.models.devis.mask_head import MaskHeadConv, MultiScaleMHAttentionMap, mask_head_kwargs
 from vidseg.models.devis.param_groups import deformable_detr_param_groups
+from vidseg.models.devis.position import temporal_position
 from vidseg.models.devis.postprocess import ImagePostProcessor
 from vidseg.models.devis.targets import ImageCriterion
+from vidseg.models.devis.temporal import decoder_attention, encoder_attention
+from vidseg.models.devis.video_model import DeVIS, conv_head_3d
 from vidseg.models.set_prediction.criterion import SetCriterion
 from vidseg.models.set_prediction.matcher import HungarianMatcher
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_image_stage",
@@ -33,6 +42,9 @@ __all__ = [
     "build_mask_head",
     "build_param_groups",
     "build_postprocessor",
+    "build_devis",
+    "build_devis_model",
+    "build_temporal_attention",
 ]
 
 
@@ -138,8 +150,18 @@ def build_deformable_detr_segm(
 
 
 def build_param_groups(cfg: Any):
-    """``fn(model) -> groups`` from ``SOLVER.{BASE_LR, LR_BACKBONE, *_NAMES, *_MULT, WEIGHT_DECAY}``."""
+    """``fn(model) -> groups`` from ``SOLVER.{BASE_LR, LR_BACKBONE, *_NAMES, *_MULT, WEIGHT_DECAY}``, plus
+    the video model's ``temporal_linear_proj`` group from ``SOLVER.DEVIS.LR_TEMPORAL_LINEAR_PROJ_*``."""
     s = cfg.SOLVER
+    extra = []
+    if "DEVIS" in s:
+        extra.append(
+            (
+                "temporal_linear_proj",
+                list(s.DEVIS.LR_TEMPORAL_LINEAR_PROJ_NAMES),
+                float(s.DEVIS.LR_TEMPORAL_LINEAR_PROJ_MULT),
+            )
+        )
 
     def fn(model: nn.Module) -> list[dict]:
         return deformable_detr_param_groups(
@@ -152,6 +174,7 @@ def build_param_groups(cfg: Any):
             linear_proj_mult=float(s.LR_LINEAR_PROJ_MULT),
             mask_head_names=list(s.LR_MASK_HEAD_NAMES),
             mask_head_mult=float(s.LR_MASK_HEAD_MULT),
+            extra=extra,
         )
 
     return fn
@@ -172,4 +195,148 @@ def build_image_stage(cfg: Any, metadata: Any = None) -> ModelBundle:
     model = build_deformable_detr_segm(cfg, k, matcher)
     criterion = ImageCriterion(build_criterion(cfg, k, matcher))
     inference = ImageInference(build_postprocessor(cfg))
+    return ModelBundle(model, criterion, inference, param_groups=build_param_groups(cfg))
+
+
+# ----------------------------------------------------------------------------------------------- video model
+def build_temporal_attention(cfg: Any) -> tuple[nn.Module, nn.Module]:
+    """(encoder, decoder) attention of one layer from ``MODEL.DEVIS.DEFORMABLE_ATTENTION.*``,
+    ``MODEL.TRANSFORMER.*`` and ``MODEL.DEVIS.NUM_FRAMES`` (see :mod:`vidseg.models.devis.temporal`)."""
+    m = cfg.MODEL
+    a = m.DEVIS.DEFORMABLE_ATTENTION
+    common = dict(
+        d_model=int(m.HIDDEN_DIM),
+        n_levels=int(m.NUM_FEATURE_LEVELS),
+        n_heads=int(m.TRANSFORMER.N_HEADS),
+        num_frames=int(m.DEVIS.NUM_FRAMES),
+        temporal_connections=not bool(a.DISABLE_TEMPORAL_CONNECTIONS),
+        impl=m.DEFORM_ATTN_IMPL,
+    )
+    enc = encoder_attention(
+        n_points=int(m.TRANSFORMER.ENC_N_POINTS),
+        n_temporal_points=int(a.ENC_N_POINTS_TEMPORAL_FRAME),
+        connect_all_frames=bool(a.ENC_CONNECT_ALL_FRAMES),
+        temporal_window=int(a.ENC_TEMPORAL_WINDOW),
+        **common,
+    )
+    dec = decoder_attention(
+        n_points=int(m.TRANSFORMER.DEC_N_POINTS),
+        n_temporal_points=int(a.DEC_N_POINTS_TEMPORAL_FRAME),
+        instance_aware=bool(a.INSTANCE_AWARE_ATTENTION),
+        **common,
+    )
+    return enc, dec
+
+
+def _check_video_config(cfg: Any) -> None:
+    """One-line errors for inconsistent clip settings; warnings for DeVIS data keys the pipeline does not
+    implement (the run goes on with the pipeline's own behaviour)."""
+    d = cfg.INPUT.DEVIS
+    if not d.MULTI_SCALE_TRAIN:
+        logger.warning(
+            "INPUT.DEVIS.MULTI_SCALE_TRAIN False: VisTR's augmentation is not implemented; training uses the "
+            "multi-scale pipeline of INPUT.MIN_SIZE_TRAIN / INPUT.CROP.*"
+        )
+    if d.SAMPLE_EACH_FRAME:
+        logger.warning(
+            "INPUT.DEVIS.SAMPLE_EACH_FRAME True is not implemented: clips start where T frames fit "
+            "(INPUT.SAMPLER consecutive)"
+        )
+    if not d.CREATE_BBX_FROM_MASK:
+        logger.warning("INPUT.DEVIS.CREATE_BBX_FROM_MASK False: boxes always come from the augmented masks")
+    if cfg.DATASETS.DEVIS.COCO_JOINT_TRAINING and not any(
+        str(n).startswith("coco2") for n in cfg.DATASETS.TRAIN
+    ):
+        raise ValueError(
+            "DATASETS.DEVIS.COCO_JOINT_TRAINING True: add the COCO pseudo-videos in the video label space to "
+            "DATASETS.TRAIN, e.g. coco2ytvis2019_train or coco2ytvis2021_train"
+        )
+    t = int(cfg.MODEL.DEVIS.NUM_FRAMES)
+    if t < 2:
+        raise ValueError(f"MODEL.DEVIS.NUM_FRAMES must be at least 2, got {t}")
+    if int(cfg.INPUT.NUM_FRAMES) != t:
+        raise ValueError(
+            f"INPUT.NUM_FRAMES {cfg.INPUT.NUM_FRAMES} != MODEL.DEVIS.NUM_FRAMES {t}: "
+            "training clips must have the model's length (set both)"
+        )
+    if int(cfg.MODEL.NUM_QUERIES) % t:
+        raise ValueError(
+            f"MODEL.NUM_QUERIES {cfg.MODEL.NUM_QUERIES} must be divisible by MODEL.DEVIS.NUM_FRAMES {t}"
+        )
+
+
+def build_devis_model(cfg: Any, num_classes: int, matcher: nn.Module | None = None) -> DeVIS:
+    """The video model: the detector in clip mode with temporal attention and the temporal position
+    encoding, the image stage's mask head (without ``out_lay`` plus ``conv_head_3d`` when
+    ``MODEL.MASK_HEAD.DEVIS.CONV_HEAD_3D``)."""
+    _check_video_config(cfg)
+    m = cfg.MODEL
+    if not m.MASK_ON:
+        raise ValueError("MODEL.MASK_ON False: the DeVIS video model always has its mask head")
+    t = int(m.DEVIS.NUM_FRAMES)
+    enc, dec = build_temporal_attention(cfg)
+    def_detr = build_deformable_detr(
+        cfg,
+        num_classes,
+        encoder_attn=enc,
+        decoder_attn=dec,
+        position_embedding=temporal_position(m.DEVIS.TEMPORAL_EMBEDDING, int(m.HIDDEN_DIM), t),
+        clip_queries=True,
+    )
+    bbox_attention, mask_head = build_mask_head(cfg, def_detr.backbone.out_channels)
+    head_3d = None
+    if m.MASK_HEAD.DEVIS.CONV_HEAD_3D:
+        # The 3-d head replaces the 2-d head's out_lay: the 2-d head returns its C/16 channels per frame.
+        att, kw = mask_head_kwargs(
+            used_features=[tuple(x) for x in m.MASK_HEAD.USED_FEATURES],
+            att_resolutions=list(m.MASK_HEAD.UPSAMPLING_RESOLUTIONS),
+            hidden_dim=int(m.HIDDEN_DIM),
+            backbone_channels=def_detr.backbone.out_channels,
+            use_mdc=bool(m.MASK_HEAD.USE_MDC),
+            num_heads=int(m.TRANSFORMER.N_HEADS),
+        )
+        mask_head = MaskHeadConv(**kw, out_layer=False)
+        head_3d = conv_head_3d(int(m.HIDDEN_DIM) // 2 ** (len(kw["fpn_dims"]) + 1))
+    return DeVIS(
+        def_detr,
+        bbox_attention,
+        mask_head,
+        matcher if matcher is not None else build_clip_matcher(cfg),
+        num_frames=t,
+        conv_head_3d=head_3d,
+        mask_aux_loss=[int(i) for i in m.LOSS.MASK_AUX_LOSS],
+        att_resolutions=list(m.MASK_HEAD.UPSAMPLING_RESOLUTIONS),
+        used_features=[tuple(x) for x in m.MASK_HEAD.USED_FEATURES],
+        num_out=int(cfg.TEST.NUM_OUT),
+        stage2_init=_stage2_init(cfg, num_classes, enc, dec),
+    )
+
+
+def _stage2_init(cfg: Any, num_classes: int, enc: nn.Module, dec: nn.Module) -> dict:
+    """Keyword arguments of ``adapt_coco_to_devis`` for this model (``SOLVER.DEVIS.FINETUNE_*``)."""
+    m, s = cfg.MODEL, cfg.SOLVER.DEVIS
+    temporal = hasattr(enc, "n_temporal_frames") or hasattr(dec, "n_temporal_frames")
+    return dict(
+        num_frames=int(m.DEVIS.NUM_FRAMES),
+        num_queries=int(m.NUM_QUERIES),
+        num_classes=num_classes,
+        num_levels=int(m.NUM_FEATURE_LEVELS),
+        n_heads=int(m.TRANSFORMER.N_HEADS),
+        enc_temporal_frames=getattr(enc, "n_temporal_frames", int(m.DEVIS.NUM_FRAMES) - 1),
+        enc_points_temporal=getattr(enc, "n_temporal_points", 0),
+        dec_points_temporal=getattr(dec, "n_temporal_points", 0),
+        finetune_temporal_modules=bool(s.FINETUNE_TEMPORAL_MODULES) and temporal,
+        finetune_query_embeds=bool(s.FINETUNE_QUERY_EMBEDDINGS),
+        finetune_class_logits=bool(s.FINETUNE_CLASS_LOGITS),
+    )
+
+
+def build_devis(cfg: Any, metadata: Any = None) -> ModelBundle:
+    """The DeVIS video model's ``ModelBundle``: model, clip criterion (taking ``ClipTargets``), per-clip
+    inference and the parameter groups (with the temporal offsets at ``LR_TEMPORAL_LINEAR_PROJ_MULT``)."""
+    k = num_classes_from(cfg.MODEL.NUM_CLASSES, metadata, "MODEL.NUM_CLASSES")
+    matcher = build_clip_matcher(cfg)
+    model = build_devis_model(cfg, k, matcher)
+    criterion = ClipCriterion(build_criterion(cfg, k, matcher))
+    inference = ClipInference(int(cfg.MODEL.DEVIS.NUM_FRAMES), int(cfg.INPUT.SIZE_DIVISIBILITY))
     return ModelBundle(model, criterion, inference, param_groups=build_param_groups(cfg))

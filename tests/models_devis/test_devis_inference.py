@@ -1,0 +1,71 @@
+"""Per-clip inference of the video model: top-k trajectories of a clip; videos longer or shorter than T."""
+
+from types import SimpleNamespace
+
+import torch
+
+from vidseg.data.frame_sampling import overlapping_clips
+from vidseg.models import load_config
+from vidseg.models.devis.build import build_devis
+from vidseg.models.devis.clip_inference import new_positions
+from vidseg.models.devis.clip_postprocess import clip_topk
+from vidseg.structures.masks import decode_segmentation
+
+
+def test_clip_topk_scores_trajectories_on_the_real_frames():
+    t, nq, k = 3, 4, 2
+    logits = torch.full((t, nq, k), -6.0)
+    logits[:2, 1, 0] = 3.0  # slot 1 is class 0 in the two real frames
+    logits[2, 3, 1] = 8.0  # slot 3 fires only in the padded third frame
+    boxes = torch.rand(t * nq, 4)
+    top = clip_topk(logits.view(t * nq, k), boxes, t, 2, num_valid_frames=2)
+    assert (top["slots"][0].item(), top["labels"][0].item()) == (1, 0)
+    assert top["scores"][0].item() == torch.sigmoid(torch.tensor(3.0)).item()
+    assert top["frame_scores"].shape == (t, 2) and top["boxes"].shape == (t, 2, 4)
+    assert torch.equal(top["boxes"][:, 0], boxes.view(t, nq, 4)[:, 1])
+    every = clip_topk(logits.view(t * nq, k), boxes, t, 1)  # all three frames count
+    assert every["slots"][0].item() == 1  # mean over 3 frames: slot 1 still first (2 high frames of 3)
+
+
+def test_new_positions_cover_each_frame_once():
+    for n in (2, 3, 7, 9):
+        clips = overlapping_clips(n, 3, 3)
+        covered = [c.indices[p] for i, c in enumerate(clips) for p in new_positions(c, i, 3, 3)]
+        assert covered == list(range(n)), n
+
+
+class _Frames:
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def test_videos_longer_and_shorter_than_a_clip():
+    torch.manual_seed(0)
+    cfg = load_config("quickstart/devis_tiny.yaml", ["MODEL.NUM_CLASSES", "2", "TEST.NUM_OUT", "4"])
+    bundle = build_devis(cfg)
+    model = bundle.model.eval()
+    for n in (7, 2):
+        video = SimpleNamespace(
+            video_id=3,
+            frames=_Frames(torch.randn(n, 3, 40, 56)),
+            orig_size=(80, 112),
+            image_size=(40, 56),
+            length=n,
+        )
+        result = bundle.inference(model, video)
+        clips = len(overlapping_clips(n, 3, 3))
+        assert len(result.tracks) == 4 * clips
+        per_frame = [sum(tr.masks[f] is not None for tr in result.tracks) for f in range(n)]
+        assert per_frame == [4] * n  # every frame is produced by exactly one clip
+        tr = result.tracks[0]
+        f = next(i for i, m in enumerate(tr.masks) if m is not None)
+        assert decode_segmentation(tr.masks[f], 80, 112).shape == (80, 112)
+        assert tr.frame_scores[f] is not None and len(tr.boxes[f]) == 4
+        x, y, w, h = tr.boxes[f]
+        assert 0 <= x <= x + w <= 112 and 0 <= y <= y + h <= 80  # clamped to the original size
