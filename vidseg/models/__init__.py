@@ -65,6 +65,12 @@ METHODS: dict[str, Method] = {
         "build_image_stage",
         tiny_config="quickstart/deformable_mask_head_tiny.yaml",
     ),
+    "Mask2Former": Method(
+        "vidseg.models.mask2former",
+        "add_mask2former_config",
+        "build_mask2former_bundle",
+        tiny_config="quickstart/mask2former_tiny.yaml",
+    ),
 }
 
 
