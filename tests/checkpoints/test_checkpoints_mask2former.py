@@ -1,5 +1,5 @@
-"""Mask2Former under the official detectron2 names: the detector part of the GRAtt-VIS key list, VITA / GenVIS /
-GRAtt-VIS training files written as detectron2's checkpointer writes them, and Mask2Former's ``.pkl`` files."""
+"""Mask2Former under the official detectron2 names: the detector part of the GRAtt-VIS key list, the VITA,
+GenVIS and GRAtt-VIS training files as detectron2's checkpointer writes them, and Mask2Former's ``.pkl``."""
 
 from __future__ import annotations
 
