@@ -4,7 +4,8 @@ Everything but the backbone already has the official names in vidseg (``sem_seg_
 The backbone is detectron2's ``backbone.stem.*`` / ``backbone.res{2..5}.*`` (ResNet) or ``backbone.*`` (Swin)
 in the file, and a :class:`vidseg.backbones.Backbone` in vidseg (``backbone.body.conv1``, ``...layer1.*`` in
 torchvision naming; Swin names unchanged under ``body.``). Old Mask2Former files call the content queries
-``static_query``; the criteria's ``empty_weight`` buffers are recomputed, so they are dropped.
+``static_query``; the criteria's ``empty_weight`` buffers are recomputed, so they are dropped unless the
+model holds them.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def detectron2_to_vidseg(
     Returns:
         ``(state_dict, {file key: new key} for renamed tensors, dropped file keys)``.
     """
+    model_keys = set(model_keys)
     found = find_backbone_body(model_keys)
     out: dict[str, torch.Tensor] = {}
     renamed: dict[str, str] = {}
     dropped: list[str] = []
     for k, v in state_dict.items():
-        if _is_recomputed(k):
+        if _is_recomputed(k) and k not in model_keys:
             dropped.append(k)
             continue
         new = k.replace(_OLD_QUERY, _NEW_QUERY) if _OLD_QUERY in k else k
