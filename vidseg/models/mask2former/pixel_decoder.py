@@ -12,6 +12,7 @@ Official names (under ``sem_seg_head.pixel_decoder.``): ``input_proj.{0,1,2}.{0 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -206,7 +207,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         c2_xavier_fill(self.mask_features)
         finest = min(strides[f] for f in self.transformer_in_features)
-        self.num_fpn_levels = max(int(round(torch.log2(torch.tensor(finest / common_stride)).item())), 0)
+        self.num_fpn_levels = max(int(round(math.log2(finest / common_stride))), 0)
         # FPN inputs: the finest backbone maps below the encoder, coarse first (res2 for R50).
         fpn_features = [f for f in self.in_features if strides[f] < finest][: self.num_fpn_levels][::-1]
         if len(fpn_features) != self.num_fpn_levels:
