@@ -4,6 +4,7 @@ GenVIS and GRAtt-VIS training files as detectron2's checkpointer writes them, an
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -97,3 +98,31 @@ def test_state_dict_round_trip_through_the_official_names(tmp_path):
     assert report.ok and len(report.mapped) == len(a.state_dict())
     for k, v in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v, msg=k)
+
+
+def test_swin_detector_uses_the_d2_swin_names_and_loads_a_detectron2_file(tmp_path):
+    """D2SwinTransformer names (grattvis.md §7): ``backbone.patch_embed.*``,
+    ``backbone.layers.{i}.blocks.{j}.*``, ``backbone.layers.{i}.downsample.*`` and ``backbone.norm{0..3}.*``."""
+    opts = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.BACKBONE.NAME", "D2SwinTransformer"]
+    opts += ["MODEL.SWIN.EMBED_DIM", "96", "MODEL.SWIN.DEPTHS", "[2, 2, 6, 2]", "MODEL.SWIN.WINDOW_SIZE", "7"]
+    opts += ["MODEL.SWIN.NUM_HEADS", "[3, 6, 12, 24]"]
+    cfg = load_config("quickstart/mask2former_tiny.yaml", opts)
+    torch.manual_seed(4)
+    a = build_model(cfg).model
+    official = vidseg_to_detectron2(a.state_dict())
+    backbone = sorted(k for k in official if k.startswith("backbone."))
+    pattern = re.compile(
+        r"^backbone\.(patch_embed\.(proj|norm)\.(weight|bias)|norm[0-3]\.(weight|bias)"
+        r"|layers\.\d\.downsample\.(reduction\.weight|norm\.(weight|bias))"
+        r"|layers\.\d\.blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+        r"|layers\.\d\.blocks\.\d+\.attn\.relative_position_(bias_table|index))$"
+    )
+    assert backbone and [k for k in backbone if not pattern.match(k)] == []
+    assert "backbone.layers.2.blocks.5.attn.relative_position_bias_table" in official
+    path = tmp_path / "swin.pth"
+    torch.save({"model": official, "iteration": 9}, path)
+    torch.manual_seed(5)
+    b = build_model(cfg).model
+    report = load_weights(b, path, strict=True)
+    assert report.renamed["backbone.patch_embed.proj.weight"] == "backbone.body.patch_embed.proj.weight"
+    torch.testing.assert_close(b.backbone.body.norm3.weight, a.backbone.body.norm3.weight)
