@@ -102,7 +102,7 @@ def test_state_dict_round_trip_through_the_official_names(tmp_path):
 
 def test_swin_detector_uses_the_d2_swin_names_and_loads_a_detectron2_file(tmp_path):
     """D2SwinTransformer names (grattvis.md §7): ``backbone.patch_embed.*``,
-    ``backbone.layers.{i}.blocks.{j}.*``, ``backbone.layers.{i}.downsample.*`` and ``backbone.norm{0..3}.*``."""
+    ``backbone.layers.{i}.blocks.{j}.*``, ``backbone.layers.{i}.downsample.*``, ``backbone.norm{0..3}.*``."""
     opts = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.BACKBONE.NAME", "D2SwinTransformer"]
     opts += ["MODEL.SWIN.EMBED_DIM", "96", "MODEL.SWIN.DEPTHS", "[2, 2, 6, 2]", "MODEL.SWIN.WINDOW_SIZE", "7"]
     opts += ["MODEL.SWIN.NUM_HEADS", "[3, 6, 12, 24]"]
