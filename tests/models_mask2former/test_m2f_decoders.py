@@ -160,3 +160,22 @@ def test_model_forward_backward_on_clips_of_frames(frames):
     p = bundle.model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0].self_attn.value_proj.weight
     assert p.grad is not None and p.grad.abs().sum() > 0
     assert bundle.model.backbone.body.conv1.weight.grad is not None  # FREEZE_AT 0: the stem trains too
+
+
+def test_parameter_groups_follow_mask2former_optimizer_rule():
+    cfg = load_config(
+        "quickstart/mask2former_tiny.yaml",
+        ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "SOLVER.BASE_LR", "0.0001", "SOLVER.WEIGHT_DECAY", "0.05"],
+    )
+    bundle = build_model(cfg)
+    model = bundle.model
+    groups = bundle.param_groups(model)
+    where = {id(p): g for g in groups for p in g["params"]}
+    assert len(where) == sum(1 for p in model.parameters() if p.requires_grad)
+    pd = model.sem_seg_head.pixel_decoder
+    pred = model.sem_seg_head.predictor
+    assert where[id(model.backbone.body.conv1.weight)]["lr"] == pytest.approx(1e-5)  # BACKBONE_MULTIPLIER 0.1
+    assert where[id(pd.input_proj[0][1].weight)]["weight_decay"] == 0.0  # GroupNorm: WEIGHT_DECAY_NORM
+    assert where[id(pred.query_feat.weight)]["weight_decay"] == 0.0  # Embedding: WEIGHT_DECAY_EMBED
+    assert where[id(pd.transformer.level_embed)]["weight_decay"] == 0.05  # a bare Parameter: decayed
+    assert where[id(pred.class_embed.weight)] == {**where[id(pred.class_embed.weight)], "lr": 1e-4}

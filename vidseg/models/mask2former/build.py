@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 _NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.SyncBatchNorm)
+# Parameters that are embeddings without being an ``nn.Embedding`` (Swin's tables). The pixel decoder's bare
+# ``level_embed`` parameter is not among them: the official optimizer decays it like any weight.
+_EMBED_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 
 def backbone_name(cfg: Any) -> str:
@@ -193,11 +196,7 @@ def build_param_groups(cfg: Any):
                 backbone = full.startswith("backbone.")
                 if isinstance(module, _NORM_TYPES):
                     kind, decay = "norm", wd_norm
-                elif isinstance(module, nn.Embedding) or p_name in (
-                    "level_embed",
-                    "relative_position_bias_table",
-                    "absolute_pos_embed",
-                ):
+                elif isinstance(module, nn.Embedding) or p_name in _EMBED_NAMES:
                     kind, decay = "embed", wd_embed
                 else:
                     kind, decay = "", wd
