@@ -229,6 +229,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self.add_module(f"layer_{idx + 1}", output)
 
     def _autocast(self, device: torch.device):
+        # fp32 by default, as the official decoder (autocast(enabled=False)): its CUDA MSDeformAttn op has no
+        # half-precision kernel. The Triton MSDA has one, so force_fp32=False may run this under bf16.
         if self.force_fp32:
             return torch.autocast(device.type, enabled=False)
         return contextlib.nullcontext()
