@@ -45,6 +45,36 @@ def build(impl: str = "torch", fp32: bool = True):
     return build_model(cfg).model.eval()
 
 
+@torch.no_grad()
+def compare_pixel_decoder(
+    model, x: torch.Tensor, impl: str, warmup: int, iters: int
+) -> tuple[float, float, float]:
+    """The pixel decoder in fp32 against bf16 autocast on the ``impl`` MSDA: ``(s fp32, s bf16, max |mask
+    logit difference|)``; the transformer decoder runs in fp32 on both outputs."""
+    device = x.device
+    feats = model.backbone(x)
+    dec = model.sem_seg_head.pixel_decoder
+    for m in dec.modules():
+        if hasattr(m, "impl") and isinstance(m.impl, str):
+            m.impl = impl
+
+    def pix(fp32: bool) -> dict:
+        dec.force_fp32 = fp32
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return dec(feats)
+
+    try:
+        t32 = _time(lambda: pix(True), device, warmup, iters)
+        t16 = _time(lambda: pix(False), device, warmup, iters)
+        high, low = pix(True), pix(False)
+    finally:
+        dec.force_fp32 = True
+    pred = model.sem_seg_head.predictor
+    ref = pred(high["multi_scale_features"], high["mask_features"])
+    out = pred([f.float() for f in low["multi_scale_features"]], low["mask_features"].float())
+    return t32, t16, (ref["pred_masks"] - out["pred_masks"]).abs().max().item()
+
+
 def run_mask2former(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,34 +111,12 @@ def run_mask2former(args) -> int:
         print(f"| {name:<46} | {t * 1e3:9.1f} | {1 / t:6.2f} | {t / base:10.2f} |")
 
     if device.type == "cuda":
-        feats = model.backbone(x)
-        dec = model.sem_seg_head.pixel_decoder
-        for m in dec.modules():
-            if hasattr(m, "impl") and isinstance(m.impl, str):
-                m.impl = "triton"
-
-        def pix(fp32: bool):
-            dec.force_fp32 = fp32
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return dec(feats)
-
-        t32 = _time(lambda: pix(True), device, warmup, iters)
-        t16 = _time(lambda: pix(False), device, warmup, iters)
-        with torch.no_grad():
-            ref = model.sem_seg_head.predictor(
-                *(lambda o: (o["multi_scale_features"], o["mask_features"]))(pix(True))
-            )
-            low = pix(False)
-            out = model.sem_seg_head.predictor(
-                [f.float() for f in low["multi_scale_features"]], low["mask_features"].float()
-            )
-        diff = (ref["pred_masks"] - out["pred_masks"]).abs().max().item()
+        t32, t16, diff = compare_pixel_decoder(model, x, "triton", warmup, iters)
         print("\n## Pixel decoder: fp32 (official) vs bf16 autocast, Triton MSDA")
         print(
             f"fp32 {t32 * 1e3:.2f} ms, bf16 {t16 * 1e3:.2f} ms: speed-up {t32 / t16:.2f}x; "
             f"max |mask logit difference| {diff:.3e} (decoder in fp32 on both)"
         )
-        dec.force_fp32 = True
 
     print("\n## Parameters (millions)")
     parts = {
