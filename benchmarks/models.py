@@ -7,6 +7,7 @@ with ``--devis`` the DeVIS video model at the YT-19 R50 setting (T=6, 60 queries
     python benchmarks/models.py --quick              # CPU, 400x667, fewer repetitions (shared machines)
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
     python benchmarks/models.py --quick --mdc-legacy # also time the former modulated-deformable-conv path
+    python benchmarks/models.py --model mask2former  # GRAtt-VIS's per-frame detector (R50), 360x640 frames
 
 The baseline measured in the same run is the ResNet-50 backbone alone on the same input; the table gives each
 measurement's ratio to it. With CUDA the full model is timed with both deformable-attention backends. With
@@ -208,7 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 1 CPU, 10 GPU)")
     ap.add_argument("--mdc-legacy", action="store_true", help="also time the former MDC path (before/after)")
     ap.add_argument("--devis", action="store_true", help="the DeVIS video model (R50 YT-19) instead")
+    ap.add_argument(
+        "--model",
+        default="devis",
+        choices=["devis", "mask2former"],
+        help="devis (the image stage; --devis: the video model) or mask2former (the GRAtt-VIS detector)",
+    )
     args = ap.parse_args(argv)
+    if args.model == "mask2former":
+        from mask2former_bench import run_mask2former
+
+        return run_mask2former(args)
 
     if args.threads:
         torch.set_num_threads(args.threads)

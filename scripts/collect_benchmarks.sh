@@ -18,13 +18,14 @@ measured: each script takes `--device cuda`. This file is rebuilt by `scripts/co
 | `benchmarks/evaluator.py` | YouTube-VIS metric vs the official code | [evaluator](#evaluator) |
 | `benchmarks/msda.py` | deformable attention: pure PyTorch vs per-frame fallback vs Triton | [msda](#msda) |
 | `benchmarks/models.py` | DeformableDETRSegm R50 forward time, parameter counts | [models](#models) |
+| `benchmarks/models.py --model mask2former` | Mask2Former R50 (GRAtt-VIS detector) per frame, parameters vs spec | [mask2former](#mask2former) |
 | `benchmarks/backbones.py` | backbone forward time | [backbones](#backbones) |
 | `benchmarks/heads.py` | mask head, matcher, criterion | [heads](#heads) |
 | `benchmarks/bench_data_pipeline.py` | clip loading and augmentation throughput | [data pipeline](#data-pipeline) |
 | `benchmarks/predictor.py` | streaming predictor vs whole-video inference | [predictor](#predictor) |
 | `benchmarks/monitoring.py` | metric writers (JSON lines, TensorBoard, Visdom, curves.png) per write | [monitoring](#monitoring) |
 EOF
-for n in evaluator msda models backbones heads data_pipeline predictor monitoring; do
+for n in evaluator msda models mask2former backbones heads data_pipeline predictor monitoring; do
   f="benchmarks/results/$n.md"
   [ -f "$f" ] || continue
   printf '\n<a id="%s"></a>\n\n' "${n//_/-}"

@@ -285,3 +285,26 @@ def test_eval_reads_official_weights_and_shifts_only_deformable_detr_files(tmp_p
         else:
             assert f"format=deformable_detr; mapped {len(bare)} tensors ({len(bare)} renamed" in log
             assert "SHIFT_CLASS_NEURON: class_embed rows of" in log and "class rows shifted in" in log
+
+
+def test_mask2former_trains_and_scores_coco_through_the_engine(tmp_path):
+    """The per-frame detector of GRAtt-VIS: image training and COCO bbox + segm AP during training."""
+    write_tiny_coco(tmp_path, "train2017")
+    gt = write_tiny_coco(tmp_path, "val2017")
+    out = tmp_path / "m2f"
+    cfg = load_config(
+        "configs/quickstart/mask2former_tiny.yaml",
+        [
+            *("DATASETS.ROOT", str(tmp_path), "DATASETS.TRAIN", "('coco_2017_train',)"),
+            *("OUTPUT_DIR", str(out), "DATASETS.TEST", "('coco_2017_val',)", "MODEL.DEVICE", "cpu"),
+            *("DATALOADER.NUM_WORKERS", "0", "VISDOM_ON", "False", "SOLVER.CHECKPOINT_PERIOD", "0"),
+            *("INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "INPUT.MIN_SIZE_TRAIN", "(64,)"),
+            *("INPUT.MAX_SIZE_TRAIN", "96", "SOLVER.SCHEDULE", "epoch", "SOLVER.EPOCHS", "1"),
+            *("SOLVER.STEPS", "(1,)", "SOLVER.BATCH_SIZE", "2", "TEST.EVAL_PERIOD", "1"),
+        ],
+    )
+    assert run_train(cfg, RunOptions(progress=False)) == 0
+    _check_results_file(out / "eval_results" / "epoch_1" / "coco_instances_results.json", gt)
+    evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "segm/AP" in x]
+    assert len(evals) == 1
+    _check_metrics(evals[0])

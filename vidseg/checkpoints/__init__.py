@@ -1,5 +1,6 @@
 """Checkpoints: safe loading, format detection, official name maps, DeVIS stage 2, ImageNet weights."""
 
+from vidseg.checkpoints.detectron2 import detectron2_to_vidseg, vidseg_to_detectron2
 from vidseg.checkpoints.devis_adapt import COCO_TO_YTVIS19_CLASS_MAP, adapt_coco_to_devis
 from vidseg.checkpoints.formats import (
     FORMATS,
@@ -43,6 +44,7 @@ __all__ = [
     "adapt_coco_to_devis",
     "convert_checkpoint",
     "deformable_detr_to_devis",
+    "detectron2_to_vidseg",
     "detectron2_resnet_to_torchvision",
     "detect_format",
     "extract_state_dict",
@@ -55,4 +57,5 @@ __all__ = [
     "write_weights",
     "shift_class_neuron",
     "torchvision_resnet_to_detectron2",
+    "vidseg_to_detectron2",
 ]

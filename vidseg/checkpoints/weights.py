@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidseg.checkpoints.detectron2 import detectron2_to_vidseg
 from vidseg.checkpoints.devis_adapt import adapt_coco_to_devis
 from vidseg.checkpoints.formats import (
     IMAGENET_FORMATS,
@@ -174,6 +175,11 @@ def load_weights(
         sd = align_prefix(ck.state_dict, model_state)
         if len(sd) == len(before):  # align_prefix keeps the order (unless two names collapsed into one)
             origin = {new: origin.get(old, old) for old, new in zip(before, sd)}
+        if ck.format == "detectron2":  # detectron2 backbone names -> the model's backbone body
+            sd, d2_renamed, d2_dropped = detectron2_to_vidseg(sd, model_state)
+            dropped += [origin.get(k, k) for k in d2_dropped]
+            for old, new in d2_renamed.items():
+                origin[new] = origin.pop(old, old)
         ckpt_is_video = any(".temporal_" in k or k.endswith("temporal_embed") for k in sd)
         if model_is_video and not ckpt_is_video and any(k.startswith("def_detr.") for k in sd):
             # The model may state its stage-2 options (DeVIS: heads, encoder window, SOLVER.DEVIS.FINETUNE_*).

@@ -68,6 +68,12 @@ METHODS: dict[str, Method] = {
     "DeVIS": Method(
         "vidseg.models.devis", "add_devis_config", "build_devis", tiny_config="quickstart/devis_tiny.yaml"
     ),
+    "Mask2Former": Method(
+        "vidseg.models.mask2former",
+        "add_mask2former_config",
+        "build_mask2former_bundle",
+        tiny_config="quickstart/mask2former_tiny.yaml",
+    ),
 }
 
 

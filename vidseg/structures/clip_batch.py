@@ -94,3 +94,28 @@ def pad_frames(
         out[b, :, :, : f.shape[-2], : f.shape[-1]] = f
         pad_mask[b, :, : f.shape[-2], : f.shape[-1]] = False
     return out, pad_mask
+
+
+def frame_targets(t: ClipTargets, frame: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image (DETR-style) targets of one frame of a clip: what every image-level criterion reads.
+
+    Instances not visible in ``frame`` and crowd regions are dropped (DETR and Mask2Former train without
+    crowd instances).
+
+    Args:
+        t: ``ClipTargets`` with ``labels [N]``, ``boxes [N,T,4]``, ``masks [N,T,H,W]``, ``valid [N,T]``.
+    Returns:
+        ``{"labels" [N'] int64, "boxes" [N',4] normalised cxcywh, "masks" [N',H,W] bool}``.
+    """
+    if t.boxes.dim() != 3 or t.boxes.shape[-1] != 4:
+        raise ValueError(f"ClipTargets.boxes must be [N,T,4], got {tuple(t.boxes.shape)}")
+    if not 0 <= frame < t.boxes.shape[1]:
+        raise ValueError(f"frame {frame} outside the clip of {t.boxes.shape[1]} frames")
+    keep = t.valid[:, frame].bool()
+    if t.iscrowd is not None:
+        keep &= ~t.iscrowd.bool()
+    return {
+        "labels": t.labels[keep].long(),
+        "boxes": t.boxes[keep, frame].float(),
+        "masks": t.masks[keep, frame].bool(),
+    }

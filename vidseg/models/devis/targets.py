@@ -6,33 +6,14 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from vidseg.structures.clip_batch import ClipBatch, ClipTargets
+from vidseg.structures.clip_batch import ClipBatch, ClipTargets, frame_targets
 
 __all__ = ["image_targets_from_clip", "image_targets_from_batch", "ImageCriterion"]
 
 
 def image_targets_from_clip(t: ClipTargets, frame: int = 0) -> dict[str, Tensor]:
-    """DETR-style targets of one frame of a clip.
-
-    Instances not visible in ``frame`` and crowd regions are dropped (DETR trains without crowd boxes).
-
-    Args:
-        t: ``ClipTargets`` with ``labels [N]``, ``boxes [N,T,4]``, ``masks [N,T,H,W]``, ``valid [N,T]``.
-    Returns:
-        ``{"labels" [N'] int64, "boxes" [N',4] normalised cxcywh, "masks" [N',H,W] bool}``.
-    """
-    if t.boxes.dim() != 3 or t.boxes.shape[-1] != 4:
-        raise ValueError(f"ClipTargets.boxes must be [N,T,4], got {tuple(t.boxes.shape)}")
-    if not 0 <= frame < t.boxes.shape[1]:
-        raise ValueError(f"frame {frame} outside the clip of {t.boxes.shape[1]} frames")
-    keep = t.valid[:, frame].bool()
-    if t.iscrowd is not None:
-        keep &= ~t.iscrowd.bool()
-    return {
-        "labels": t.labels[keep].long(),
-        "boxes": t.boxes[keep, frame].float(),
-        "masks": t.masks[keep, frame].bool(),
-    }
+    """DETR-style targets of one frame of a clip (:func:`vidseg.structures.clip_batch.frame_targets`)."""
+    return frame_targets(t, frame)
 
 
 def image_targets_from_batch(batch: ClipBatch) -> list[dict[str, Tensor]]:

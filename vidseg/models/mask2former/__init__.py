@@ -10,4 +10,17 @@ Where each part goes (one file each):
   CE / BCE / dice losses on sampled points, built from ``models/set_prediction``.
 - ``model.py``: backbone + pixel decoder + decoder; returns frame queries and stride-4 features.
 - ``config.py`` / ``build.py``: the detectron2-style keys and the builders.
+- ``inference.py``: per-frame instance post-processing and one-frame tracks on videos.
 """
+
+from vidseg.models.mask2former.build import build_mask2former, build_mask2former_bundle
+from vidseg.models.mask2former.config import add_mask2former_config
+from vidseg.models.mask2former.model import Mask2Former, MaskFormerHead
+
+__all__ = [
+    "Mask2Former",
+    "MaskFormerHead",
+    "add_mask2former_config",
+    "build_mask2former",
+    "build_mask2former_bundle",
+]
