@@ -61,6 +61,10 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before any command imports torch: OpenMP reads its wait policy once, at import (see docs/training.md).
+    from vidseg.utils.threads import prepare_env
+
+    prepare_env()
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
         args = parser.parse_args(argv)  # prints help / version / "invalid choice" and exits

@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config_file, args.opts)
     except ConfigError as e:
         return _error(e)
+    from vidseg.utils.threads import configure_threads
+
+    configure_threads(cfg_threads=cfg.MODEL.CPU_THREADS)
     out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -43,6 +43,7 @@ from vidseg.engine.setup import (
 from vidseg.engine.trainer import HookBase, NonFiniteLossError, Trainer
 from vidseg.engine.writers import JSONLinesWriter, TensorBoardWriter, VisdomWriter
 from vidseg.models.registry import build_model
+from vidseg.utils.threads import configure_threads
 
 __all__ = [
     "RunOptions",
@@ -207,6 +208,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
         write_config(cfg)
     dist.barrier()
     setup_logging(out)
+    configure_threads(workers=cfg.DATALOADER.NUM_WORKERS, cfg_threads=cfg.MODEL.CPU_THREADS)
     set_deterministic(cfg.DETERMINISTIC)
     seed_all(cfg.SEED + rank)
     device = resolve_device(cfg.MODEL.DEVICE)
@@ -292,6 +294,7 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
     data = data or DataSource()
     out = Path(cfg.OUTPUT_DIR)
     setup_logging(out)
+    configure_threads(cfg_threads=cfg.MODEL.CPU_THREADS)  # inference reads in this process: no workers
     seed_all(cfg.SEED + dist.get_rank())
     device = resolve_device(cfg.MODEL.DEVICE)
     if not cfg.DATASETS.TEST:

@@ -29,6 +29,7 @@ from vidseg.engine import dist
 from vidseg.engine.checkpoint import get_rng_state, set_rng_state
 from vidseg.engine.optim import clip_gradients
 from vidseg.engine.sampler import ResumableBatchSampler
+from vidseg.utils.threads import dataloader_worker_init
 
 __all__ = ["HookBase", "Trainer", "NonFiniteLossError"]
 
@@ -218,6 +219,7 @@ class Trainer:
             batch_sampler=self.sampler,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
+            worker_init_fn=dataloader_worker_init if self.num_workers else None,
             generator=g,
             pin_memory=self.device.type == "cuda",
         )
