@@ -14,18 +14,19 @@ from vidseg.structures.clip_batch import ClipBatch, ClipTargets
 def image_batch(batch: int, h: int, w: int, num_classes: int = 3, seed: int = 0) -> ClipBatch:
     """``batch`` images of ``h x w`` with 1..3 rectangles each (labels in ``0..num_classes-1``)."""
     g = torch.Generator().manual_seed(seed)
+
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi, (1,), generator=g))
+
     frames = torch.randn(batch, 1, 3, h, w, generator=g) * 0.3
     targets = []
     for b in range(batch):
-        n = int(torch.randint(1, 4, (1,), generator=g))
+        n = draw(1, 4)
         masks = torch.zeros(n, 1, h, w, dtype=torch.bool)
         boxes = torch.zeros(n, 1, 4)
         for i in range(n):
-            bh, bw = (
-                int(torch.randint(h // 6, h // 2, (1,), generator=g)),
-                int(torch.randint(w // 6, w // 2, (1,))),
-            )
-            y0, x0 = int(torch.randint(0, h - bh, (1,), generator=g)), int(torch.randint(0, w - bw, (1,)))
+            bh, bw = draw(h // 6, h // 2), draw(w // 6, w // 2)
+            y0, x0 = draw(0, h - bh), draw(0, w - bw)
             masks[i, 0, y0 : y0 + bh, x0 : x0 + bw] = True
             frames[b, 0, :, y0 : y0 + bh, x0 : x0 + bw] += 1.5
             boxes[i, 0] = torch.tensor([(x0 + bw / 2) / w, (y0 + bh / 2) / h, bw / w, bh / h])
