@@ -83,9 +83,9 @@ def _sigterm(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def start_busy(n: int) -> list[subprocess.Popen]:
-    """``n`` processes that each keep one core busy (pure Python, no threads)."""
-    return [_start([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def start_busy(n: int, tag: str) -> list[subprocess.Popen]:
+    """``n`` processes that each keep one core busy (pure Python), with ``tag`` as their last argument."""
+    return [_start([sys.executable, "-c", "while True: pass", tag]) for _ in range(n)]
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, str]:
@@ -174,6 +174,37 @@ def _table(title: str, rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def measure_loads(args, busy: list[int], settings: list[str], workloads: list[str], tmp: Path, times, loads):
+    """Fill ``times[(workload, setting, busy)]`` (best of the runs) and ``loads[busy]`` (1-min loads)."""
+    if "quickstart" in workloads:
+        run_quickstart("new", tmp, args.timeout)  # warm-up: file caches, .pyc
+    for n in busy:
+        hogs = start_busy(n, args.tag)
+        time.sleep(1.0 if n else 0.0)
+        try:
+            for _ in range(args.quiet_repeats if n == 0 else args.repeats):
+                for w in workloads:
+                    for s in settings:  # interleaved: a change of outside load hits every setting
+                        t = WORKLOADS[w](s, tmp, args.timeout)
+                        times[(w, s, n)] = min(times.get((w, s, n), float("inf")), t)
+                        loads.setdefault(n, []).append(os.getloadavg()[0])
+                        print(f"  {w:<11} {s:<5} busy={n}: {t:7.2f} s (load {_load()})", flush=True)
+        finally:
+            for h in hogs:
+                _stop(h)
+
+
+def measure_ddp(args, settings: list[str], tmp: Path, ddp) -> None:
+    """Fill ``ddp[(processes, setting)]``: ``vidseg train --num-gpus 1 / 2``, same global batch, quiet."""
+    config = _write_ddp_config(tmp, args.timeout)
+    for _ in range(args.ddp_repeats):
+        for s in [x for x in ("new", "old") if x in settings] or ["new"]:
+            for procs in (1, 2):
+                t = run_train(config, procs, s, tmp, args.timeout)
+                ddp[(procs, s)] = min(ddp.get((procs, s), float("inf")), t)
+                print(f"  train --num-gpus {procs} {s:<5}: {t:7.2f} s (load {_load()})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--busy", default="0,1,3", help="comma list of busy-process counts (0 = quiet)")
@@ -188,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1200, help="seconds per workload run")
     p.add_argument("--md", default="", help="also write the tables to this markdown file")
     p.add_argument("--devis-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tag", default="vidseg-contention-busy", help=argparse.SUPPRESS)  # names the busy loops
     args = p.parse_args(argv)
     if args.devis_worker:
         return devis_worker()
@@ -211,34 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     ddp: dict[tuple[int, str], float] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="vidseg_contention_") as tmp_name:
-            tmp = Path(tmp_name)
-            run_quickstart("new", tmp, args.timeout)  # warm-up: file caches, .pyc
-            for n in busy:
-                hogs = start_busy(n)
-                time.sleep(1.0 if n else 0.0)
-                reps = args.quiet_repeats if n == 0 else args.repeats
-                try:
-                    for _ in range(reps):
-                        for w in workloads:
-                            for s in settings:  # interleaved: a change of outside load hits every setting
-                                t = WORKLOADS[w](s, tmp, args.timeout)
-                                key = (w, s, n)
-                                times[key] = min(times.get(key, float("inf")), t)
-                                loads.setdefault(n, []).append(os.getloadavg()[0])
-                                print(f"  {w:<11} {s:<5} busy={n}: {t:7.2f} s (load {_load()})", flush=True)
-                finally:
-                    for h in hogs:
-                        _stop(h)
-            if args.ddp:
-                config = _write_ddp_config(tmp, args.timeout)
-                for _ in range(args.ddp_repeats):
-                    for s in [x for x in ("new", "old") if x in settings] or ["new"]:
-                        for procs in (1, 2):
-                            t = run_train(config, procs, s, tmp, args.timeout)
-                            ddp[(procs, s)] = min(ddp.get((procs, s), float("inf")), t)
-                            print(
-                                f"  train --num-gpus {procs} {s:<5}: {t:7.2f} s (load {_load()})", flush=True
-                            )
+            try:
+                measure_loads(args, busy, settings, workloads, Path(tmp_name), times, loads)
+                if args.ddp:
+                    measure_ddp(args, settings, Path(tmp_name), ddp)
+            finally:
+                stop_all()  # before the folder goes: no workload still writes into it
     except KeyboardInterrupt:
         print("interrupted: stopped every process started here", file=sys.stderr)
         return 130
