@@ -22,8 +22,10 @@ measured: each script takes `--device cuda`. This file is rebuilt by `scripts/co
 | `benchmarks/heads.py` | mask head, matcher, criterion | [heads](#heads) |
 | `benchmarks/bench_data_pipeline.py` | clip loading and augmentation throughput | [data pipeline](#data-pipeline) |
 | `benchmarks/predictor.py` | streaming predictor vs whole-video inference | [predictor](#predictor) |
+| `benchmarks/contention.py` | CPU threads: quiet vs beside busy processes, `--num-gpus 2` on a CPU | [contention](#contention) |
+| `scripts/gpu_check.sh` | every GPU check in one run, one report | [GPU check](#gpu-check) |
 EOF
-for n in evaluator msda models backbones heads data_pipeline predictor; do
+for n in evaluator msda models backbones heads data_pipeline predictor contention gpu_check; do
   f="benchmarks/results/$n.md"
   [ -f "$f" ] || continue
   printf '\n<a id="%s"></a>\n\n' "${n//_/-}"
