@@ -10,7 +10,8 @@ below are the latest, with the machine they came from. All of them were taken on
 **2-core x86-64 CPU, 24 GiB, no GPU**, torch 2.13.0+cpu, while several other jobs were running on the same two
 cores — absolute times are pessimistic and noisy; the ratios within one table are the meaningful part. No GPU was
 lent to the session that took them, so the GPU columns (Triton kernels, FPS against DeVIS's 12.1) are still to be
-measured: each script takes `--device cuda`. This file is rebuilt by `scripts/collect_benchmarks.sh` from
+measured: each script takes `--device cuda`, and `scripts/gpu_check.sh` runs them all ([GPU check](#gpu-check)).
+This file is rebuilt by `scripts/collect_benchmarks.sh` from
 `benchmarks/results/*.md`.
 
 | script | what | section |
