@@ -18,7 +18,8 @@ Settings: ``new`` (vidseg's defaults: the thread rule and ``OMP_WAIT_POLICY=PASS
 rule) and ``omp1`` (``OMP_NUM_THREADS=1``). Loads: quiet, and beside N busy processes (one pure-Python spin
 loop each, ``--busy``). Every figure of one invocation is measured in that run, the settings interleaved, so
 the ratios share the machine's state. ``--ddp`` also times ``vidseg train --num-gpus 2`` against one process
-with the same global batch (``SOLVER.IMS_PER_BATCH 2``), on the quickstart's ToyVIS config.
+with the same global batch (``SOLVER.IMS_PER_BATCH 2``), on the quickstart's ToyVIS config (``--ddp-epochs``,
+default 6).
 
 Every process this script starts (busy loops, workloads) runs in its own process group and is stopped on exit,
 also on Ctrl-C or SIGTERM.
@@ -157,10 +158,11 @@ def _write_ddp_config(tmp: Path, timeout: float) -> Path:
     return out / "run" / "config.yaml"
 
 
-def run_train(config: Path, procs: int, setting: str, tmp: Path, timeout: float) -> float:
+def run_train(config: Path, procs: int, setting: str, tmp: Path, timeout: float, epochs: int) -> float:
     out = tempfile.mkdtemp(prefix=f"ddp{procs}_", dir=tmp)
     cmd = [sys.executable, "-m", "vidseg", "train", "--config-file", str(config), "--num-gpus", str(procs)]
     cmd += ["--overwrite", "--no-progress", "OUTPUT_DIR", out, "SOLVER.IMS_PER_BATCH", "2"]
+    cmd += ["SOLVER.EPOCHS", str(epochs), "SOLVER.STEPS", f"[{epochs}]", "TEST.EVAL_PERIOD", str(epochs)]
     return _run(cmd, _env(setting), timeout)[0]
 
 
@@ -200,7 +202,7 @@ def measure_ddp(args, settings: list[str], tmp: Path, ddp) -> None:
     for _ in range(args.ddp_repeats):
         for s in [x for x in ("new", "old") if x in settings] or ["new"]:
             for procs in (1, 2):
-                t = run_train(config, procs, s, tmp, args.timeout)
+                t = run_train(config, procs, s, tmp, args.timeout, args.ddp_epochs)
                 ddp[(procs, s)] = min(ddp.get((procs, s), float("inf")), t)
                 print(f"  train --num-gpus {procs} {s:<5}: {t:7.2f} s (load {_load()})", flush=True)
 
@@ -216,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="runs per cell beside busy processes (best)")
     p.add_argument("--ddp", action="store_true", help="also --num-gpus 2 vs 1 process, same global batch")
     p.add_argument("--ddp-repeats", type=int, default=2)
+    p.add_argument(
+        "--ddp-epochs", type=int, default=6, help="epochs of the --ddp runs (evaluated at the end)"
+    )
     p.add_argument("--timeout", type=float, default=1200, help="seconds per workload run")
     p.add_argument("--md", default="", help="also write the tables to this markdown file")
     p.add_argument("--devis-worker", action="store_true", help=argparse.SUPPRESS)
@@ -274,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         for (procs, s), t in sorted(ddp.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             one = ddp.get((1, s))
             rows.append([str(procs), s, f"{t:.2f}", f"{t / one:.2f}x" if one else "-"])
-        title = "vidseg train, quickstart ToyVIS config, SOLVER.IMS_PER_BATCH 2 (global), quiet, best of runs"
+        title = (
+            f"vidseg train, quickstart ToyVIS config, {args.ddp_epochs} epochs, "
+            "SOLVER.IMS_PER_BATCH 2 (global), quiet, best of the runs"
+        )
         out += [_table(title, rows, ["--num-gpus", "setting", "s", "vs 1 process"]), ""]
     text = "\n".join(out)
     print("\n" + text)

@@ -33,13 +33,24 @@ def test_rule_divides_affinity_by_local_processes_minus_workers(cores, procs, wo
     assert plan.threads == threads
     assert f"{cores} core(s)" in plan.why and f"{procs} local process(es)" in plan.why
     assert ("DataLoader worker" in plan.why) == (workers > 0)
-    assert plan.warning == ""  # workers + threads fit in the share of each process
+    assert plan.workers is None  # not a CPU run: the configured workers are kept
 
 
-def test_workers_using_every_core_keep_one_thread_and_warn():
-    plan = plan_threads(2, 1, 2, env=QUIET)
-    assert plan.threads == 1
-    assert "DATALOADER.NUM_WORKERS 2" in plan.warning and "DATALOADER.NUM_WORKERS 1" in plan.warning
+@pytest.mark.parametrize(
+    ("cores", "procs", "workers", "kept", "threads"),
+    [(2, 1, 1, None, 1), (2, 1, 2, 1, 1), (2, 2, 1, 0, 1), (16, 4, 1, None, 3), (16, 4, 6, 3, 1)],
+)
+def test_cpu_run_caps_workers_so_that_workers_and_threads_fit(cores, procs, workers, kept, threads):
+    plan = plan_threads(cores, procs, workers, env=QUIET, cpu_run=True)
+    assert (plan.workers, plan.threads) == (kept, threads)
+    assert (plan.workers if kept is not None else workers) + plan.threads <= max(1, cores // procs)
+    assert ("lowered to" in plan.why) == (kept is not None)
+
+
+def test_user_thread_values_keep_the_configured_workers():
+    assert plan_threads(2, 2, 2, env={"OMP_NUM_THREADS": "1"}, cpu_run=True).workers is None
+    assert plan_threads(2, 2, 2, env=QUIET, cfg_threads=1, cpu_run=True).workers is None
+    assert plan_threads(2, 2, 2, env={"VIDSEG_THREAD_RULE": "off"}, cpu_run=True).workers is None
 
 
 def test_user_values_win_in_order():
@@ -163,3 +174,30 @@ def test_trainer_loader_uses_the_worker_init():
         model, torch.nn.MSELoss(), opt, sched, _ThreadsSeen(), list, ResumableBatchSampler(2, 1), **kw
     )
     assert trainer._loader().worker_init_fn is dataloader_worker_init
+
+
+def test_cpu_training_run_logs_the_rule_and_starts_the_capped_workers(tmp_path, monkeypatch):
+    from engine_standins import StandinData, toy_cfg
+
+    import vidseg.utils.threads as threads
+    from vidseg.engine.run import RunOptions, run_train
+
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "VIDSEG_THREAD_RULE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(threads, "affinity_cores", lambda: 1)  # a process allowed on one core
+    seen: list[int] = []
+    real_loader = Trainer._loader
+    monkeypatch.setattr(Trainer, "_loader", lambda self: seen.append(self.num_workers) or real_loader(self))
+    before = torch.get_num_threads()
+    try:
+        cfg = toy_cfg(tmp_path, "DATALOADER.NUM_WORKERS", 1, "TEST.EVAL_PERIOD", 0, "SOLVER.EPOCHS", 1)
+        assert run_train(cfg, RunOptions(progress=False), data=StandinData()) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {0}
+    log = (tmp_path / "log.txt").read_text()
+    assert (
+        "CPU threads: 1 intra-op thread(s) (1 core(s) in this process's affinity / 1 local process(es)" in log
+    )
+    assert "DATALOADER.NUM_WORKERS 1 lowered to 0 (CPU run, 1 core(s))" in log

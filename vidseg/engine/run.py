@@ -208,10 +208,14 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
         write_config(cfg)
     dist.barrier()
     setup_logging(out)
-    configure_threads(workers=cfg.DATALOADER.NUM_WORKERS, cfg_threads=cfg.MODEL.CPU_THREADS)
     set_deterministic(cfg.DETERMINISTIC)
     seed_all(cfg.SEED + rank)
     device = resolve_device(cfg.MODEL.DEVICE)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    threads = configure_threads(
+        workers=workers, cfg_threads=cfg.MODEL.CPU_THREADS, cpu_run=device.type == "cpu"
+    )
+    workers = workers if threads.workers is None else threads.workers
     logger.info("world size %d, device %s, output %s", world, device, out.resolve())
 
     bundle = build_model(cfg)
@@ -244,7 +248,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
         grad_clip=s.GRAD_CLIP_MAX_NORM,
         grad_clip_type=s.GRAD_CLIP_TYPE,
         amp_dtype=_amp_dtype(cfg, device),
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=workers,
         seed=cfg.SEED,
         find_unused_parameters=s.FIND_UNUSED_PARAMETERS,
     )

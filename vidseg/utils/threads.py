@@ -10,9 +10,11 @@ Two steps, because OpenMP reads its environment once, when torch is imported:
 
 The rule (:func:`plan_threads`): the cores in this process's CPU affinity, divided by the local processes of
 the run (``LOCAL_WORLD_SIZE``), minus the DataLoader workers of this process (each keeps one thread, see
-:func:`dataloader_worker_init`), at least 1. A value the user set always wins, in this order: the config key
-``MODEL.CPU_THREADS`` (> 0), ``torch.set_num_threads`` called before, ``OMP_NUM_THREADS``,
-``MKL_NUM_THREADS``. ``VIDSEG_THREAD_RULE=off`` leaves threads and wait policy to torch and OpenMP.
+:func:`dataloader_worker_init`), at least 1. In a CPU run the workers are also capped so that workers +
+threads fit in that share (on a GPU the workers feed the device and are kept). A value the user set always
+wins, in this order: the config key ``MODEL.CPU_THREADS`` (> 0), ``torch.set_num_threads`` called before,
+``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``; with any of them the workers are kept as configured.
+``VIDSEG_THREAD_RULE=off`` leaves threads, workers and wait policy to torch and OpenMP.
 """
 
 from __future__ import annotations
@@ -48,14 +50,15 @@ class ThreadPlan:
         why: the reason, for the log line (e.g. ``"2 cores in affinity / 2 local processes"``).
         wait_policy: ``OMP_WAIT_POLICY`` in effect (``"default"`` when unset).
         wait_why: ``"vidseg default"``, ``"set by the user"`` or ``"rule off"``.
-        warning: set when the DataLoader workers alone use every core of this process.
+        workers: DataLoader workers to start (lowered from the configured count in a CPU run where they would
+            not fit), or None to keep the configured count.
     """
 
     threads: int | None
     why: str
     wait_policy: str
     wait_why: str
-    warning: str = ""
+    workers: int | None = None
 
     def describe(self) -> str:
         n = "torch's choice" if self.threads is None else f"{self.threads} intra-op thread(s)"
@@ -91,6 +94,7 @@ def plan_threads(
     env: Mapping[str, str] | None = None,
     cfg_threads: int = 0,
     torch_user_threads: int | None = None,
+    cpu_run: bool = False,
 ) -> ThreadPlan:
     """The thread rule, without side effects (see the module docstring).
 
@@ -101,6 +105,8 @@ def plan_threads(
         env: the environment (``os.environ``).
         cfg_threads: ``MODEL.CPU_THREADS``; > 0 wins over everything.
         torch_user_threads: the value of a ``torch.set_num_threads`` call made before, or None.
+        cpu_run: the model runs on the CPU: workers beyond the share minus one thread are not started (with
+            user thread values, or on a GPU, the workers are kept).
     """
     env = os.environ if env is None else env
     policy = env.get("OMP_WAIT_POLICY") or "default"
@@ -119,17 +125,16 @@ def plan_threads(
             return ThreadPlan(n, f"{var}={n}", policy, wait_why)
     cores, local_procs, workers = max(1, cores), max(1, local_procs), max(0, workers)
     share = max(1, cores // local_procs)
-    threads = max(1, share - workers)
     why = f"{cores} core(s) in this process's affinity / {local_procs} local process(es)"
+    configured, kept = workers, None
+    if cpu_run and workers > share - 1:
+        kept = workers = max(0, share - 1)
+    threads = max(1, share - workers)
     if workers:
         why += f" - {workers} DataLoader worker(s)"
-    warning = ""
-    if workers + threads > share:
-        warning = (
-            f"DATALOADER.NUM_WORKERS {workers} + 1 intra-op thread exceed the {share} core(s) of this "
-            f"process; set DATALOADER.NUM_WORKERS {max(0, share - 1)} on a busy machine"
-        )
-    return ThreadPlan(threads, why, policy, wait_why, warning)
+    if kept is not None:
+        why += f"; DATALOADER.NUM_WORKERS {configured} lowered to {kept} (CPU run, {share} core(s))"
+    return ThreadPlan(threads, why, policy, wait_why, kept)
 
 
 def affinity_cores() -> int:
@@ -150,7 +155,11 @@ def _torch_default_threads(env: Mapping[str, str]) -> int:
 
 
 def configure_threads(
-    local_procs: int | None = None, workers: int = 0, cfg_threads: int = 0, log: bool = True
+    local_procs: int | None = None,
+    workers: int = 0,
+    cfg_threads: int = 0,
+    log: bool = True,
+    cpu_run: bool = False,
 ) -> ThreadPlan:
     """Apply the rule in this process: ``torch.set_num_threads`` and one log line saying what and why.
 
@@ -159,7 +168,9 @@ def configure_threads(
             ``vidseg.engine.launch`` in every spawned rank), else 1.
         workers: DataLoader workers of this process.
         cfg_threads: ``MODEL.CPU_THREADS`` (0: not set).
-        log: write the decision to the ``vidseg`` logger (INFO; the workers warning as WARNING).
+        log: write the decision to the ``vidseg`` logger (INFO).
+        cpu_run: the model runs on the CPU (see :func:`plan_threads`); ``plan.workers`` is then the number of
+            DataLoader workers to start when it is not None.
     """
     global _last_applied
     user_torch = None
@@ -175,15 +186,13 @@ def configure_threads(
 
     if local_procs is None:
         local_procs = _positive_int(os.environ.get("LOCAL_WORLD_SIZE")) or 1
-    plan = plan_threads(affinity_cores(), local_procs, workers, os.environ, cfg_threads, user_torch)
+    plan = plan_threads(affinity_cores(), local_procs, workers, os.environ, cfg_threads, user_torch, cpu_run)
     if plan.threads is not None and plan.threads != torch.get_num_threads():
         torch.set_num_threads(plan.threads)
     if plan.threads is not None:
         _last_applied = plan.threads
     if log:
         logger.info("%s", plan.describe())
-        if plan.warning:
-            logger.warning("%s", plan.warning)
     return plan
 
 
