@@ -173,16 +173,16 @@ def configure_threads(
             DataLoader workers to start when it is not None.
     """
     global _last_applied
-    user_torch = None
-    if "torch" in sys.modules:
-        import torch
+    was_imported = "torch" in sys.modules  # if not, nobody can have called torch.set_num_threads yet
+    import torch
 
+    user_torch = None
+    if was_imported:
         now = torch.get_num_threads()
         # Ours unless it differs from what we set last (or, before our first call, from torch's default).
         expected = _torch_default_threads(os.environ) if _last_applied is None else _last_applied
         if now != expected:
             user_torch = now
-    import torch
 
     if local_procs is None:
         local_procs = _positive_int(os.environ.get("LOCAL_WORLD_SIZE")) or 1
