@@ -14,9 +14,11 @@ import sys
 from urllib.parse import urlparse
 
 from vidseg.engine.entry import LAUNCH_EPILOG, add_launch_arguments, run_from_args
+from vidseg.utils.threads import prepare_env
 
 
 def main(argv=None) -> int:
+    prepare_env()  # before torch is imported: OpenMP reads OMP_WAIT_POLICY once (vidseg.utils.threads)
     p = argparse.ArgumentParser(
         description=__doc__, epilog=LAUNCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )

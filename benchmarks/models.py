@@ -8,12 +8,16 @@ with ``--devis`` the DeVIS video model at the YT-19 R50 setting (T=6, 60 queries
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
     python benchmarks/models.py --quick --mdc-legacy # also time the former modulated-deformable-conv path
     python benchmarks/models.py --model mask2former  # GRAtt-VIS's per-frame detector (R50), 360x640 frames
+    python benchmarks/models.py --device cuda --size 360 640 --train   # + training step time, peak memory
 
 The baseline measured in the same run is the ResNet-50 backbone alone on the same input; the table gives each
 measurement's ratio to it. With CUDA the full model is timed with both deformable-attention backends. With
 ``--mdc-legacy`` the full model is also timed with the mask head's former deformable-conv formulation
 (``vidseg.ops.deform_conv2d(method="legacy")``: one whole-batch grid_sample, separate offset/modulator convs),
-so before/after figures come from the same run and machine state; the outputs of both are compared.
+so before/after figures come from the same run and machine state; the outputs of both are compared. With
+``--train`` one training step (forward, DeVIS image-stage loss with the Hungarian matcher, backward, AdamW) is
+timed on a synthetic batch (``benchmarks/train_batch.py``) of ``--train-batch`` images at that size; on CUDA
+the peak memory of inference and of training is reported (``torch.cuda.max_memory_allocated``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,6 +41,33 @@ OFFICIAL_FPS = 12.1  # DeVIS README, COCO R50 image model (GPU not stated)
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def train_step_time(cfg, device: torch.device, h: int, w: int, batch: int, warmup: int, iters: int):
+    """Median seconds of one training step and the peak bytes allocated during the steps (CUDA; else 0)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_batch import image_batch, train_step
+
+    from vidseg.models import build_model
+
+    torch.manual_seed(0)
+    bundle = build_model(cfg)
+    model, criterion = bundle.model.to(device).train(), bundle.criterion.to(device)
+    opt = torch.optim.AdamW(bundle.param_groups(model), lr=cfg.SOLVER.BASE_LR)
+    data = image_batch(batch, h, w, num_classes=cfg.MODEL.NUM_CLASSES).to(device)
+    for _ in range(max(1, warmup)):
+        train_step(model, criterion, opt, data)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        train_step(model, criterion, opt, data)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return statistics.median(times), peak
 
 
 @torch.no_grad()
@@ -215,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=["devis", "mask2former"],
         help="devis (the image stage; --devis: the video model) or mask2former (the GRAtt-VIS detector)",
     )
+    ap.add_argument("--train", action="store_true", help="also time one training step (and its peak memory)")
+    ap.add_argument("--train-batch", type=int, default=2, help="images per training step (default 2)")
     args = ap.parse_args(argv)
     if args.model == "mask2former":
         from mask2former_bench import run_mask2former
@@ -249,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     mask = torch.zeros(1, h, w, dtype=torch.bool, device=device)
 
     rows: list[tuple[str, float]] = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     base = time_fn(lambda: model.def_detr.backbone[0](x), device, warmup, iters)
     rows.append(("ResNet-50 backbone only (baseline)", base))
     impls = ["torch", "triton"] if device.type == "cuda" else ["torch"]
@@ -286,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         fps = 1 / min(t for _, t in rows[1:])
         print(f"best FPS {fps:.2f} vs DeVIS README {OFFICIAL_FPS} FPS (ratio {fps / OFFICIAL_FPS:.2f})")
+        print(f"peak memory, inference: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 
     print("\n## Parameters (millions)")
     print(f"| {'part':<40} | {'ours':>8} | {'official':>8} |")
@@ -293,6 +330,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, n in param_table(model):
         off = f"{OFFICIAL_PARAMS_M:8.1f}" if name == "total (parameters)" else f"{'':8}"
         print(f"| {name:<40} | {n:8.2f} | {off} |")
+    if args.train:
+        del model, masks
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        impl = "triton" if device.type == "cuda" else "torch"
+        tcfg = load_config(
+            "deformable_mask_head/deformable_mask_head_R_50.yaml",
+            ["MODEL.DEFORM_ATTN_IMPL", impl],
+        )
+        step, peak = train_step_time(tcfg, device, h, w, args.train_batch, warmup, iters)
+        print(
+            f"\n## Training step, DeformableDETRSegm R50 (MSDA {impl}), batch {args.train_batch} at {h}x{w}"
+        )
+        print(f"| {'what':<40} | {'value':>10} |")
+        print(f"|{'-' * 42}|{'-' * 12}|")
+        print(f"| {'step time (median of ' + str(iters) + '), ms':<40} | {step * 1e3:10.1f} |")
+        print(f"| {'images per second':<40} | {args.train_batch / step:10.2f} |")
+        if device.type == "cuda":
+            print(f"| {'peak memory, MiB':<40} | {peak / 2**20:10.0f} |")
     return 0
 
 

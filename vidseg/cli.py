@@ -88,6 +88,10 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any command imports torch: OpenMP reads its wait policy once, at import (see docs/training.md).
+    from vidseg.utils.threads import prepare_env
+
+    prepare_env()
     from vidseg.utils.errors import DEBUG_ENV, report_error
 
     argv = list(sys.argv[1:] if argv is None else argv)

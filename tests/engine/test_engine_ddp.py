@@ -20,7 +20,9 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, monkeypatch):
         assert torch.equal(v, r1["params"][k]), k
     # every rank divided by the mean instance count over ranks, whatever it saw itself
     assert r0["num_masks"] == r1["num_masks"] == max((r0["n_local"] + r1["n_local"]) / 2, 1.0)
-    assert "world size 2" in (tmp_path / "log.txt").read_text()
+    log = (tmp_path / "log.txt").read_text()
+    assert "world size 2" in log
+    assert "CPU threads: 1 intra-op thread(s) (OMP_NUM_THREADS=1)" in log  # the user's value, said once
     ck = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
     assert len(ck["rng"]) == 2 and ck["world_size"] == 2  # every rank's RNG state is kept
     assert (tmp_path / "eval_results" / "epoch_2" / "results.json").is_file()

@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config_file, args.opts)
     except ConfigError as e:
         return _error(e)
+    from vidseg.utils.threads import configure_threads
+
+    configure_threads(cfg_threads=cfg.MODEL.CPU_THREADS)
     out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
     video_out = _video_path(source, out, args.no_render)
     outputs = [out / "results.json", out / "results.zip", *([video_out] if video_out else [])]

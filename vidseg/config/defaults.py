@@ -20,6 +20,7 @@ _C.MODEL.DEVICE = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # RGB, 0-255 (ImageNet)
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 _C.MODEL.DEFORM_ATTN_IMPL = "auto"  # deformable attention backend: "auto" | "torch" | "triton"
+_C.MODEL.CPU_THREADS = 0  # intra-op CPU threads per process; 0: the thread rule (docs/training.md)
 
 # ----------------------------------------------------------------------------------------------------- data
 _C.DATASETS = CN()

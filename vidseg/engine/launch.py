@@ -22,6 +22,7 @@ import torch
 import torch.multiprocessing as mp
 
 from vidseg.engine import dist
+from vidseg.utils.threads import configure_threads
 
 __all__ = ["launch", "free_port"]
 
@@ -53,6 +54,8 @@ def _worker(
             "MASTER_PORT": str(port),
         }
     )
+    # This rank's share of the cores, before the first tensor op; the job's worker refines it from the config.
+    configure_threads(local_procs=nprocs, log=False)
     dist.init_from_env(backend)
     try:
         rc = fn(*args)

@@ -47,6 +47,7 @@ from vidseg.models import build_model, config_from_dict
 from vidseg.models.bundle import LazyMetadata
 from vidseg.utils import dist
 from vidseg.utils.atomic import remove_stale_temporaries
+from vidseg.utils.threads import configure_threads
 
 __all__ = [
     "RunOptions",
@@ -253,6 +254,11 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     set_deterministic(cfg.DETERMINISTIC)
     seed_all(cfg.SEED + rank)
     device = resolve_device(cfg.MODEL.DEVICE)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    threads = configure_threads(
+        workers=workers, cfg_threads=cfg.MODEL.CPU_THREADS, cpu_run=device.type == "cpu"
+    )
+    workers = workers if threads.workers is None else threads.workers
     logger.info("world size %d, device %s, output %s", world, device, out.resolve())
 
     bundle = build_model(cfg, _model_metadata(cfg, data))
@@ -286,7 +292,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
         grad_clip=s.GRAD_CLIP_MAX_NORM,
         grad_clip_type=s.GRAD_CLIP_TYPE,
         amp_dtype=_amp_dtype(cfg, device),
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=workers,
         seed=cfg.SEED,
         find_unused_parameters=s.FIND_UNUSED_PARAMETERS,
     )
@@ -345,6 +351,7 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
     data = data or DataSource()
     out = Path(cfg.OUTPUT_DIR)
     setup_logging(out)
+    configure_threads(cfg_threads=cfg.MODEL.CPU_THREADS)  # inference reads in this process: no workers
     seed_all(cfg.SEED + dist.get_rank())
     device = resolve_device(cfg.MODEL.DEVICE)
     if not cfg.DATASETS.TEST:

@@ -44,6 +44,7 @@ _RUN_KEYS = (
     "VISDOM_AND_LOG_INTERVAL",
     "TENSORBOARD_ON",
     "DATALOADER.NUM_WORKERS",
+    "MODEL.CPU_THREADS",
     "MODEL.DEVICE",
     "DATASETS.ROOT",
     "MODEL.CLASS_NAMES",  # filled in from the training set by the run itself

@@ -31,6 +31,7 @@ from vidseg.engine.batch_sampler import ResumableBatchSampler
 from vidseg.engine.optim import clip_gradients
 from vidseg.engine.training_state import get_rng_state, set_rng_state
 from vidseg.utils import dist
+from vidseg.utils.threads import dataloader_worker_init
 
 __all__ = ["HookBase", "Trainer", "NonFiniteLossError"]
 
@@ -227,6 +228,7 @@ class Trainer:
             batch_sampler=self.sampler,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
+            worker_init_fn=dataloader_worker_init if self.num_workers else None,
             generator=g,
             pin_memory=self.device.type == "cuda",
         )
