@@ -114,7 +114,7 @@ def test_data_keys_the_pipeline_lacks_warn_and_coco_joint_training_names_its_dat
     with caplog.at_level(logging.WARNING), torch.device("meta"):
         build_devis_model(cfg, 40)
     assert "INPUT.DEVIS.MULTI_SCALE_TRAIN False" in caplog.text
-    assert "INPUT.DEVIS.SAMPLE_EACH_FRAME True" in caplog.text
+    assert "SAMPLE_EACH_FRAME" not in caplog.text  # implemented: every frame starts a clip
     bad = load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["DATASETS.DEVIS.COCO_JOINT_TRAINING", "True"])
     with pytest.raises(ValueError, match="coco2ytvis2019_train"):
         build_devis_model(bad, 40)
