@@ -36,8 +36,17 @@ class ConcatClipDataset(ConcatDataset):
             d.set_epoch(epoch)
 
 
+def _devis_key(cfg: Any, group: str, key: str, default: Any) -> Any:
+    """``<group>.DEVIS.<key>`` where the DeVIS keys are in the config (they are added by the DeVIS method)."""
+    node = getattr(cfg, group)
+    return node.DEVIS.get(key, default) if "DEVIS" in node else default
+
+
 def build_augmentation(cfg: Any) -> ClipAugmentation:
-    """``INPUT.*`` -> :class:`ClipAugmentation` (sizes scaled by ``INPUT.SCALE_FACTOR_TRAIN``, as DeVIS)."""
+    """``INPUT.*`` -> :class:`ClipAugmentation` (sizes scaled by ``INPUT.SCALE_FACTOR_TRAIN``, as DeVIS).
+
+    ``INPUT.DEVIS.MULTI_SCALE_TRAIN False`` gives VisTR's chain with its fixed sizes (``MIN_SIZE_TRAIN`` and
+    ``MAX_SIZE_TRAIN`` unused)."""
     inp = cfg.INPUT
     s = float(inp.SCALE_FACTOR_TRAIN)
 
@@ -46,6 +55,19 @@ def build_augmentation(cfg: Any) -> ClipAugmentation:
 
     if inp.RANDOM_FLIP not in ("none", "horizontal"):
         raise DatasetError(f"INPUT.RANDOM_FLIP must be 'none' or 'horizontal', got {inp.RANDOM_FLIP!r}")
+    if not _devis_key(cfg, "INPUT", "MULTI_SCALE_TRAIN", True):
+        # DeVIS ablations: VisTR's fixed sizes (devis.md §3.2); the crop keeps INPUT.CROP.*.
+        return ClipAugmentation(
+            min_sizes=scale(range(480, 769, 32)),
+            max_size=int(s * 800),
+            flip=inp.RANDOM_FLIP == "horizontal",
+            crop_resize_sizes=scale(inp.CROP.RESIZE_SIZES),
+            crop_size=scale(inp.CROP.SIZE),
+            photometric=bool(inp.PHOTOMETRIC),
+            vistr=True,
+            out_size=int(s * 300),
+            out_max_size=int(s * 540),
+        )
     return ClipAugmentation(
         min_sizes=scale(inp.MIN_SIZE_TRAIN),
         max_size=int(s * inp.MAX_SIZE_TRAIN) if inp.MAX_SIZE_TRAIN else None,
@@ -70,12 +92,6 @@ def _check_label_spaces(names: Sequence[str], metas: Sequence[DatasetMetadata]) 
 
 # DeVIS COCO joint training keeps COCO images with at most this many annotations (devis.md §3.8).
 MAX_PSEUDO_VIDEO_INSTANCES = 25
-
-
-def _devis_key(cfg: Any, group: str, key: str, default: Any) -> Any:
-    """``<group>.DEVIS.<key>`` where the DeVIS keys are in the config (they are added by the DeVIS method)."""
-    node = getattr(cfg, group)
-    return node.DEVIS.get(key, default) if "DEVIS" in node else default
 
 
 def build_train_dataset(cfg: Any) -> Dataset:

@@ -232,11 +232,6 @@ def _check_video_config(cfg: Any) -> None:
     """One-line errors for inconsistent clip settings; warnings for DeVIS data keys the pipeline does not
     implement (the run goes on with the pipeline's own behaviour)."""
     d = cfg.INPUT.DEVIS
-    if not d.MULTI_SCALE_TRAIN:
-        logger.warning(
-            "INPUT.DEVIS.MULTI_SCALE_TRAIN False: VisTR's augmentation is not implemented; training uses the "
-            "multi-scale pipeline of INPUT.MIN_SIZE_TRAIN / INPUT.CROP.*"
-        )
     if not d.CREATE_BBX_FROM_MASK:
         logger.warning("INPUT.DEVIS.CREATE_BBX_FROM_MASK False: boxes always come from the augmented masks")
     if cfg.DATASETS.DEVIS.COCO_JOINT_TRAINING and not any(
