@@ -98,3 +98,24 @@ def test_targets_validity_boxes_and_dropped_instances():
     xyxy = box_cxcywh_to_xyxy(tg.boxes[tg.valid]) * torch.tensor([w, h, w, h])
     torch.testing.assert_close(xyxy, masks_to_boxes(tg.masks[tg.valid]))
     torch.testing.assert_close(xyxy[0], torch.tensor([3.0, 2.0, 9.0, 6.0]))
+
+
+def test_vistr_chain_ends_at_its_output_size_with_masks_following():
+    frames, masks = _static_clip(t=3, h=120, w=180)
+    aug = ClipAugmentation(
+        min_sizes=(160, 192), max_size=300, crop_resize_sizes=(140,), crop_size=(100, 130),
+        photometric=False, flip=False, vistr=True, out_size=60, out_max_size=90,
+    )
+    sizes, checked = set(), 0
+    for seed in range(6):
+        f, m = aug(frames, masks, np.random.default_rng(seed))
+        h, w = f.shape[-2:]
+        assert min(h, w) <= 60 and max(h, w) <= 91 and m.shape[-2:] == (h, w)  # always the last resize
+        red = _red(f)
+        if m[0].flatten(1).sum(1).min() > 20:  # one crop region for image and mask (edges blur at this scale)
+            diff = (masks_to_boxes(red) - masks_to_boxes(m[0])).abs()
+            assert diff.max() <= 2, diff
+            assert torch.equal(m[0, 0], m[0, 2])  # same crop on every frame
+            checked += 1
+        sizes.add((h, w))
+    assert checked >= 3 and len(sizes) > 1  # the crop's aspect ratio varies

@@ -84,6 +84,13 @@ def test_epoch_length_and_targets(synth_dir):
             assert torch.equal(tg.masks[0, k], torch.from_numpy(gt))
     # Normalised frames: roughly zero-mean.
     assert s["frames"].mean().abs() < 2
+    # SAMPLE_EACH_FRAME: one item per frame; the last one starts on the last frame and reflects back.
+    each = ClipTrainDataset(recs, 4, augmentation=None, sample_each_frame=True)
+    assert len(each) == sum(r.length for r in recs)
+    last = each[recs[0].length - 1]
+    n = recs[0].length
+    assert n >= 3 and last["meta"]["frame_indices"][:3] == [n - 1, n - 2, n - 3]
+    assert last["frames"].shape[0] == 4
 
 
 def test_collate_pads_to_divisibility(synth_dir):

@@ -26,6 +26,28 @@ def test_consecutive_items_cover_every_start():
     assert consecutive_clip(3, 0, 6) == [0, 1, 2, 1, 0, 1]  # short video: ping-pong
 
 
+def _devis_each_frame_clip(n, f, t):
+    """DeVIS's SAMPLE_EACH_FRAME indices (VISTrainDataset), restated: forward from f to the end, then
+    bouncing between the ends without repeating them."""
+    out, k, step = [f], f, 1
+    while len(out) < t:
+        if not 0 <= k + step < n:
+            step = -step
+        k += step
+        out.append(k)
+    return out
+
+
+def test_sample_each_frame_starts_everywhere_with_a_reflected_tail():
+    items = consecutive_items([6, 10, 3], 6, each_frame=True)
+    assert len(items) == 6 + 10 + 3 and items[6:16] == [(1, s) for s in range(10)]
+    assert consecutive_clip(10, 7, 6) == [7, 8, 9, 8, 7, 6]
+    assert consecutive_clip(5, 3, 6) == [3, 4, 3, 2, 1, 0]
+    for n in (2, 3, 5, 9):
+        for f in range(n):
+            assert consecutive_clip(n, f, 6) == _devis_each_frame_clip(n, f, 6), (n, f)
+
+
 def test_reference_range_stays_in_range_and_sorted():
     rng = np.random.default_rng(0)
     for n in (1, 2, 5, 40):

@@ -103,7 +103,7 @@ def test_seed_override_commands_work():
         load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["MODEL.DEVIS.NUM_FRAME", "4"])
 
 
-def test_data_keys_the_pipeline_lacks_warn_and_coco_joint_training_names_its_datasets(caplog):
+def test_devis_data_keys_are_implemented_and_coco_joint_training_names_its_datasets(caplog):
     import logging
 
     import torch
@@ -113,8 +113,14 @@ def test_data_keys_the_pipeline_lacks_warn_and_coco_joint_training_names_its_dat
     cfg = load_config("devis/ablations/devis_ablation0_deformable_vistr.yaml")
     with caplog.at_level(logging.WARNING), torch.device("meta"):
         build_devis_model(cfg, 40)
-    assert "INPUT.DEVIS.MULTI_SCALE_TRAIN False" in caplog.text
-    assert "INPUT.DEVIS.SAMPLE_EACH_FRAME True" in caplog.text
+    # Implemented now: VisTR's augmentation and every frame as a clip start (no warning).
+    assert "MULTI_SCALE_TRAIN" not in caplog.text and "SAMPLE_EACH_FRAME" not in caplog.text
+    from vidseg.data.build import build_augmentation
+
+    aug = build_augmentation(cfg)
+    assert aug.vistr and aug.min_sizes == tuple(range(480, 769, 32))
+    assert (aug.out_size, aug.out_max_size) == (300, 540)
+    assert not build_augmentation(load_config("devis/YT-19/devis_R_50_YT-19.yaml")).vistr
     bad = load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["DATASETS.DEVIS.COCO_JOINT_TRAINING", "True"])
     with pytest.raises(ValueError, match="coco2ytvis2019_train"):
         build_devis_model(bad, 40)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from vidseg.data.catalog import get_dataset_metadata, get_dataset_spec, load_dat
 from vidseg.data.clip_dataset import ClipTrainDataset
 from vidseg.data.collate import collate_clips
 from vidseg.data.errors import DatasetError
+from vidseg.data.pseudo_video import PseudoVideoAugmentation
 from vidseg.data.records import DatasetMetadata
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_dataset import VideoDataset
@@ -34,8 +36,17 @@ class ConcatClipDataset(ConcatDataset):
             d.set_epoch(epoch)
 
 
+def _devis_key(cfg: Any, group: str, key: str, default: Any) -> Any:
+    """``<group>.DEVIS.<key>`` where the DeVIS keys are in the config (they are added by the DeVIS method)."""
+    node = getattr(cfg, group)
+    return node.DEVIS.get(key, default) if "DEVIS" in node else default
+
+
 def build_augmentation(cfg: Any) -> ClipAugmentation:
-    """``INPUT.*`` -> :class:`ClipAugmentation` (sizes scaled by ``INPUT.SCALE_FACTOR_TRAIN``, as DeVIS)."""
+    """``INPUT.*`` -> :class:`ClipAugmentation` (sizes scaled by ``INPUT.SCALE_FACTOR_TRAIN``, as DeVIS).
+
+    ``INPUT.DEVIS.MULTI_SCALE_TRAIN False`` gives VisTR's chain with its fixed sizes (``MIN_SIZE_TRAIN`` and
+    ``MAX_SIZE_TRAIN`` unused)."""
     inp = cfg.INPUT
     s = float(inp.SCALE_FACTOR_TRAIN)
 
@@ -44,6 +55,19 @@ def build_augmentation(cfg: Any) -> ClipAugmentation:
 
     if inp.RANDOM_FLIP not in ("none", "horizontal"):
         raise DatasetError(f"INPUT.RANDOM_FLIP must be 'none' or 'horizontal', got {inp.RANDOM_FLIP!r}")
+    if not _devis_key(cfg, "INPUT", "MULTI_SCALE_TRAIN", True):
+        # DeVIS ablations: VisTR's fixed sizes (devis.md §3.2); the crop keeps INPUT.CROP.*.
+        return ClipAugmentation(
+            min_sizes=scale(range(480, 769, 32)),
+            max_size=int(s * 800),
+            flip=inp.RANDOM_FLIP == "horizontal",
+            crop_resize_sizes=scale(inp.CROP.RESIZE_SIZES),
+            crop_size=scale(inp.CROP.SIZE),
+            photometric=bool(inp.PHOTOMETRIC),
+            vistr=True,
+            out_size=int(s * 300),
+            out_max_size=int(s * 540),
+        )
     return ClipAugmentation(
         min_sizes=scale(inp.MIN_SIZE_TRAIN),
         max_size=int(s * inp.MAX_SIZE_TRAIN) if inp.MAX_SIZE_TRAIN else None,
@@ -66,18 +90,32 @@ def _check_label_spaces(names: Sequence[str], metas: Sequence[DatasetMetadata]) 
             )
 
 
+# DeVIS COCO joint training keeps COCO images with at most this many annotations (devis.md §3.8).
+MAX_PSEUDO_VIDEO_INSTANCES = 25
+
+
 def build_train_dataset(cfg: Any) -> Dataset:
     """The map-style training dataset of ``DATASETS.TRAIN`` (has ``set_epoch``; items as
-    :class:`ClipTrainDataset`). Several names are concatenated and must share one label space."""
+    :class:`ClipTrainDataset`). Several names are concatenated and must share one label space.
+
+    With ``DATASETS.DEVIS.COCO_JOINT_TRAINING`` the COCO sets (``coco2ytvis2019_train`` ...) become moving
+    pseudo-videos (:class:`PseudoVideoAugmentation`): images with at most 25 annotations, no photometric
+    distortion. ``INPUT.DEVIS.SAMPLE_EACH_FRAME`` lets every frame start a clip."""
     names = list(cfg.DATASETS.TRAIN)
     if not names:
         raise DatasetError("DATASETS.TRAIN is empty: name at least one dataset (see docs/datasets.md)")
     parts, metas = [], []
     aug = build_augmentation(cfg)
+    joint = bool(_devis_key(cfg, "DATASETS", "COCO_JOINT_TRAINING", False))
+    each_frame = bool(_devis_key(cfg, "INPUT", "SAMPLE_EACH_FRAME", False))
     for name in names:
         records, meta = load_dataset(name, cfg)
         if not meta.has_annotations:
             raise DatasetError(f"DATASETS.TRAIN: {name!r} ({meta.json_file}) has no annotations")
+        is_coco = get_dataset_spec(name, cfg).kind == "coco"
+        pseudo = PseudoVideoAugmentation() if joint and is_coco else None
+        if pseudo is not None:
+            records = [r for r in records if len(r.instances) <= MAX_PSEUDO_VIDEO_INSTANCES]
         if cfg.DATASETS.TRAIN_SUBSET > 0:
             records = records[: cfg.DATASETS.TRAIN_SUBSET]
         parts.append(
@@ -87,14 +125,17 @@ def build_train_dataset(cfg: Any) -> Dataset:
                 sampler=cfg.INPUT.SAMPLER,
                 frame_range=cfg.INPUT.SAMPLING_FRAME_RANGE,
                 shuffle_frames=cfg.INPUT.SAMPLING_FRAME_SHUFFLE,
-                augmentation=aug,
+                # DeVIS drops the photometric distortion for the pseudo-videos (they have their own shifts).
+                augmentation=dataclasses.replace(aug, photometric=False) if pseudo is not None else aug,
                 pixel_mean=cfg.MODEL.PIXEL_MEAN,
                 pixel_std=cfg.MODEL.PIXEL_STD,
                 input_format=cfg.INPUT.FORMAT,
                 seed=cfg.SEED,
                 min_area=cfg.INPUT.MIN_VALID_AREA,
                 # COCO has many images without a mapped class; a clip without targets teaches nothing there.
-                filter_empty=get_dataset_spec(name, cfg).kind == "coco",
+                filter_empty=is_coco,
+                sample_each_frame=each_frame,
+                pseudo_video=pseudo,
             )
         )
         metas.append(meta)

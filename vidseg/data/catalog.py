@@ -36,7 +36,8 @@ class DatasetSpec:
 
     Attributes:
         kind: ``"ytvis"`` (YouTube-VIS/OVIS JSON) or ``"coco"`` (COCO instances, one-frame pseudo-videos).
-        coco_target: for ``kind="coco"``, map COCO classes to ``"ytvis_2019"``, ``"ytvis_2021"``, ``"ovis"``.
+        coco_target: for ``kind="coco"``, map COCO classes to ``"ytvis_2019"``, ``"ytvis_2021"``, ``"ovis"``
+            (VITA's tables) or ``"ytvis_2019_devis"``, ``"ytvis_2021_devis"`` (DeVIS's).
         classes: optional class names overriding the JSON's.
         builtin_classes: class names known without the file (metadata still works when the JSON is absent).
         evaluator_type: the metric that scores it (``DatasetMetadata.evaluator_type``): "ytvis", "ovis" or
@@ -166,6 +167,10 @@ for _tgt, _tag, _cls in (
 ):
     for _split in ("train", "val"):
         _BUILTIN[f"coco2{_tag}_{_split}"] = ("coco", _BUILTIN[f"coco_2017_{_split}"][1], _tgt, _cls)
+# DeVIS's COCO joint training sets, with its own category maps (COCO_TO_YT19/YT21_CATEGORY_MAP).
+for _tag, _cls in (("2019", YTVIS_2019_CLASSES), ("2021", YTVIS_2021_CLASSES)):
+    _coco_train = _BUILTIN["coco_2017_train"][1]
+    _BUILTIN[f"coco2ytvis{_tag}_devis_train"] = ("coco", _coco_train, f"ytvis_{_tag}_devis", _cls)
 
 
 def register_dataset(

@@ -39,6 +39,16 @@ COCO_TO_YTVIS_2021 = {
     1: 26, 2: 23, 3: 5, 4: 23, 5: 1, 7: 36, 8: 37, 9: 4, 16: 3, 17: 6, 18: 9, 19: 19, 21: 7, 22: 12, 23: 2,
     24: 40, 25: 18, 34: 14, 35: 31, 36: 31, 41: 29, 42: 33, 43: 34,
 }
+# DeVIS's own tables (COCO joint training, devis.md §3.8): like VITA's without skis (35) -> snowboard, and for
+# YT-21 without sports ball (34) -> flying_disc and skis, but with mouse (74).
+COCO_TO_YT19_CATEGORY_MAP = {
+    1: 1, 2: 21, 3: 6, 4: 21, 5: 28, 7: 17, 8: 29, 9: 34, 17: 14, 18: 8, 19: 18, 21: 15, 22: 32, 23: 20,
+    24: 30, 25: 22, 36: 33, 41: 5, 42: 27, 43: 40,
+}
+COCO_TO_YT21_CATEGORY_MAP = {
+    1: 26, 2: 23, 3: 5, 4: 23, 5: 1, 7: 36, 8: 37, 9: 4, 16: 3, 17: 6, 18: 9, 19: 19, 21: 7, 22: 12, 23: 2,
+    24: 40, 25: 18, 36: 31, 41: 29, 42: 33, 43: 34, 74: 24,
+}
 COCO_TO_OVIS = {
     1: 1, 2: 21, 3: 25, 4: 22, 5: 23, 6: 25, 8: 25, 9: 24, 17: 3, 18: 4, 19: 5, 20: 6, 21: 7, 22: 8, 23: 9,
     24: 10, 25: 11,
@@ -50,6 +60,8 @@ TARGETS: dict[str, tuple[tuple[str, ...], dict[int, int]]] = {
     "ytvis_2019": (YTVIS_2019_CLASSES, COCO_TO_YTVIS_2019),
     "ytvis_2021": (YTVIS_2021_CLASSES, COCO_TO_YTVIS_2021),
     "ovis": (OVIS_CLASSES, COCO_TO_OVIS),
+    "ytvis_2019_devis": (YTVIS_2019_CLASSES, COCO_TO_YT19_CATEGORY_MAP),
+    "ytvis_2021_devis": (YTVIS_2021_CLASSES, COCO_TO_YT21_CATEGORY_MAP),
 }
 
 

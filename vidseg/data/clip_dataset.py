@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from vidseg.data.errors import DatasetError
 from vidseg.data.frame_sampling import consecutive_clip, consecutive_items, reference_range_clip
+from vidseg.data.pseudo_video import PseudoVideoAugmentation
 from vidseg.data.records import VideoRecord
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_io import load_image
@@ -79,6 +80,10 @@ class ClipTrainDataset(Dataset):
         seed: base seed. drop_crowd: leave crowd instances out of the targets (DeVIS drops them).
         min_area: a frame mask with at most this many pixels is invalid.
         filter_empty: leave out videos without any (non-crowd) instance.
+        sample_each_frame: with ``"consecutive"``, every frame starts an item (DeVIS SAMPLE_EACH_FRAME); clips
+            running past the end are padded with reflected frames (``f, ..., n-1, n-2, ...``).
+        pseudo_video: turns one-frame records (COCO images) into moving pseudo-videos before ``augmentation``
+            (DeVIS COCO joint training); None: such clips repeat the image.
 
     Item ``i`` is a dict:
         ``frames``: ``[T, 3, H, W]`` float normalised; ``targets``: :class:`ClipTargets` (masks
@@ -101,6 +106,8 @@ class ClipTrainDataset(Dataset):
         drop_crowd: bool = True,
         min_area: int = 2,
         filter_empty: bool = False,
+        sample_each_frame: bool = False,
+        pseudo_video: PseudoVideoAugmentation | None = None,
     ) -> None:
         if sampler not in ("consecutive", "reference_range"):
             raise ValueError(f"INPUT.SAMPLER must be 'consecutive' or 'reference_range', got {sampler!r}")
@@ -119,8 +126,9 @@ class ClipTrainDataset(Dataset):
         self.epoch = 0
         self.drop_crowd = drop_crowd
         self.min_area = min_area
+        self.pseudo_video = pseudo_video
         if sampler == "consecutive":
-            self.items = consecutive_items([r.length for r in records], num_frames)
+            self.items = consecutive_items([r.length for r in records], num_frames, sample_each_frame)
         else:
             self.items = [(v, 0) for v in range(len(records))]
 
@@ -175,6 +183,8 @@ class ClipTrainDataset(Dataset):
         rec = self.records[self.items[i][0]]
         idx = self.frame_indices(i, rng)
         frames, masks, insts = self._load(rec, idx)
+        if self.pseudo_video is not None and rec.length == 1:
+            frames, masks = self.pseudo_video(frames, masks, rng)
         if self.augmentation is not None:
             frames, masks = self.augmentation(frames, masks, rng)
         targets = build_clip_targets(

@@ -39,20 +39,25 @@ def pingpong_indices(length: int, num: int, start: int = 0) -> list[int]:
     return out
 
 
-def consecutive_items(lengths: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
+def consecutive_items(
+    lengths: Sequence[int], num_frames: int, each_frame: bool = False
+) -> list[tuple[int, int]]:
     """DeVIS training items ``(video_index, start)``: every start with ``start + T <= length``.
 
     A video shorter than T contributes one item (start 0), padded by ping-pong in :func:`consecutive_clip`.
-    The epoch length is ``sum(max(1, len - T + 1))``.
+    The epoch length is ``sum(max(1, len - T + 1))``. ``each_frame`` (DeVIS ``SAMPLE_EACH_FRAME``): every
+    frame is a start, epoch length ``sum(len)``; :func:`consecutive_clip` pads the tail with reflected frames.
     """
     items = []
     for v, n in enumerate(lengths):
-        items.extend((v, s) for s in range(max(1, n - num_frames + 1)))
+        last = n if each_frame else max(1, n - num_frames + 1)
+        items.extend((v, s) for s in range(last))
     return items
 
 
 def consecutive_clip(length: int, start: int, num_frames: int) -> list[int]:
-    """T consecutive frames from ``start``; ping-pong padded when the video is shorter than T."""
+    """T consecutive frames from ``start``; ping-pong padded when they run past the end (a video shorter than
+    T, or a late start with ``each_frame``): ``length=5, start=3, T=6 -> [3, 4, 3, 2, 1, 0]``."""
     if start + num_frames <= length:
         return list(range(start, start + num_frames))
     return pingpong_indices(length, num_frames, start)

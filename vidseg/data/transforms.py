@@ -5,6 +5,9 @@ DeVIS (spec devis.md §3.2): flip p=0.5 -> per-frame SSD photometric distortion 
 from ``crop_resize_sizes`` -> random crop with sides in ``crop_size`` (same region on every frame) -> (a).
 GRAtt-VIS/VITA (grattvis.md §4.2): the same with ``moving_crop=True``: the crop window's top-left corner moves
 linearly between two random positions over the clip (direction reversed with p=0.5), simulating camera motion.
+VisTR (DeVIS ablations, ``INPUT.DEVIS.MULTI_SCALE_TRAIN False``, devis.md §3.2), ``vistr=True``: flip ->
+resize to one of ``min_sizes`` (480..768, long side <= 800) -> photometric -> resize to ``crop_resize_sizes``
+-> crop (always) -> resize the shorter side to ``out_size`` (300, long side <= ``out_max_size`` 540).
 
 Frames are float tensors ``[T, 3, H, W]`` in 0..255 (RGB); masks are bool ``[N, T, H, W]``. All randomness
 comes from the ``np.random.Generator`` argument.
@@ -130,6 +133,8 @@ class ClipAugmentation:
             with height and width drawn from ``crop_size`` ``(min, max)``, then the regular resize.
         moving_crop: the GRAtt-VIS/VITA crop whose window moves linearly across the clip.
         photometric: per-frame SSD photometric distortion.
+        vistr: VisTR's fixed chain instead of the random select (see the module docstring); the last resize
+            goes to ``out_size`` with the long side at most ``out_max_size``.
     """
 
     min_sizes: Sequence[int] = (288, 320, 352, 392, 416, 448, 480, 512)
@@ -140,6 +145,9 @@ class ClipAugmentation:
     crop_size: tuple[int, int] = (384, 600)
     moving_crop: bool = False
     photometric: bool = True
+    vistr: bool = False
+    out_size: int = 300
+    out_max_size: int | None = 540
 
     def __call__(
         self, frames: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
@@ -147,6 +155,8 @@ class ClipAugmentation:
         """``frames [T,3,H,W]`` float 0..255, ``masks [N,T,H,W]`` bool -> the same, augmented."""
         if self.flip and rng.random() < 0.5:
             frames, masks = frames.flip(-1), masks.flip(-1)
+        if self.vistr:
+            return self._vistr(frames, masks, rng)
         if self.photometric:
             frames = torch.stack([photometric_distort(f, rng) for f in frames])
         if self.crop and rng.random() < 0.5:
@@ -157,6 +167,19 @@ class ClipAugmentation:
         h, w = frames.shape[-2:]
         size = int(rng.choice(np.asarray(self.min_sizes)))
         return resize_clip(frames, masks, shortest_edge_size(h, w, size, self.max_size))
+
+    def _vistr(
+        self, frames: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        def resize(f: torch.Tensor, m: torch.Tensor, size: int, max_size: int | None) -> tuple:
+            return resize_clip(f, m, shortest_edge_size(*f.shape[-2:], size, max_size))
+
+        frames, masks = resize(frames, masks, int(rng.choice(np.asarray(self.min_sizes))), self.max_size)
+        if self.photometric:
+            frames = torch.stack([photometric_distort(f, rng) for f in frames])
+        frames, masks = resize(frames, masks, int(rng.choice(np.asarray(self.crop_resize_sizes))), None)
+        frames, masks = self._crop(frames, masks, rng)
+        return resize(frames, masks, self.out_size, self.out_max_size)
 
     def _crop(
         self, frames: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator

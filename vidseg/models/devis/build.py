@@ -232,16 +232,6 @@ def _check_video_config(cfg: Any) -> None:
     """One-line errors for inconsistent clip settings; warnings for DeVIS data keys the pipeline does not
     implement (the run goes on with the pipeline's own behaviour)."""
     d = cfg.INPUT.DEVIS
-    if not d.MULTI_SCALE_TRAIN:
-        logger.warning(
-            "INPUT.DEVIS.MULTI_SCALE_TRAIN False: VisTR's augmentation is not implemented; training uses the "
-            "multi-scale pipeline of INPUT.MIN_SIZE_TRAIN / INPUT.CROP.*"
-        )
-    if d.SAMPLE_EACH_FRAME:
-        logger.warning(
-            "INPUT.DEVIS.SAMPLE_EACH_FRAME True is not implemented: clips start where T frames fit "
-            "(INPUT.SAMPLER consecutive)"
-        )
     if not d.CREATE_BBX_FROM_MASK:
         logger.warning("INPUT.DEVIS.CREATE_BBX_FROM_MASK False: boxes always come from the augmented masks")
     if cfg.DATASETS.DEVIS.COCO_JOINT_TRAINING and not any(
@@ -249,7 +239,7 @@ def _check_video_config(cfg: Any) -> None:
     ):
         raise ValueError(
             "DATASETS.DEVIS.COCO_JOINT_TRAINING True: add the COCO pseudo-videos in the video label space to "
-            "DATASETS.TRAIN, e.g. coco2ytvis2019_train or coco2ytvis2021_train"
+            "DATASETS.TRAIN, e.g. coco2ytvis2019_devis_train (DeVIS's category map) or coco2ytvis2019_train"
         )
     t = int(cfg.MODEL.DEVIS.NUM_FRAMES)
     if t < 2:
