@@ -2,17 +2,15 @@
 
 Generates a synthetic case in the exact official formats (GT with uncompressed RLE, Mask2Former-style results
 with compressed RLE), then times each implementation in its own subprocess (so peak RSS is per
-implementation):
-JSON loading separately from the evaluation, and checks that both give the same 12 stats.
+implementation): JSON loading separately from the evaluation, and checks that both give the same 12 stats.
 
     python benchmarks/evaluator.py --official-api /tmp/official_ytvis     # full size: 300 videos x 36 x
     720x1280
     python benchmarks/evaluator.py --videos 30                             # reduced scale, vidseg only
 
 ``--official-api DIR``: a directory holding the official ``ytvos.py`` / ``ytvoseval.py`` with the numpy fixes
-(``np.float`` -> ``np.float64``, integer ``np.linspace`` counts, no ``unicode``, ``from pycocotools import
-mask``);
-they are never part of this repository.
+(``np.float`` -> ``np.float64``, integer ``np.linspace`` counts, no ``unicode``,
+``from pycocotools import mask``); they are never part of this repository.
 """
 
 from __future__ import annotations

@@ -35,10 +35,10 @@ def random_case(
     seed: int, n_videos: int = 4, n_cats: int = 4, quirks: bool = True, ovis: bool = False
 ) -> tuple[dict, list]:
     """A GT dict and a results list. With ``quirks``: None frames, shorter/longer frame lists, GT id 0, crowd
-    GT,
-    frames of another size, tied scores, empty masks, compressed and polygon GT frames, a category without GT,
-    ``areas`` that disagree with the masks, and tracks whose areas straddle the 128^2 boundary (scaled sizes).
-    With ``ovis``: GT occlusion labels, and result frame lists as long as the video (OVIS asserts it)."""
+    GT, frames of another size, tied scores, empty masks, compressed and polygon GT frames, a category without
+    GT, ``areas`` that disagree with the masks, and tracks whose areas straddle the 128^2 boundary (scaled
+    sizes). With ``ovis``: GT occlusion labels, and result frame lists as long as the video (OVIS asserts
+    it)."""
     rng = np.random.default_rng(seed)
     videos, anns, results = [], [], []
     cats = [{"id": c + 1, "name": f"c{c + 1}", "supercategory": "x"} for c in range(n_cats + 1)]

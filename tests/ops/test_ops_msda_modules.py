@@ -1,6 +1,5 @@
-"""MSDA modules: parameter layout (official state-dict shapes), initialisation, and forward semantics
-against a
-per-frame loop written from devis.md §2.4."""
+"""MSDA modules: parameter layout (official state-dict shapes), initialisation, and forward semantics against
+a per-frame loop written from devis.md §2.4."""
 
 from __future__ import annotations
 

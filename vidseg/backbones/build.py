@@ -45,8 +45,7 @@ def build_backbone(
     Args:
         name: ``resnet18|34|50|101``, ``swin_{t,s,b}_p4w7``, ``swin_l_p4w7``, ``swin_l_p4w12``.
         train_backbone: ResNet: ``layer2..4`` trainable (stem and ``layer1`` always frozen); Swin: all
-            trainable.
-            False freezes everything (DeVIS: ``SOLVER.LR_BACKBONE == 0``).
+            trainable. False freezes everything (DeVIS: ``SOLVER.LR_BACKBONE == 0``).
         dilation: DC5 (ResNet-50/101 only).
         pretrained: path of an ImageNet checkpoint in torchvision ResNet or original Swin naming; loaded with
             :func:`vidseg.checkpoints.load_imagenet_backbone`, which warns with the missing/unexpected keys.

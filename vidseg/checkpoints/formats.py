@@ -135,8 +135,7 @@ def shift_class_neuron(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
     Official Deformable DETR trains COCO with ``label = category_id`` (91 outputs, neuron 0 never a target);
     vidseg/DeVIS use ``label = category_id - 1``. Moving neuron 0 to the end maps category ``c`` to neuron
-    ``c - 1``
-    (DeVIS ``MODEL.SHIFT_CLASS_NEURON``, ``shift_class_neurons`` in weights_loading_utils).
+    ``c - 1`` (DeVIS ``MODEL.SHIFT_CLASS_NEURON``, ``shift_class_neurons`` in weights_loading_utils).
     """
     out = {}
     for k, v in state_dict.items():

@@ -1,10 +1,10 @@
 """Dataset catalog: standard names -> (JSON, image root) under the data root, plus user registrations.
 
 Data root: ``DATASETS.ROOT`` if set, else the environment variable ``VIDSEG_DATASETS``, else ``./datasets``.
-Each standard name lists the official folder layouts it accepts (the detectron2/VITA layout first, then
-the DeVIS one); the first whose JSON exists is used. ``custom_train`` / ``custom_val`` come from
-``DATASETS.CUSTOM_*``.
-Any YouTube-VIS-format JSON can also be registered from Python with :func:`register_dataset`.
+Each standard name lists the official folder layouts it accepts (the detectron2/VITA layout first, then the
+DeVIS one); the first whose JSON exists is used. ``custom_train`` / ``custom_val`` come from
+``DATASETS.CUSTOM_*``. Any YouTube-VIS-format JSON can also be registered from Python with
+:func:`register_dataset`.
 """
 
 from __future__ import annotations

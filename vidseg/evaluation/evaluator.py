@@ -37,8 +37,7 @@ class YTVISEvaluator(DatasetEvaluator):
 
     Args:
         gt_json: the dataset's GT JSON. Without ``annotations`` (the official val/test splits) it only writes
-        the
-            results files for the servers.
+            the results files for the servers.
         label_to_category_id: contiguous label -> dataset category id (list or dict).
         output_dir: where ``results.json`` and ``results.zip`` go (None: write nothing).
         ovis: OVIS rules (equal frame-list lengths; 18 stats with occlusion labels).
@@ -46,14 +45,13 @@ class YTVISEvaluator(DatasetEvaluator):
         workers: processes for the metric (see :func:`evaluate_ytvis`; None: automatic, 1: no fork).
 
     ``process(inputs, outputs)``: ``outputs`` is a :class:`VideoResult` or a list of them; ``inputs`` is
-    unused.
-    A video seen twice (padding of a distributed sampler, on one rank or several) is kept once: the first one.
+    unused. A video seen twice (padding of a distributed sampler, on one rank or several) is kept once: the
+    first one.
 
     ``evaluate()`` returns ``{"segm": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
-    "ARs",
-    "ARm", "ARl", ("AP_light", ... OVIS), "AP-<category name>", ...}}`` with every value **multiplied by 100**
-    (as Mask2Former / detectron2 report) and NaN where undefined; ``{}`` without GT annotations or on ranks >
-    0.
+    "ARs", "ARm", "ARl", ("AP_light", ... OVIS), "AP-<category name>", ...}}`` with every value **multiplied
+    by 100** (as Mask2Former / detectron2 report) and NaN where undefined; ``{}`` without GT annotations or on
+    ranks > 0.
     """
 
     def __init__(

@@ -101,8 +101,8 @@ def loads_rle_json(
     ``"counts"`` lists of objects with a ``"size"`` field become int64 arrays; other ``"counts"`` lists stay
     lists of ints (as ``json`` gives them). ``hook``, if given, is then applied to every object (with
     ``hook_skips_arrays``, not to the objects that just got an int64 counts array: the caller's hook would
-    return them unchanged). Raises
-    ``json.JSONDecodeError`` / ``UnicodeDecodeError`` exactly as ``json.loads(data)`` would.
+    return them unchanged). Raises ``json.JSONDecodeError`` / ``UnicodeDecodeError`` exactly as
+    ``json.loads(data)`` would.
     """
     if _MARK_JSON in data:
         return json.loads(data, object_hook=_wrap(hook, None))

@@ -44,13 +44,11 @@ def decode_compressed_batch(strings: Sequence[str | bytes]) -> tuple[np.ndarray,
 
     Returns:
         ``(counts, ptr)``: ``counts`` int64 [C], the counts of all strings concatenated; ``ptr`` int64 [N+1],
-        the
-        counts of string i are ``counts[ptr[i]:ptr[i+1]]``.
+        the counts of string i are ``counts[ptr[i]:ptr[i+1]]``.
 
     Raises:
         RLEError: a character outside the RLE alphabet, a string that ends inside a number, a count that does
-        not
-        fit in uint32 or is negative.
+            not fit in uint32 or is negative.
     """
     n = len(strings)
     char_ptr = np.zeros(n + 1, dtype=np.int64)
@@ -194,8 +192,7 @@ def check_counts(
 
 def polygons_to_compressed(polygons: list, height: int, width: int) -> bytes:
     """Rasterise a GT polygon list the way the official ``YTVOS.annToRLE`` does (pycocotools ``frPyObjects``
-    with
-    the video's size, then the union ``merge``); returns the compressed count string."""
+    with the video's size, then the union ``merge``); returns the compressed count string."""
     from pycocotools import mask as mask_utils
 
     rles = mask_utils.frPyObjects(polygons, height, width)

@@ -2,13 +2,10 @@
 
 Both are kept close to their JSON form (frame masks stay compressed) so that memory does not grow with decoded
 videos; :mod:`vidseg.evaluation.ytvis_eval` decodes one video at a time. The selection and ordering rules of
-the
-official ``YTVOS`` / ``loadRes`` code are reproduced here (see ``docs/evaluation.md`` and the spec §1, §3,
-§8):
-ground truth is grouped by video in ascending id order and kept in file order within a video; a duplicated
-annotation id is replaced by the last annotation with that id (the official ``anns`` dict); annotations of
-unknown
-videos or categories are left out; results get ``id = index + 1``.
+the official ``YTVOS`` / ``loadRes`` code are reproduced here (see ``docs/evaluation.md`` and the spec §1, §3,
+§8): ground truth is grouped by video in ascending id order and kept in file order within a video; a
+duplicated annotation id is replaced by the last annotation with that id (the official ``anns`` dict);
+annotations of unknown videos or categories are left out; results get ``id = index + 1``.
 """
 
 from __future__ import annotations
@@ -448,9 +445,8 @@ def load_results(
     """Load and check a results list (path or list of dicts) against ``gt``.
 
     Every entry needs ``video_id`` (one of the GT videos), ``category_id``, ``score`` and ``segmentations``
-    (per
-    frame a compressed RLE ``{"size": [h, w], "counts": str}`` or null). Entries whose category is not a GT
-    category are dropped with a warning (the official code drops them silently). Masks are decoded later; a
+    (per frame a compressed RLE ``{"size": [h, w], "counts": str}`` or null). Entries whose category is not a
+    GT category are dropped with a warning (the official code drops them silently). Masks are decoded later; a
     malformed count string is reported then, naming the entry and frame.
     """
     if isinstance(results, (str, os.PathLike)):

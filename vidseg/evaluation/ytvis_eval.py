@@ -2,10 +2,9 @@
 
 Official code: ``youtubevos/cocoapi`` ``ytvoseval.py`` (YouTube-VIS 2019/2021/2022) and ``qjy981010/cocoapi``
 ``oviseval.py`` (OVIS, with occlusion ranges). Every quirk is kept (``docs/evaluation.md`` lists them): frame
-lists
-compared up to the shorter one, the GT ``areas`` field deciding the size range, GT id 0 counting as a false
-positive, stable score ordering, crowd GT, the exact ``np.linspace`` thresholds, categories without GT left
-out.
+lists compared up to the shorter one, the GT ``areas`` field deciding the size range, GT id 0 counting as a
+false positive, stable score ordering, crowd GT, the exact ``np.linspace`` thresholds, categories without GT
+left out.
 
 Usage::
 
@@ -91,8 +90,7 @@ class EvalResult:
 
     Attributes:
         stats: stat name -> value in [0, 1] as the official ``stats`` array (12 names of ``YTVIS_STATS``, or
-        the
-            18 of ``OVIS_STATS`` with occlusion labels); -1 where undefined (no GT in any category).
+            the 18 of ``OVIS_STATS`` with occlusion labels); -1 where undefined (no GT in any category).
         precision: float64 [T=10, R=101, K, A=4, O, M=3]; O = 4 occlusion ranges for OVIS stats, else 1.
         recall: float64 [T, K, A, O, M].
         category_ids: the K category ids (sorted), the K axis of precision/recall.
@@ -135,11 +133,10 @@ def evaluate_ytvis(
     Args:
         gt: GT JSON path, loaded dict, or :class:`GroundTruth`.
         results: results JSON path, list of result dicts, or already loaded :class:`DTTrack` list (which may
-        hold
-            predictions for videos outside ``gt``; they are skipped, as in the YT-VIS 2022 server script).
+            hold predictions for videos outside ``gt``; they are skipped, as in the YT-VIS 2022 server
+            script).
         ovis: OVIS rules: prediction and GT frame lists must have equal lengths, and with occlusion labels in
-        the
-            GT the 18 OVIS stats are computed.
+            the GT the 18 OVIS stats are computed.
         progress: show a tqdm bar over videos.
         workers: processes for the per-video work (forked; this one works too). None: one per available
             CPU (at most 8), fewer for small inputs; 1: no fork. Results are identical for any value.
@@ -239,8 +236,8 @@ def _progress_bar(total: int, enabled: bool):
 @dataclass
 class _Entry:
     """Matching outcome of one (video, category, area range, occlusion range), as the official
-    ``evaluateVid``.
-    ``scores`` [D] in score order (top 100); ``tp``/``ignored`` bool [T, D]; ``npig`` non-ignored GT count."""
+    ``evaluateVid``. ``scores`` [D] in score order (top 100); ``tp``/``ignored`` bool [T, D]; ``npig``
+    non-ignored GT count."""
 
     scores: np.ndarray
     tp: np.ndarray
@@ -515,8 +512,7 @@ def _match(ious: np.ndarray, gts: list[GTTrack], flags: tuple, nd: int) -> tuple
 
     Returns:
         ``(tp, ignored)`` bool [T, D]: matched to a GT with non-zero id (a match to id 0 is stored as 0 and
-        counts
-        as a false positive), and ignored because matched to an ignored GT.
+        counts as a false positive), and ignored because matched to an ignored GT.
     """
     T = len(IOU_THRESHOLDS)
     tp = np.zeros((T, nd), dtype=bool)

@@ -1,9 +1,8 @@
 """Choosing the implementation of the deformable ops: ``"auto" | "torch" | "triton"``.
 
-``auto`` picks Triton for CUDA tensors and pure PyTorch elsewhere. An explicit ``triton`` request that
-cannot be
-honoured raises an error that says why; nothing falls back silently. Triton also runs on CPU tensors under its
-interpreter (``TRITON_INTERPRET=1``), which is how CI checks the kernels without a GPU.
+``auto`` picks Triton for CUDA tensors and pure PyTorch elsewhere. An explicit ``triton`` request that cannot
+be honoured raises an error that says why; nothing falls back silently. Triton also runs on CPU tensors under
+its interpreter (``TRITON_INTERPRET=1``), which is how CI checks the kernels without a GPU.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Functional multi-scale deformable attention (MSDA): the spatial op and the multi-frame core, with dispatch.
 
-Coordinate convention (all implementations): a sampling location ``(x, y)`` is normalised to ``[0, 1]``
-over the
-level's feature map, ``(0, 0)`` the top-left corner of the top-left pixel; the sampled pixel position is
+Coordinate convention (all implementations): a sampling location ``(x, y)`` is normalised to ``[0, 1]`` over
+the level's feature map, ``(0, 0)`` the top-left corner of the top-left pixel; the sampled pixel position is
 ``(x * W_l - 0.5, y * H_l - 0.5)`` (``grid_sample`` with ``align_corners=False``) and taps outside the map
-read
-zero. The output of head ``m`` is ``sum_{l,p} A[q,m,l,p] * bilinear(V[frame, level l, head m],
+read zero. The output of head ``m`` is ``sum_{l,p} A[q,m,l,p] * bilinear(V[frame, level l, head m],
 loc[q,m,l,p])``.
 """
 
@@ -128,10 +126,8 @@ def ms_deform_attn(
     deterministic: bool | None = None,
 ) -> Tensor:
     """Spatial MSDA (Deformable DETR): value ``[B, S, M, D]``, spatial_shapes ``[L, 2]`` long,
-    level_start_index
-    ``[L]`` long, sampling_locations ``[B, Q, M, L, P, 2]`` in ``[0, 1]``, attention_weights ``[B, Q, M, L,
-    P]``
-    -> ``[B, Q, M * D]``. See the module docstring for the coordinate convention.
+    level_start_index ``[L]`` long, sampling_locations ``[B, Q, M, L, P, 2]`` in ``[0, 1]``, attention_weights
+    ``[B, Q, M, L, P]`` -> ``[B, Q, M * D]``. See the module docstring for the coordinate convention.
     """
     if value.dim() != 4:
         raise ValueError(f"ms_deform_attn: value must be [B, S, M, D], got {tuple(value.shape)}")

@@ -2,10 +2,8 @@
 
 The spatial ``sampling_offsets`` rows are laid out ``(M, Ls, Ks, 2)`` and ``attention_weights`` rows
 ``(M, Ls, Ks)``; the temporal rows are ``(M, W, L, Kt[, 2])``. The official conversion views the spatial
-tensor
-as ``(M, 1, Ls, Ks[, 2], ...)``, repeats it over the ``W`` other frames and keeps ``[:, :, :L, :Kt]``, so
-every
-other frame initially gets exactly the current frame's offsets and logits.
+tensor as ``(M, 1, Ls, Ks[, 2], ...)``, repeats it over the ``W`` other frames and keeps ``[:, :, :L, :Kt]``,
+so every other frame initially gets exactly the current frame's offsets and logits.
 """
 
 from __future__ import annotations
@@ -24,12 +22,10 @@ def expand_spatial_to_temporal(
     n_temporal_levels: int | None = None,
 ) -> Tensor:
     """Map a spatial projection weight ``[M*Ls*Ks*c, C]`` or bias ``[M*Ls*Ks*c]`` (``c`` = 2 for offsets, 1
-    for
-    attention weights, inferred) to its temporal counterpart ``[M*W*L*Kt*c(, C)]``.
+    for attention weights, inferred) to its temporal counterpart ``[M*W*L*Kt*c(, C)]``.
 
-    ``n_temporal_levels`` (default ``n_levels``) may be smaller than ``n_levels`` (levels are sliced, as
-    for the
-    single-level ablations); ``n_temporal_points`` must not exceed ``n_points``.
+    ``n_temporal_levels`` (default ``n_levels``) may be smaller than ``n_levels`` (levels are sliced, as for
+    the single-level ablations); ``n_temporal_points`` must not exceed ``n_points``.
     """
     L = n_levels if n_temporal_levels is None else n_temporal_levels
     M, Ls, Ks, W, Kt = n_heads, n_levels, n_points, n_temporal_frames, n_temporal_points

@@ -4,8 +4,7 @@ temporal encoder / decoder modules (devis.md §2.4).
 Parameter names and shapes follow the official state dicts so checkpoints load one-to-one:
 ``sampling_offsets`` ``(M*L*Kc*2, C)`` laid out ``(M, L, Kc, 2)``; ``attention_weights`` ``(M*L*Kc, C)``;
 ``temporal_sampling_offsets`` ``(M*W*L*Kt*2, C)`` laid out ``(M, W, L, Kt, 2)``;
-``temporal_attention_weights``
-``(M*W*L*Kt, C)``; ``value_proj`` / ``output_proj`` ``(C, C)``.
+``temporal_attention_weights`` ``(M*W*L*Kt, C)``; ``value_proj`` / ``output_proj`` ``(C, C)``.
 """
 
 from __future__ import annotations
@@ -66,10 +65,9 @@ def _offset_normalizer(spatial_shapes: Tensor, dtype: torch.dtype) -> Tensor:
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention of Deformable DETR.
 
-    forward: query ``[B, Q, C]``, reference_points ``[B, Q, L, 2]`` (points in ``[0, 1]``; offsets are
-    pixels of
-    each level) or ``[B, Q, L, 4]`` (cxcywh boxes; offsets scaled by ``wh / n_points * 0.5``), input_flatten
-    ``[B, S, C]``, input_spatial_shapes ``[L, 2]`` long, input_level_start_index ``[L]`` long,
+    forward: query ``[B, Q, C]``, reference_points ``[B, Q, L, 2]`` (points in ``[0, 1]``; offsets are pixels
+    of each level) or ``[B, Q, L, 4]`` (cxcywh boxes; offsets scaled by ``wh / n_points * 0.5``),
+    input_flatten ``[B, S, C]``, input_spatial_shapes ``[L, 2]`` long, input_level_start_index ``[L]`` long,
     input_padding_mask ``[B, S]`` bool (True = padding) or None -> ``[B, Q, C]``.
     """
 
@@ -186,8 +184,7 @@ class _TemporalMSDeformAttnBase(nn.Module):
 
     def _project(self, query: Tensor, input_flatten: Tensor, padding_mask: Tensor | None):
         """value ``[T,S,M,D]``, offsets ``[T,Q,M,L,Kc,2]`` / ``[T,Q,M,W,L,Kt,2]``, weights (one softmax per
-        head)
-        ``[T,Q,M,L,Kc]`` / ``[T,Q,M,W,L,Kt]``."""
+        head) ``[T,Q,M,L,Kc]`` / ``[T,Q,M,W,L,Kt]``."""
         T, Q, _ = query.shape
         M, L, Kc, Kt, W = (
             self.n_heads,
@@ -261,11 +258,10 @@ class TemporalMSDeformAttnEncoder(_TemporalMSDeformAttnBase):
     """DeVIS encoder self-attention over a clip.
 
     forward: query ``[T, S, C]``, reference_points ``[T, S, L, 2]``, input_flatten ``[T, S, C]``,
-    input_spatial_shapes ``[L, 2]``, input_level_start_index ``[L]``, input_padding_mask ``[T, S]`` or None
-    -> ``[T, S, C]``. Temporal points sample around the level-0 reference point at every level (official).
+    input_spatial_shapes ``[L, 2]``, input_level_start_index ``[L]``, input_padding_mask ``[T, S]`` or None ->
+    ``[T, S, C]``. Temporal points sample around the level-0 reference point at every level (official).
     ``connect_all_frames``: sample all ``T - 1`` other frames (then ``T`` must equal ``num_frames``);
-    otherwise a
-    window of ``temporal_window`` frames, reflected at the clip borders.
+    otherwise a window of ``temporal_window`` frames, reflected at the clip borders.
     """
 
     def __init__(
@@ -318,8 +314,7 @@ class TemporalMSDeformAttnDecoder(_TemporalMSDeformAttnBase):
 
     forward: query ``[T, Nq, C]`` (slot ``i`` of every frame is one trajectory), reference_points
     ``[T, Nq, L, 2]`` or ``[T, Nq, L, 4]`` (cxcywh), input_flatten ``[T, S, C]``, input_spatial_shapes
-    ``[L, 2]``,
-    input_level_start_index ``[L]``, input_padding_mask ``[T, S]`` or None -> ``[T, Nq, C]``.
+    ``[L, 2]``, input_level_start_index ``[L]``, input_padding_mask ``[T, S]`` or None -> ``[T, Nq, C]``.
     ``instance_aware``: temporal points in frame ``u`` sample around the reference of the same slot in frame
     ``u`` (boxes: offsets scaled by that box's size / ``n_temporal_points``); otherwise around the own
     reference.

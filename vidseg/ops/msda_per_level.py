@@ -3,9 +3,8 @@ benchmarks.
 
 ``ms_deform_attn_per_level`` makes one ``grid_sample`` call per level (the shape of Deformable-DETR's
 ``ms_deform_attn_core_pytorch``); ``temporal_ms_deform_attn_per_frame`` is the DeVIS formulation: a Python
-loop
-over the frames of the clip, with the other frames' values copied and stacked as extra pseudo-levels. They are
-straightforward and slow on purpose; the library path is :func:`vidseg.ops.msda_torch.msda_torch`.
+loop over the frames of the clip, with the other frames' values copied and stacked as extra pseudo-levels.
+They are straightforward and slow on purpose; the library path is :func:`vidseg.ops.msda_torch.msda_torch`.
 """
 
 from __future__ import annotations

@@ -3,10 +3,8 @@
 A query of frame ``t`` samples its own frame with ``Kc`` points per level and each of ``W`` other frames
 ``frames[t, j]`` with ``Kt`` points per level; its attention weights were normalised by ONE softmax over all
 ``L*Kc + W*L*Kt`` logits of the head. Here the current and temporal points of a level are concatenated into
-one
-point axis ``P = Kc + W*Kt`` with a per-point frame index, and the whole clip goes through the multi-frame
-core
-at once (no loop over frames).
+one point axis ``P = Kc + W*Kt`` with a per-point frame index, and the whole clip goes through the multi-frame
+core at once (no loop over frames).
 """
 
 from __future__ import annotations
@@ -22,8 +20,7 @@ def temporal_frame_table(num_frames: int, window: int | None = None, device=None
 
     ``window=None``: all other frames in ascending order (``W = T - 1``; DeVIS decoder, and encoder with
     ENC_CONNECT_ALL_FRAMES). Otherwise the offsets ``{-window//2 .. window//2} \\ {0}`` (Python floor
-    division, as
-    the official code), where an offset leaving the clip is reflected (``-d``).
+    division, as the official code), where an offset leaving the clip is reflected (``-d``).
     """
     T = int(num_frames)
     if T < 2:

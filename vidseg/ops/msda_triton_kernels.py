@@ -2,11 +2,10 @@
 
 Layouts (all contiguous): value ``[B, F, S, M, D]``, locations ``[B, Q, M, L, P, 2]``, weights
 ``[B, Q, M, L, P]``, frame index ``[Q, P]`` int32 (optional), output ``[B, Q, M, D]``. One program owns a
-block
-of ``BLOCK_Q`` queries of one (batch, head) and all ``D`` channels (``BLOCK_D`` = next power of two >= D, the
-rest masked), so the reductions over channels for the location / weight gradients stay inside the program.
-Loads are converted to fp32 and accumulated in fp32 whatever the input dtype (fp32, fp16, bf16).
-The value gradient is scattered with fp32 atomics, or, in deterministic mode, gathered by
+block of ``BLOCK_Q`` queries of one (batch, head) and all ``D`` channels (``BLOCK_D`` = next power of two >=
+D, the rest masked), so the reductions over channels for the location / weight gradients stay inside the
+program. Loads are converted to fp32 and accumulated in fp32 whatever the input dtype (fp32, fp16, bf16). The
+value gradient is scattered with fp32 atomics, or, in deterministic mode, gathered by
 ``msda_grad_value_gather_kernel`` from a sorted list of (value row, coefficient, grad row) triples.
 """
 

@@ -1,7 +1,6 @@
 """The Triton MSDA kernels as ``torch.library`` custom ops (``vidseg::msda_forward`` /
-``vidseg::msda_backward``)
-with fake implementations, so ``torch.compile`` traces through them without graph breaks, and with autograd
-registered on the forward op.
+``vidseg::msda_backward``) with fake implementations, so ``torch.compile`` traces through them without graph
+breaks, and with autograd registered on the forward op.
 
 Importing this module imports ``triton``; :mod:`vidseg.ops.msda` imports it only when the Triton path is
 chosen.
@@ -163,9 +162,8 @@ def _grad_value_sorted(
     grad_value: Tensor,
 ) -> None:
     """Deterministic value gradient without float atomics: list every (value row, coefficient, grad row) of
-    the
-    4 bilinear taps of every sample, stable-sort by value row, and let one program per row sum its segment in
-    that fixed order. Uses O(samples) extra memory; it is the opt-in mode."""
+    the 4 bilinear taps of every sample, stable-sort by value row, and let one program per row sum its segment
+    in that fixed order. Uses O(samples) extra memory; it is the opt-in mode."""
     B, nF, S, M, D = value_shape
     _, Q, _, L, P, _ = loc.shape
     dev = loc.device

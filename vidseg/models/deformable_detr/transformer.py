@@ -1,11 +1,9 @@
 """Deformable DETR transformer: multi-scale deformable encoder, decoder with iterative box refinement.
 
 Post-norm layers (Zhu et al. 2021, as used by DeVIS's image stage). Submodule names follow the official code
-so
-that checkpoints load by name: ``level_embed``, ``reference_points``, ``encoder.layers.{i}.{self_attn, norm1,
-linear1, linear2, norm2}``, ``decoder.layers.{i}.{cross_attn, norm1, self_attn, norm2, linear1, linear2,
-norm3}``,
-and ``decoder.bbox_embed`` (attached by :class:`DeformableDETR` for box refinement).
+so that checkpoints load by name: ``level_embed``, ``reference_points``, ``encoder.layers.{i}.{self_attn,
+norm1, linear1, linear2, norm2}``, ``decoder.layers.{i}.{cross_attn, norm1, self_attn, norm2, linear1,
+linear2, norm3}``, and ``decoder.bbox_embed`` (attached by :class:`DeformableDETR` for box refinement).
 """
 
 from __future__ import annotations
@@ -52,13 +50,12 @@ class TransformerOutput:
         query_pos: positional part of the queries ``[B, Q, C]``.
         init_reference: initial 2-d reference points ``[B, Q, 2]`` (sigmoid space).
         inter_references: reference used after each layer ``[L_dec, B, Q, 2|4]`` (detached between layers
-        unless
-            ``with_gradient``).
+            unless ``with_gradient``).
         layer_boxes: the box prediction of each layer before any detach ``[L_dec, B, Q, 4]``; ``None`` without
             box refinement (the heads then compute boxes from ``init_reference``).
         memories: encoder memory per level ``[B, C, H_l, W_l]``.
         spatial_shapes: ``[L, 2]`` long (H_l, W_l); level_start_index ``[L]``; valid_ratios ``[B, L, 2]`` (w,
-        h).
+            h).
     """
 
     hs: Tensor
@@ -219,8 +216,8 @@ class DeformableTransformerDecoder(nn.Module):
     (``ref_point_embed``, DeVIS's ``WITH_REF_POINT_REFINE``; references stay 2-d).
 
     ``bbox_embed`` (a ModuleList of per-layer box MLPs) is attached by the owning model, as in the official
-    code,
-    which is why official checkpoints hold ``transformer.decoder.bbox_embed.*`` next to ``bbox_embed.*``.
+    code, which is why official checkpoints hold ``transformer.decoder.bbox_embed.*`` next to
+    ``bbox_embed.*``.
     """
 
     def __init__(
@@ -247,8 +244,7 @@ class DeformableTransformerDecoder(nn.Module):
         padding_mask: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Returns hs ``[L_dec,B,Q,C]``, references used after each layer ``[L_dec,B,Q,2|4]`` and the
-        per-layer
-        boxes before detaching ``[L_dec,B,Q,4]`` (None without refinement)."""
+        per-layer boxes before detaching ``[L_dec,B,Q,4]`` (None without refinement)."""
         out = tgt
         hs, refs, boxes = [], [], []
         for lid, layer in enumerate(self.layers):

@@ -1,10 +1,8 @@
 """``DeformableDETRSegm``: Deformable DETR + DeVIS's multi-scale mask head (the COCO image stage).
 
 Official submodule names: ``def_detr.*``, ``bbox_attention.*``, ``mask_head.*``. The matcher is held too (it
-has
-no parameters): during training the model matches each loss layer itself to know which queries need masks, as
-the
-official code does, and hands the indices to the criterion in ``outputs["indices"]``.
+has no parameters): during training the model matches each loss layer itself to know which queries need masks,
+as the official code does, and hands the indices to the criterion in ``outputs["indices"]``.
 """
 
 from __future__ import annotations
@@ -39,17 +37,16 @@ class DeformableDETRSegm(nn.Module):
         num_out: top-k (query, class) pairs whose masks are computed at inference.
 
     Forward: ``model(frames [B,3,H,W], pad_mask [B,H,W], targets)`` or ``model(batch: ClipBatch)`` with T=1
-    frames.
-    ``targets`` are per image ``{"labels" [N], "boxes" [N,4] cxcywh normalised, "masks" [N,H,W] bool}``.
+    frames. ``targets`` are per image ``{"labels" [N], "boxes" [N,4] cxcywh normalised, "masks" [N,H,W]
+    bool}``.
 
     Returns a dict:
         ``pred_logits [B,Q,K]``, ``pred_boxes [B,Q,4]``, ``aux_outputs`` (dicts of the same keys for decoder
         layers 0..L-2). Training (targets given): at the final layer and every aux layer in ``mask_aux_loss``
         additionally ``indices`` (the matcher output, B tuples ``(pred_idx, tgt_idx)``) and ``pred_masks``
         ``[B, N_max, H/4, W/4]`` where row b's first ``len(indices[b][0])`` entries are the masks of
-        ``indices[b][0]`` in that order (the rest is padding with unmatched queries). Evaluation:
-        ``topk`` (``vidseg.models.devis.postprocess.topk_queries``: ``scores``, ``labels``, ``boxes``,
-        ``query_idx``,
+        ``indices[b][0]`` in that order (the rest is padding with unmatched queries). Evaluation: ``topk``
+        (``vidseg.models.devis.postprocess.topk_queries``: ``scores``, ``labels``, ``boxes``, ``query_idx``,
         each ``[B, num_out, ...]``) and ``pred_masks [B, num_out, H/4, W/4]`` aligned with it.
     """
 

@@ -3,11 +3,9 @@
 Two modules, held by the model under the official names ``bbox_attention`` and ``mask_head``:
 
 1. :class:`MultiScaleMHAttentionMap` turns each selected query embedding into 8 attention maps over the
-encoder
-   memory at /32, /16 and /8 (one softmax over heads x pixels, as DETR's ``MHAttentionMap``).
+   encoder memory at /32, /16 and /8 (one softmax over heads x pixels, as DETR's ``MHAttentionMap``).
 2. :class:`MaskHeadConv` concatenates those maps with the memory and refines them coarse-to-fine, adding
-adapted
-   encoder memory (/16, /8) and backbone features (/4), to mask logits at /4.
+   adapted encoder memory (/16, /8) and backbone features (/4), to mask logits at /4.
 
 Everything is per image: a video model passes its frames as the batch dimension (``B = T`` frames of one
 clip, ``N`` = selected instances per frame) and gets ``[T, N, H/4, W/4]``.
@@ -185,8 +183,7 @@ class MaskHeadConv(nn.Module):
                 ``H_r, W_r`` equal to the corresponding feature sizes.
         Returns:
             ``[B, N, H_L, W_L]`` mask logits at the last feature's resolution (``[B, N, C', H_L, W_L]``
-            without
-            ``out_lay``).
+            without ``out_lay``).
         """
         if len(features) != self.num_fpn + 1:
             raise ValueError(f"MaskHeadConv: {len(features)} feature maps, expected {self.num_fpn + 1}")

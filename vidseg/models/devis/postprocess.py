@@ -56,9 +56,8 @@ def upsample_masks(
 ) -> torch.Tensor:
     """Mask logits covering the padded input, resized straight to the original image size.
 
-    The logits at ``[h, w]`` cover the padded input ``padded_size``, of which the top-left ``image_size``
-    is the
-    resized image. One bilinear resize (align_corners False) to ``padded_size * orig_size / image_size``
+    The logits at ``[h, w]`` cover the padded input ``padded_size``, of which the top-left ``image_size`` is
+    the resized image. One bilinear resize (align_corners False) to ``padded_size * orig_size / image_size``
     followed by a crop to ``orig_size`` maps the valid area onto the original pixels.
 
     Args:
@@ -114,8 +113,7 @@ class ImagePostProcessor:
 
     def select(self, outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``topk_queries`` of the final layer; the model stores the result as ``outputs["topk"]`` and
-        computes
-        ``pred_masks`` for ``topk["query_idx"]``."""
+        computes ``pred_masks`` for ``topk["query_idx"]``."""
         return topk_queries(outputs["pred_logits"], outputs["pred_boxes"], self.num_out)
 
     @torch.no_grad()
@@ -129,20 +127,17 @@ class ImagePostProcessor:
         """
         Args:
             outputs: ``"pred_logits"`` ``[B, Q, K]``, ``"pred_boxes"`` ``[B, Q, 4]``, optionally ``"topk"``
-            (the
-                dict of ``select``) and ``"pred_masks"``: ``[B, k, h, w]`` aligned with ``outputs["topk"]``
-                when
-                that is present, else ``[B, Q, h, w]`` for all queries (gathered here).
+                (the dict of ``select``) and ``"pred_masks"``: ``[B, k, h, w]`` aligned with
+                ``outputs["topk"]`` when that is present, else ``[B, Q, h, w]`` for all queries (gathered
+                here).
             orig_sizes: per image ``(H0, W0)`` of the original image (boxes and masks are returned at this
-            size).
+                size).
             image_sizes: per image ``(H, W)`` of the resized image inside the padded input (default: the
-            padded
-                size, i.e. no padding).
+                padded size, i.e. no padding).
             padded_size: ``(H_pad, W_pad)`` of the model input (default ``4 x`` the mask size).
         Returns:
             per image ``{"scores": [k], "labels": [k] int64, "boxes": [k, 4] absolute xyxy at the original
-            size,
-            "masks": [k, H0, W0] bool}`` (no ``"masks"`` without ``pred_masks``).
+            size, "masks": [k, H0, W0] bool}`` (no ``"masks"`` without ``pred_masks``).
         """
         logits = outputs["pred_logits"]
         bsz = logits.shape[0]
@@ -191,13 +186,11 @@ def instances_to_coco(
     """One image's result (from ``ImagePostProcessor``) as COCO json results.
 
     Args:
-        label_to_category: contiguous label -> dataset category id (mapping or callable); default ``label +
-        1``
-            (the DeVIS COCO convention, label = category_id - 1).
+        label_to_category: contiguous label -> dataset category id (mapping or callable); default
+            ``label + 1`` (the DeVIS COCO convention, label = category_id - 1).
     Returns:
         dicts ``{"image_id", "category_id", "score", "bbox": [x, y, w, h]}`` plus ``"segmentation"``
-        (compressed
-        RLE, ``counts`` as str) when the result has masks.
+        (compressed RLE, ``counts`` as str) when the result has masks.
     """
     scores = result["scores"].tolist()
     labels = result["labels"].tolist()

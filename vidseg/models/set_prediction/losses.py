@@ -1,9 +1,8 @@
 """Loss functions shared by the set criteria of the DETR family (DETR, Deformable DETR, DeVIS, Mask2Former).
 
 All losses take *logits* and are normalised by ``num_boxes`` (the number of ground-truth objects, averaged
-over
-ranks), so that a batch with many objects does not dominate the gradient. The normalisation conventions follow
-DeVIS/Deformable DETR exactly (see ``docs/losses.md``):
+over ranks), so that a batch with many objects does not dominate the gradient. The normalisation conventions
+follow DeVIS/Deformable DETR exactly (see ``docs/losses.md``):
 
 - focal loss for masks: mean over pixels per object, summed over objects, divided by ``num_boxes``;
 - focal loss for classes: summed over queries x classes, divided by ``num_boxes``;
@@ -125,9 +124,9 @@ def focal_class_loss(
 
     Args:
         logits: ``[B, Q, K]`` class logits (no background column: focal loss treats every class
-        independently).
+            independently).
         target_classes: ``[B, Q]`` int64 in ``0..K``; the value ``K`` means "no object" (an all-zero target
-        row).
+            row).
     Returns:
         scalar tensor.
     """
