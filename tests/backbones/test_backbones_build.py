@@ -132,3 +132,15 @@ def test_feature_masks_nearest():
     m = feature_masks(mask, feats)
     assert m["a"][0, 0].tolist() == [False, False, True, True]
     assert m["b"][0].tolist() == [[False, True], [False, True]]
+
+
+def test_freeze_stages_follows_detectron2_freeze_at():
+    from vidseg.backbones import build_backbone, freeze_stages
+
+    bb = build_backbone("resnet18", train_backbone=True)
+    frozen = freeze_stages(bb, 2)  # the stem and res2
+    assert frozen and all(n.startswith(("conv1.", "bn1.", "layer1.")) for n in frozen)
+    trainable = {n for n, p in bb.body.named_parameters() if p.requires_grad}
+    assert any(n.startswith("layer2.") for n in trainable)
+    assert not any(n.startswith("layer1.") for n in trainable)
+    assert freeze_stages(bb, 0) == [] and all(p.requires_grad for p in bb.body.parameters())

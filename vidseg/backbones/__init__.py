@@ -1,7 +1,7 @@
 """Backbones with a features-only interface: ``build_backbone(name, ...)`` -> maps + channels/strides."""
 
 from vidseg.backbones.base import FEATURE_NAMES, Backbone, downsample_mask, feature_masks
-from vidseg.backbones.build import build_backbone, list_backbones
+from vidseg.backbones.build import build_backbone, freeze_stages, list_backbones
 from vidseg.backbones.resnet import ResNet
 from vidseg.backbones.swin import SwinTransformer
 
@@ -13,5 +13,6 @@ __all__ = [
     "build_backbone",
     "downsample_mask",
     "feature_masks",
+    "freeze_stages",
     "list_backbones",
 ]

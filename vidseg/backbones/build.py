@@ -9,6 +9,7 @@ from torch import nn
 from vidseg.backbones.base import FEATURE_NAMES, Backbone
 from vidseg.backbones.resnet import ResNet, resnet_names
 from vidseg.backbones.swin import SWIN_SPECS, SwinTransformer
+from vidseg.utils.param_groups import freeze_matching
 
 
 def _make_resnet(name: str, dilation: bool, out_indices: tuple[int, ...]) -> nn.Module:
@@ -62,3 +63,21 @@ def build_backbone(
         load_imagenet_backbone(backbone, pretrained)
     body.freeze_for_training(train_backbone)
     return backbone
+
+
+# Parameter-name prefixes of the stages detectron2's FREEZE_AT counts: the stem, then res2..res5.
+_RESNET_STAGES = (("conv1.", "bn1."), ("layer1.",), ("layer2.",), ("layer3.",), ("layer4.",))
+_SWIN_STAGES = (("patch_embed.",), ("layers.0.",), ("layers.1.",), ("layers.2.",), ("layers.3.",))
+
+
+def freeze_stages(backbone: Backbone, freeze_at: int) -> list[str]:
+    """detectron2's ``FREEZE_AT``: the first ``freeze_at`` stages (stem = 1, then ``res2``..) frozen, every
+    other backbone parameter trainable (0 trains everything). Returns the frozen names."""
+    body = backbone.body
+    resnet = tuple(p for stage in _RESNET_STAGES for p in stage)
+    stages = _RESNET_STAGES if any(n.startswith(resnet) for n, _ in body.named_parameters()) else _SWIN_STAGES
+    prefixes = tuple(p for stage in stages[: max(0, int(freeze_at))] for p in stage)
+    for p in body.parameters():
+        p.requires_grad_(True)
+    return freeze_matching(body, lambda name: bool(prefixes) and name.startswith(prefixes))
+

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vidseg.utils.param_groups import GroupSpec, param_groups_by_substrings
+from vidseg.utils.param_groups import GroupSpec, freeze_matching, param_groups_by_substrings
 
 __all__ = [
     "GroupSpec",
@@ -22,13 +22,10 @@ __all__ = [
 
 
 def freeze_parameters(model: nn.Module, substrings: Sequence[str]) -> list[str]:
-    """``requires_grad False`` for parameters whose name contains any substring; returns their names."""
-    frozen = []
-    for name, p in model.named_parameters():
-        if any(s in name for s in substrings):
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
+    """``SOLVER.FROZEN_PARAMS``: ``requires_grad False`` for parameters whose name contains any substring
+    (:func:`vidseg.utils.param_groups.freeze_matching`); returns their names."""
+    subs = [s for s in substrings if s]
+    return freeze_matching(model, lambda name: any(s in name for s in subs))
 
 
 def build_optimizer(

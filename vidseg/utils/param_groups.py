@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["GroupSpec", "param_groups_by_substrings"]
+__all__ = ["GroupSpec", "freeze_matching", "param_groups_by_substrings"]
 
 
 @dataclass
@@ -52,3 +52,18 @@ def param_groups_by_substrings(
         lr = g.lr if g.lr is not None else base_lr * g.lr_mult
         out.append({"name": g.name, "params": buckets[g.name], "lr": lr, "weight_decay": wd})
     return [g for g in out if g["params"]]
+
+
+def freeze_matching(model: nn.Module, match: Callable[[str], bool]) -> list[str]:
+    """``requires_grad False`` for the parameters whose name ``match``es; returns their names.
+
+    The one freezing of vidseg: the engine's ``SOLVER.FROZEN_PARAMS`` (name substrings) and the backbones'
+    stage freezing (name prefixes, detectron2's ``FREEZE_AT``) both call it.
+    """
+    frozen = []
+    for name, p in model.named_parameters():
+        if match(name):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from vidseg.backbones import build_backbone
+from vidseg.backbones import build_backbone, freeze_stages
 from vidseg.backbones.swin import SWIN_SPECS
 from vidseg.models.bundle import ModelBundle, num_classes_from
 from vidseg.models.mask2former.criterion import FrameCriterion, mask2former_criterion, mask2former_weight_dict
@@ -63,25 +63,13 @@ def backbone_name(cfg: Any) -> str:
     raise ValueError(f"MODEL.BACKBONE.NAME: {name!r} (build_resnet_backbone or D2SwinTransformer)")
 
 
-def _freeze_at(backbone: nn.Module, freeze_at: int) -> None:
-    """detectron2's ``FREEZE_AT``: freeze the stem (1) and then ``res2``.. (2..5); 0 trains everything."""
-    resnet = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
-    stages = [("conv1.", "bn1."), ("layer1.",), ("layer2.",), ("layer3.",), ("layer4.",)]
-    swin = [("patch_embed.",), ("layers.0.",), ("layers.1.",), ("layers.2.",), ("layers.3.",)]
-    names = [n for n, _ in backbone.body.named_parameters()]
-    table = stages if any(n.startswith(resnet) for n in names) else swin
-    frozen = tuple(p for stage in table[:freeze_at] for p in stage)
-    for n, p in backbone.body.named_parameters():
-        p.requires_grad_(not (frozen and n.startswith(frozen)))
-
-
 def build_mask2former_backbone(cfg: Any) -> nn.Module:
     """The backbone (ImageNet weights from ``MODEL.BACKBONE.PRETRAINED`` when set)."""
     m = cfg.MODEL
     name = backbone_name(cfg)
     feats = list(m.RESNETS.OUT_FEATURES if name.startswith("resnet") else m.SWIN.OUT_FEATURES)
     backbone = build_backbone(name, train_backbone=True, pretrained=m.BACKBONE.PRETRAINED, out_features=feats)
-    _freeze_at(backbone, int(m.BACKBONE.FREEZE_AT))
+    freeze_stages(backbone, int(m.BACKBONE.FREEZE_AT))
     return backbone
 
 
