@@ -34,7 +34,10 @@ def test_the_detector_has_exactly_the_official_detector_names_and_shapes(r50_ovi
     assert len(official) == 265 + len([k for k in official if k.startswith("sem_seg_head.")])
 
 
-@pytest.mark.parametrize("method", ["vita", pytest.param("genvis", marks=pytest.mark.slow), "grattvis"])
+@pytest.mark.parametrize(
+    "method",
+    [pytest.param(m, marks=pytest.mark.slow) for m in ("vita", "genvis")] + ["grattvis"],
+)
 def test_official_vis_files_load_into_the_detector_by_name(tmp_path, r50_ovis, grattvis_shapes, method):
     path = tmp_path / f"{method}_r50_ovis.pth"
     written = write_detectron2_checkpoint(path, detectron2_shapes(grattvis_shapes, method), iterations=1)

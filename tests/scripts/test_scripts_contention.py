@@ -37,6 +37,7 @@ def _cmd(tag: str, tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # runs the quickstart several times (about 15 s); the interrupted run stays in CI
 def test_small_run_prints_ratios_and_stops_its_busy_processes(tmp_path):
     tag = f"contention-test-{uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

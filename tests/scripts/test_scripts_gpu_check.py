@@ -89,6 +89,7 @@ def _collected(args: list[str]) -> list[str]:
     return [line for line in res.stdout.splitlines() if "::" in line]
 
 
+@pytest.mark.slow  # collects the whole suite in subprocesses (about 10 s)
 def test_test_steps_select_the_gpu_tests(steps):
     cmds = {s[0]: s[3] for s in steps}
     for name in ("triton-gpu", "triton-small", "engine-gpu"):
