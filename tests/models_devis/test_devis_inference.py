@@ -59,10 +59,11 @@ def test_videos_longer_and_shorter_than_a_clip():
             length=n,
         )
         result = bundle.inference(model, video)
-        clips = len(overlapping_clips(n, 3, 3))
-        assert len(result.tracks) == 4 * clips
+        # stitched by the clip tracker (T=3, STRIDE 2): NUM_OUT video tracks whatever the number of clips
+        assert len(result.tracks) == 4
         per_frame = [sum(tr.masks[f] is not None for tr in result.tracks) for f in range(n)]
-        assert per_frame == [4] * n  # every frame is produced by exactly one clip
+        assert all(0 < c <= 4 for c in per_frame)  # a frame below MIN_FRAME_SCORE may be dropped
+        assert len(result.tracks[0].masks) == n
         tr = result.tracks[0]
         f = next(i for i, m in enumerate(tr.masks) if m is not None)
         assert decode_segmentation(tr.masks[f], 80, 112).shape == (80, 112)

@@ -134,8 +134,9 @@ class ClipTracker:
 
         ``clip_result`` keys (k candidates, T positions): ``"frame_scores"`` ``[T, k]``; ``"labels"`` ``[k]``
         (or ``"frame_labels"`` ``[T, k]``); ``"boxes"`` ``[T, k, 4]`` xyxy pixels; ``"centers"`` ``[T, k, 2]``
-        normalised; ``"masks"`` ``[k, T, H, W]`` probabilities at the original size. Optional ``"clip"``
-        (the :class:`InferenceClip`, checked against the expected layout).
+        normalised; ``"masks"`` ``[k, T, H, W]`` probabilities at the original size, or ``[u, T, H, W]`` for u
+        unique slots with ``"mask_index"`` ``[k]`` into them. Optional ``"clip"`` (the
+        :class:`InferenceClip`, checked against the expected layout).
         """
         if self.index >= len(self.clips):
             raise ValueError(f"ClipTracker: more clips than the {len(self.clips)} of a {self.n}-frame video")
@@ -177,7 +178,7 @@ class ClipTracker:
         track.labels[frame] = int(dets["labels"][p, j])
         track.boxes[frame] = [float(v) for v in dets["boxes"][p, j]]
         track.centers[frame] = [float(v) for v in dets["centers"][p, j]]
-        track.soft[frame] = dets["masks"][j, p]
+        track.soft[frame] = dets["masks"][int(dets["mask_index"][j]), p]
         track.masks[frame] = None
         track.last_label = track.labels[frame]
 
@@ -223,7 +224,7 @@ class ClipTracker:
         for p, frame in over:
             m = track.soft.get(frame)
             mine.append(blank if m is None else m.float())
-            theirs.append(dets["masks"][j, p].float())
+            theirs.append(dets["masks"][int(dets["mask_index"][j]), p].float())
             s = track.scores[frame]
             same.append(float(s is not None and track.labels[frame] == int(dets["labels"][p, j])))
             sdiff.append(abs((s or 0.0) - float(dets["scores"][p, j])))
@@ -315,4 +316,5 @@ def _detections(res: dict[str, Any]) -> dict[str, Any]:
         "boxes": torch.as_tensor(res["boxes"]).float().cpu(),
         "centers": torch.as_tensor(res["centers"]).float().cpu(),
         "masks": torch.as_tensor(res["masks"]).cpu(),
+        "mask_index": torch.as_tensor(res["mask_index"]).long() if "mask_index" in res else torch.arange(k),
     }
