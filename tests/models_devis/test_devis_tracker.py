@@ -234,3 +234,15 @@ def test_wrong_number_of_clips_is_one_clear_error():
     tracker.update(clip_result([{"x": (0, 3), "score": 0.5, "label": 0}], 4))
     with pytest.raises(ValueError, match="1 of 2 clips"):
         tracker.finish()
+
+
+def test_pairwise_iou_matches_the_pair_by_pair_iou():
+    from vidseg.models.devis.tracker import _pairwise_iou
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 2, H, W, generator=g), torch.rand(4, 2, H, W, generator=g)
+    for binary in (False, True):
+        for avg in (False, True):
+            got = _pairwise_iou(a, b, binary, avg)
+            want = [[mask_iou(a[i], b[j], binary, avg) for j in range(4)] for i in range(3)]
+            assert got == pytest.approx(want, abs=1e-5), (binary, avg)

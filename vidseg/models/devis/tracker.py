@@ -186,10 +186,7 @@ class ClipTracker:
         pos = self._positions(clip)
         over = pos[:overlap]
         alive = [i for i, tr in enumerate(self.tracks) if tr.alive]
-        cost = np.zeros((len(alive), dets["k"]))
-        for a, i in enumerate(alive):
-            for j in range(dets["k"]):
-                cost[a, j] = self._cost(self.tracks[i], dets, j, over)
+        cost = self._cost_matrix([self.tracks[i] for i in alive], dets, over)
         rows, cols = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
         matched_new: set[int] = set()
         matched_old: set[int] = set()
@@ -213,33 +210,39 @@ class ClipTracker:
                 if j not in matched_new:
                     self.tracks.append(self._new_track(dets, j, clip, 0))
 
-    def _cost(self, track: _VideoTrack, dets: dict, j: int, over: list[tuple[int, int]]) -> float:
-        if self.per_class and track.last_label != int(dets["labels"][:, j].mode().values):
-            return _FORBIDDEN
-        if not over:
-            return 0.0
-        w_mask, w_class, w_score, w_center = self.weights
-        blank = torch.zeros(self.height, self.width)
-        mine, theirs, same, sdiff, cdist = [], [], [], [], []
-        for p, frame in over:
-            m = track.soft.get(frame)
-            mine.append(blank if m is None else m.float())
-            theirs.append(dets["masks"][int(dets["mask_index"][j]), p].float())
-            s = track.scores[frame]
-            same.append(float(s is not None and track.labels[frame] == int(dets["labels"][p, j])))
-            sdiff.append(abs((s or 0.0) - float(dets["scores"][p, j])))
-            c = track.centers[frame]
-            if c is None:
-                cdist.append(1.0)
-            else:
-                cdist.append(float(np.abs(np.asarray(c) - dets["centers"][p, j].numpy()).mean()))
-        iou = mask_iou(torch.stack(mine), torch.stack(theirs), self.binary_iou, self.frame_avg)
-        return (
-            -w_mask * iou
-            - w_class * float(np.mean(same))
-            + w_score * float(np.mean(sdiff))
-            + w_center * float(np.mean(cdist))
-        )
+    def _cost_matrix(self, tracks: list[_VideoTrack], dets: dict, over: list[tuple[int, int]]) -> np.ndarray:
+        """``[len(tracks), k]`` stitching costs over the overlap positions ``over`` (all pairs at once)."""
+        k = dets["k"]
+        cost = np.zeros((len(tracks), k))
+        if tracks and over:
+            w_mask, w_class, w_score, w_center = self.weights
+            ps = [p for p, _ in over]
+            frames = [f for _, f in over]
+            blank = torch.zeros(self.height, self.width)
+            # [N, O, H, W] and [k, O, H, W]: a frame the track has no mask on counts as an empty mask
+            mine = torch.stack(
+                [torch.stack([tr.soft.get(f, blank).float() for f in frames]) for tr in tracks]
+            )
+            theirs = dets["masks"][dets["mask_index"]][:, ps].float()
+            cost -= w_mask * _pairwise_iou(mine, theirs, self.binary_iou, self.frame_avg)
+            s_new = dets["scores"][ps].numpy()  # [O, k]
+            l_new = dets["labels"][ps].numpy()
+            c_new = dets["centers"][ps].numpy()  # [O, k, 2]
+            for a, tr in enumerate(tracks):
+                s_old = np.array([tr.scores[f] if tr.scores[f] is not None else 0.0 for f in frames])
+                l_old = np.array([tr.labels[f] if tr.scores[f] is not None else -1 for f in frames])
+                same = (l_old[:, None] == l_new).mean(0)
+                sdiff = np.abs(s_old[:, None] - s_new).mean(0)
+                cdist = np.ones((len(frames), k))
+                for o, f in enumerate(frames):
+                    if tr.centers[f] is not None:
+                        cdist[o] = np.abs(np.asarray(tr.centers[f])[None] - c_new[o]).mean(-1)
+                cost[a] += -w_class * same + w_score * sdiff + w_center * cdist.mean(0)
+        if self.per_class:
+            clip_labels = dets["labels"].mode(0).values.numpy()  # [k]
+            for a, tr in enumerate(tracks):
+                cost[a, clip_labels != tr.last_label] = _FORBIDDEN
+        return cost
 
     def _encode_outside(self, keep_from: int) -> None:
         """RLE-encode (threshold 0.5) every soft mask of a frame no later clip covers."""
@@ -292,6 +295,22 @@ class ClipTracker:
         for f in valid:
             votes[tr.labels[f]] = votes.get(tr.labels[f], 0.0) + tr.scores[f]
         return max(votes, key=votes.get)
+
+
+def _pairwise_iou(a: torch.Tensor, b: torch.Tensor, binary: bool, frame_average: bool) -> np.ndarray:
+    """:func:`mask_iou` of every pair of ``a [N, O, H, W]`` and ``b [k, O, H, W]`` -> ``[N, k]``."""
+    if binary:
+        a, b = (a > 0.5).float(), (b > 0.5).float()
+    n, o = a.shape[:2]
+    k = b.shape[0]
+    fa, fb = a.reshape(n, o, -1).transpose(0, 1), b.reshape(k, o, -1).transpose(0, 1)  # [O, N, P], [O, k, P]
+    inter = torch.bmm(fa, fb.transpose(1, 2))  # [O, N, k]
+    union = fa.sum(-1)[:, :, None] + fb.sum(-1)[:, None, :] - inter
+    if frame_average:
+        iou = (inter / union.clamp(min=1e-6)).mean(0)
+    else:
+        iou = inter.sum(0) / union.sum(0).clamp(min=1e-6)
+    return iou.double().numpy()
 
 
 def _xywh(box: list[float] | None) -> list[float] | None:
