@@ -70,3 +70,17 @@ def test_videos_longer_and_shorter_than_a_clip():
         assert tr.frame_scores[f] is not None and len(tr.boxes[f]) == 4
         x, y, w, h = tr.boxes[f]
         assert 0 <= x <= x + w <= 112 and 0 <= y <= y + h <= 80  # clamped to the original size
+
+
+def test_inference_counts_frames_for_the_fps():
+    torch.manual_seed(0)
+    cfg = load_config("quickstart/devis_tiny.yaml", ["MODEL.NUM_CLASSES", "2", "TEST.NUM_OUT", "2"])
+    bundle = build_devis(cfg)
+    video = SimpleNamespace(
+        video_id=1, frames=_Frames(torch.randn(5, 3, 32, 32)), orig_size=(32, 32), image_size=(32, 32),
+        length=5,
+    )
+    bundle.inference(bundle.model, video)
+    bundle.inference(bundle.model, video)
+    assert bundle.inference.timing["frames"] == 10
+    assert bundle.inference.timing["model_s"] > 0 and bundle.inference.fps > 0

@@ -8,6 +8,7 @@ to the tracks of the earlier clips.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,6 +112,14 @@ class ClipInference:
         self.stride = int(stride or num_frames)
         self.size_divisibility = size_divisibility
         self.tracker_kwargs = dict(tracker_kwargs or {})
+        # Totals over every video run so far, for FPS as the spec defines it: frames / (model + stitching).
+        self.timing = {"frames": 0, "model_s": 0.0, "stitch_s": 0.0}
+
+    @property
+    def fps(self) -> float:
+        """``frames / (model + stitching seconds)`` over the videos run so far (0 before any)."""
+        secs = self.timing["model_s"] + self.timing["stitch_s"]
+        return self.timing["frames"] / secs if secs > 0 else 0.0
 
     def tracker(self, num_video_frames: int, height: int, width: int) -> ClipTracker:
         """A fresh tracker for one video."""
@@ -128,7 +137,10 @@ class ClipInference:
         try:
             for clip, frames in _clips(video, n, self.num_frames, self.stride):
                 res = self.run_clip(model, clip, frames, tuple(video.image_size), (oh, ow))
+                t0 = time.perf_counter()
                 tracker.update(res)
+                self.timing["stitch_s"] += time.perf_counter() - t0
+            self.timing["frames"] += n
         finally:
             model.train(was_training)
         return VideoResult(video_id=int(video.video_id), height=oh, width=ow, tracks=tracker.finish())
@@ -141,10 +153,20 @@ class ClipInference:
         device = next(model.parameters()).device
         padded, pad = pad_frames([frames], self.size_divisibility)
         meta = [{"image_size": image_size, "num_valid_frames": int(clip.num_real or t)}]
-        out = model(ClipBatch(frames=padded, pad_mask=pad, meta=meta).to(device))
+        batch = ClipBatch(frames=padded, pad_mask=pad, meta=meta).to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        out = model(batch)
+        _sync(device)
+        self.timing["model_s"] += time.perf_counter() - t0
         res = clip_result(out["clip_topk"][0], out["pred_masks"][0], padded.shape[-2:], image_size, orig_size)
         res["clip"] = clip
         return res
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _clips(video: Any, n: int, t: int, stride: int) -> Iterator[tuple[InferenceClip, torch.Tensor]]:
