@@ -223,7 +223,7 @@ class ClipTracker:
             mine = torch.stack(
                 [torch.stack([tr.soft.get(f, blank).float() for f in frames]) for tr in tracks]
             )
-            theirs = dets["masks"][dets["mask_index"]][:, ps].float()
+            theirs = dets["masks"][:, ps][dets["mask_index"]].float()  # overlap frames first: less to copy
             cost -= w_mask * _pairwise_iou(mine, theirs, self.binary_iou, self.frame_avg)
             s_new = dets["scores"][ps].numpy()  # [O, k]
             l_new = dets["labels"][ps].numpy()
