@@ -84,3 +84,20 @@ def test_inference_counts_frames_for_the_fps():
     bundle.inference(bundle.model, video)
     assert bundle.inference.timing["frames"] == 10
     assert bundle.inference.timing["model_s"] > 0 and bundle.inference.fps > 0
+
+
+def test_clips_reach_the_model_unpadded():
+    """The official VIS test set feeds each clip at its resized size (no size divisibility padding)."""
+    torch.manual_seed(0)
+    cfg = load_config("quickstart/devis_tiny.yaml", ["MODEL.NUM_CLASSES", "2", "TEST.NUM_OUT", "2"])
+    bundle = build_devis(cfg)
+    seen = []
+    hook = bundle.model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].frames.shape)))
+    video = SimpleNamespace(
+        video_id=1, frames=_Frames(torch.randn(4, 3, 37, 50)), orig_size=(74, 100), image_size=(37, 50),
+        length=4,
+    )
+    result = bundle.inference(bundle.model, video)
+    hook.remove()
+    assert seen and all(s[-2:] == (37, 50) for s in seen)
+    assert decode_segmentation(result.tracks[0].masks[0], 74, 100).shape == (74, 100)

@@ -380,4 +380,5 @@ def build_clip_inference(cfg: Any) -> ClipInference:
         raise ValueError(
             f"TEST.CLIP_TRACKING.FINAL_SCORE_POLICY: {c.FINAL_SCORE_POLICY!r} is not mean|median"
         )
-    return ClipInference(t, int(cfg.INPUT.SIZE_DIVISIBILITY), stride, clip_tracker_kwargs(cfg))
+    # The official VIS test set feeds each clip unpadded (devis.md §4, §12): no INPUT.SIZE_DIVISIBILITY here.
+    return ClipInference(t, 1, stride, clip_tracker_kwargs(cfg))
