@@ -247,3 +247,43 @@ def test_pairwise_iou_matches_the_pair_by_pair_iou():
             got = _pairwise_iou(a, b, binary, avg)
             want = [[mask_iou(a[i], b[j], binary, avg) for j in range(4)] for i in range(3)]
             assert np.allclose(got, np.array(want), atol=1e-5), (binary, avg)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "devis/YT-19/devis_R_50_YT-19.yaml",
+        "devis/OVIS/devis_R_50_OVIS.yaml",
+        "devis/ablations/devis_ablation6_TEST_multi-cue_tracking.yaml",
+        "devis/ablations/devis_ablation0_deformable_vistr.yaml",
+    ],
+)
+def test_configs_map_to_the_tracker(name):
+    from vidseg.models import load_config
+    from vidseg.models.devis.build import build_clip_inference
+
+    cfg = load_config(name)
+    inf = build_clip_inference(cfg)
+    c = cfg.TEST.CLIP_TRACKING
+    assert (inf.num_frames, inf.stride) == (cfg.MODEL.DEVIS.NUM_FRAMES, c.STRIDE)
+    tracker = inf.tracker(20, 4, 4)
+    assert tracker.weights == (c.MASK_COST, c.CLASS_COST, c.SCORE_COST, c.CENTER_COST)
+    assert (tracker.per_class, tracker.binary_iou, tracker.frame_avg) == (
+        c.PER_CLASS_MATCHING,
+        c.USE_BINARY_MASK_IOU,
+        c.USE_FRAME_AVERAGE_IOU,
+    )
+    assert len(tracker.clips) == len(overlapping_clips(20, inf.num_frames, inf.stride))
+
+
+def test_bad_tracking_settings_are_one_line_errors():
+    from vidseg.models import load_config
+    from vidseg.models.devis.build import build_clip_inference
+
+    with pytest.raises(ValueError, match="TEST.CLIP_TRACKING.STRIDE: 7 must be in 1..6"):
+        build_clip_inference(
+            load_config("devis/YT-19/devis_R_50_YT-19.yaml", ["TEST.CLIP_TRACKING.STRIDE", "7"])
+        )
+    bad = ["TEST.CLIP_TRACKING.FINAL_SCORE_POLICY", "max"]
+    with pytest.raises(ValueError, match="FINAL_SCORE_POLICY: 'max'"):
+        build_clip_inference(load_config("devis/YT-19/devis_R_50_YT-19.yaml", bad))
