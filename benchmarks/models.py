@@ -2,7 +2,8 @@
 with ``--devis`` the DeVIS video model at the YT-19 R50 setting (T=6, 60 queries).
 
     python benchmarks/models.py                      # CPU, 800x1333 (the COCO test size)
-    python benchmarks/models.py --devis              # DeVIS R50 YT-19: training step, peak memory, forward
+    python benchmarks/models.py --devis              # DeVIS R50 YT-19: training step, peak memory, forward,
+                                                     # near-online FPS on a 14-frame video (--video-frames)
                                                      # time per clip at 360x640 (CPU, or --device cuda)
     python benchmarks/models.py --quick              # CPU, 400x667, fewer repetitions (shared machines)
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
@@ -228,7 +229,39 @@ def bench_devis(args, device: torch.device) -> int:
             f"forward {t / fwd:.1f} frames/s vs the seed's {SEED_FPS_YT19} FPS (with stride 4 it processes "
             f"{4 / fwd:.1f} new frames/s)"
         )
+    video_fps(bundle, model, device, args.video_frames, t)
     return 0
+
+
+def video_fps(bundle, model: torch.nn.Module, device: torch.device, n: int, t: int) -> None:
+    """Near-online FPS as the spec defines it: frames / (model + stitching time) of ``bundle.inference``
+    (clips of T with TEST.CLIP_TRACKING.STRIDE, the multi-cue tracker) on a random ``n``-frame video at
+    360x640."""
+    from types import SimpleNamespace
+
+    if n <= 0:
+        return
+    frames = torch.randn(n, 3, 360, 640)
+
+    class _Frames:
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return frames[i]
+
+    video = SimpleNamespace(
+        video_id=0, frames=_Frames(), orig_size=(360, 640), image_size=(360, 640), length=n
+    )
+    inference = bundle.inference
+    inference.timing.update(frames=0, model_s=0.0, stitch_s=0.0)
+    inference(model, video)
+    tm = inference.timing
+    print(
+        f"near-online video, {n} frames, 360x640, stride {inference.stride}: {inference.fps:.2f} FPS = "
+        f"frames / (model {tm['model_s']:.1f} s + stitching {tm['stitch_s']:.2f} s), vs the seed's "
+        f"{SEED_FPS_YT19} FPS ({device.type})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--train", action="store_true", help="also time one training step (and its peak memory)")
     ap.add_argument("--train-batch", type=int, default=2, help="images per training step (default 2)")
+    ap.add_argument(
+        "--video-frames", type=int, default=14, help="--devis: video length for the near-online FPS"
+    )
     args = ap.parse_args(argv)
     if args.model == "mask2former":
         from mask2former_bench import run_mask2former

@@ -1,8 +1,8 @@
 """``vidseg train`` of the small DeVIS config on the synthetic dataset, stage-2 initialised from a tiny COCO
 image model through MODEL.WEIGHTS: a short run always (CI), and a slow run that must learn.
 
-Validation videos have T frames, so each is one clip: the segm AP measures the clip model itself (linking
-clips is the tracker's job, issue 14).
+Validation videos have T frames, so each is one clip: the segm AP measures the clip model itself (the clip
+tracker only starts its tracks there).
 """
 
 from __future__ import annotations

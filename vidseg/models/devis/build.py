@@ -328,5 +328,47 @@ def build_devis(cfg: Any, metadata: Any = None) -> ModelBundle:
     matcher = build_clip_matcher(cfg)
     model = build_devis_model(cfg, k, matcher)
     criterion = ClipCriterion(build_criterion(cfg, k, matcher))
-    inference = ClipInference(int(cfg.MODEL.DEVIS.NUM_FRAMES), int(cfg.INPUT.SIZE_DIVISIBILITY))
+    inference = build_clip_inference(cfg)
     return ModelBundle(model, criterion, inference, param_groups=build_param_groups(cfg))
+
+
+def clip_tracker_kwargs(cfg: Any) -> dict[str, Any]:
+    """``TEST.CLIP_TRACKING.*`` -> the :class:`~vidseg.models.devis.tracker.ClipTracker` keyword arguments."""
+    c = cfg.TEST.CLIP_TRACKING
+    return {
+        "mask_cost": float(c.MASK_COST),
+        "class_cost": float(c.CLASS_COST),
+        "score_cost": float(c.SCORE_COST),
+        "center_cost": float(c.CENTER_COST),
+        "per_class_matching": bool(c.PER_CLASS_MATCHING),
+        "binary_mask_iou": bool(c.USE_BINARY_MASK_IOU),
+        "frame_average_iou": bool(c.USE_FRAME_AVERAGE_IOU),
+        "final_class_policy": str(c.FINAL_CLASS_POLICY),
+        "final_score_policy": str(c.FINAL_SCORE_POLICY),
+        "min_frame_score": float(c.MIN_FRAME_SCORE),
+        "min_detections": int(c.MIN_DETECTIONS),
+        "min_track_score": float(c.MIN_TRACK_SCORE),
+    }
+
+
+def build_clip_inference(cfg: Any) -> ClipInference:
+    """Near-online inference with the multi-cue clip tracker, from ``MODEL.DEVIS.NUM_FRAMES`` and
+    ``TEST.CLIP_TRACKING.*``."""
+    t = int(cfg.MODEL.DEVIS.NUM_FRAMES)
+    stride = int(cfg.TEST.CLIP_TRACKING.STRIDE)
+    if not 0 < stride <= t:
+        raise ValueError(
+            f"TEST.CLIP_TRACKING.STRIDE: {stride} must be in 1..{t} (MODEL.DEVIS.NUM_FRAMES, the clip length)"
+        )
+    c = cfg.TEST.CLIP_TRACKING
+    if str(c.FINAL_CLASS_POLICY) not in ("most_common", "score_weighting"):
+        raise ValueError(
+            "TEST.CLIP_TRACKING.FINAL_CLASS_POLICY: "
+            f"{c.FINAL_CLASS_POLICY!r} is not most_common or score_weighting"
+        )
+    if str(c.FINAL_SCORE_POLICY) not in ("mean", "median"):
+        raise ValueError(
+            f"TEST.CLIP_TRACKING.FINAL_SCORE_POLICY: {c.FINAL_SCORE_POLICY!r} is not mean|median"
+        )
+    # The official VIS test set feeds each clip unpadded (devis.md §4, §12): no INPUT.SIZE_DIVISIBILITY here.
+    return ClipInference(t, 1, stride, clip_tracker_kwargs(cfg))

@@ -1,26 +1,28 @@
-"""Per-clip inference of the DeVIS video model: a video -> :class:`VideoResult`, without a tracker.
+"""Near-online inference of the DeVIS video model (devis.md §4): a video -> :class:`VideoResult`.
 
-The video is cut into consecutive clips of T frames (``VideoItem.clips(T, stride=T)``: the last clip is the
-last T frames, a video shorter than T one ping-pong padded clip). Each clip's top-k (trajectory, class) pairs
-become tracks over the frames that clip newly covers (None elsewhere). Within a clip the instance-aware
-queries already give one trajectory per slot; linking trajectories ACROSS clips is the multi-cue clip
-tracker's job (devis.md §4), which replaces this stitching-free version.
+The video is cut into overlapping clips of T frames (``overlapping_clips(n, T, STRIDE)``: the last clip is the
+last T frames, with its ``last_real_idx``; a video shorter than T is one ping-pong padded clip, cut to n).
+Each clip's top-k (trajectory, class) candidates go to the multi-cue :class:`ClipTracker`, which links them
+to the tracks of the earlier clips.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from vidseg.data.frame_sampling import InferenceClip, overlapping_clips
 from vidseg.models.devis.postprocess import upsample_masks
+from vidseg.models.devis.tracker import ClipTracker
 from vidseg.structures.box_ops import box_cxcywh_to_xyxy
 from vidseg.structures.clip_batch import ClipBatch, pad_frames
-from vidseg.structures.masks import encode_rle
-from vidseg.structures.results import Track, VideoResult
+from vidseg.structures.results import VideoResult
 
-__all__ = ["ClipInference", "new_positions"]
+__all__ = ["ClipInference", "clip_result", "new_positions"]
 
 
 def new_positions(clip: Any, index: int, num_frames: int, stride: int) -> list[int]:
@@ -28,7 +30,7 @@ def new_positions(clip: Any, index: int, num_frames: int, stride: int) -> list[i
 
     ``clip`` is a :class:`vidseg.data.frame_sampling.InferenceClip`. Regular clips after the first overlap the
     previous one by ``T - stride`` frames; the final clip of a longer video starts its new content at
-    ``last_real_idx``; a ping-pong padded clip has ``num_real`` genuine frames.
+    ``last_real_idx + T - stride``; a ping-pong padded clip has ``num_real`` genuine frames.
     """
     t = num_frames
     real = int(getattr(clip, "num_real", 0) or t)
@@ -38,77 +40,139 @@ def new_positions(clip: Any, index: int, num_frames: int, stride: int) -> list[i
     return list(range(min(first, t), t))
 
 
+@torch.no_grad()
+def clip_result(
+    top: dict[str, torch.Tensor],
+    mask_logits: torch.Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    orig_size: tuple[int, int],
+) -> dict[str, torch.Tensor]:
+    """One clip's model output -> the tracker's input (original-size pixels, CPU).
+
+    Args:
+        top: ``clip_topk`` of the clip (``"frame_scores"`` ``[T, k]``, ``"labels"`` ``[k]``, ``"slots"``
+            ``[k]``, ``"boxes"`` ``[T, k, 4]`` normalised cxcywh).
+        mask_logits: ``[k, T, h, w]`` at /4 of the padded input (rows of one slot are equal).
+        padded_size, image_size, orig_size: ``(H, W)`` of the padded input, the resized frame, the original.
+    Returns:
+        ``"frame_scores"`` ``[T, k]``, ``"labels"`` ``[k]``, ``"boxes"`` ``[T, k, 4]`` xyxy clamped to the
+        image, ``"centers"`` ``[T, k, 2]`` normalised, ``"masks"`` ``[u, T, H0, W0]`` probabilities for the u
+        unique slots (bilinear to the original size, then sigmoid) and ``"mask_index"`` ``[k]`` into them.
+    """
+    oh, ow = orig_size
+    boxes_n = top["boxes"].float().cpu()
+    scale = torch.tensor([ow, oh, ow, oh], dtype=torch.float32)
+    boxes = box_cxcywh_to_xyxy(boxes_n) * scale
+    boxes[..., 0::2] = boxes[..., 0::2].clamp(0, ow)
+    boxes[..., 1::2] = boxes[..., 1::2].clamp(0, oh)
+    # Masks only for the unique slots: a slot in the top-k with two classes shares one mask.
+    uniq, inverse = torch.unique(top["slots"].cpu(), return_inverse=True)
+    first = torch.stack([(inverse == u).nonzero()[0, 0] for u in range(len(uniq))]) if len(uniq) else inverse
+    logits = mask_logits[first.to(mask_logits.device)]
+    t = logits.shape[1]
+    probs = (
+        torch.stack(
+            [
+                upsample_masks(logits[:, p], padded_size, image_size, orig_size, threshold=None).float().cpu()
+                for p in range(t)
+            ],
+            dim=1,
+        )
+        if len(uniq)
+        else torch.zeros(0, t, oh, ow)
+    )
+    return {
+        "frame_scores": top["frame_scores"].float().cpu(),
+        "labels": top["labels"].cpu(),
+        "boxes": boxes,
+        "centers": boxes_n[..., :2],
+        "masks": probs,
+        "mask_index": inverse,
+    }
+
+
 class ClipInference:
     """``inference(model, video) -> VideoResult`` for :class:`~vidseg.models.devis.video_model.DeVIS`.
 
     Args:
-        num_frames: T of the model.
+        num_frames: T of the model; stride: ``TEST.CLIP_TRACKING.STRIDE``.
         size_divisibility: padding of the clip frames (as the training collate pads).
+        tracker_kwargs: the :class:`ClipTracker` keyword arguments (costs, policies, filters).
     """
 
-    def __init__(self, num_frames: int, size_divisibility: int = 32):
+    def __init__(
+        self,
+        num_frames: int,
+        size_divisibility: int = 32,
+        stride: int | None = None,
+        tracker_kwargs: dict[str, Any] | None = None,
+    ):
         self.num_frames = num_frames
+        self.stride = int(stride or num_frames)
         self.size_divisibility = size_divisibility
+        self.tracker_kwargs = dict(tracker_kwargs or {})
+        # Totals over every video run so far, for FPS as the spec defines it: frames / (model + stitching).
+        self.timing = {"frames": 0, "model_s": 0.0, "stitch_s": 0.0}
+
+    @property
+    def fps(self) -> float:
+        """``frames / (model + stitching seconds)`` over the videos run so far (0 before any)."""
+        secs = self.timing["model_s"] + self.timing["stitch_s"]
+        return self.timing["frames"] / secs if secs > 0 else 0.0
+
+    def tracker(self, num_video_frames: int, height: int, width: int) -> ClipTracker:
+        """A fresh tracker for one video."""
+        return ClipTracker(
+            num_video_frames, height, width, self.num_frames, self.stride, **self.tracker_kwargs
+        )
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, video: Any) -> VideoResult:
         n = video.length() if callable(getattr(video, "length", None)) else int(video.length)
         oh, ow = (int(v) for v in video.orig_size)
-        result = VideoResult(video_id=int(video.video_id), height=oh, width=ow)
-        device = next(model.parameters()).device
-        t = self.num_frames
+        tracker = self.tracker(n, oh, ow)
         was_training = model.training
         model.eval()
         try:
-            for index, (clip, frames) in enumerate(_clips(video, n, t)):
-                padded, pad = pad_frames([frames], self.size_divisibility)
-                meta = [{"image_size": tuple(video.image_size), "num_valid_frames": int(clip.num_real or t)}]
-                out = model(ClipBatch(frames=padded, pad_mask=pad, meta=meta).to(device))
-                self._tracks(result, out["clip_topk"][0], out["pred_masks"][0], clip, index, n, padded, video)
+            for clip, frames in _clips(video, n, self.num_frames, self.stride):
+                res = self.run_clip(model, clip, frames, tuple(video.image_size), (oh, ow))
+                t0 = time.perf_counter()
+                tracker.update(res)
+                self.timing["stitch_s"] += time.perf_counter() - t0
+            self.timing["frames"] += n
         finally:
             model.train(was_training)
-        return result
+        return VideoResult(video_id=int(video.video_id), height=oh, width=ow, tracks=tracker.finish())
 
-    def _tracks(self, result: VideoResult, top: dict, masks: torch.Tensor, clip, index, n, padded, video):
+    def run_clip(
+        self, model: nn.Module, clip: InferenceClip, frames: torch.Tensor, image_size: tuple, orig_size: tuple
+    ) -> dict[str, Any]:
+        """The model on one clip ``frames [T, 3, h, w]`` -> the tracker's input (see :func:`clip_result`)."""
         t = self.num_frames
-        oh, ow = result.height, result.width
-        positions = [p for p in new_positions(clip, index, t, t) if clip.indices[p] < n]
-        scale = torch.tensor([ow, oh, ow, oh], dtype=torch.float32)
-        boxes = box_cxcywh_to_xyxy(top["boxes"].float().cpu()) * scale  # [T, k, 4]
-        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, ow)
-        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, oh)
-        k = top["scores"].shape[0]
-        seg: list[list] = [[None] * n for _ in range(k)]
-        fscores: list[list] = [[None] * n for _ in range(k)]
-        fboxes: list[list] = [[None] * n for _ in range(k)]
-        for p in positions:
-            frame = clip.indices[p]
-            bin_masks = (
-                upsample_masks(masks[:, p], padded.shape[-2:], video.image_size, (oh, ow)).cpu().numpy()
-            )
-            for j in range(k):
-                seg[j][frame] = encode_rle(bin_masks[j])
-                fscores[j][frame] = float(top["frame_scores"][p, j])
-                x0, y0, x1, y1 = boxes[p, j].tolist()
-                fboxes[j][frame] = [x0, y0, x1 - x0, y1 - y0]
-        for j in range(k):
-            result.tracks.append(
-                Track(
-                    score=float(top["scores"][j]),
-                    label=int(top["labels"][j]),
-                    masks=seg[j],
-                    frame_scores=fscores[j],
-                    boxes=fboxes[j],
-                )
-            )
+        device = next(model.parameters()).device
+        padded, pad = pad_frames([frames], self.size_divisibility)
+        meta = [{"image_size": image_size, "num_valid_frames": int(clip.num_real or t)}]
+        batch = ClipBatch(frames=padded, pad_mask=pad, meta=meta).to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        out = model(batch)
+        _sync(device)
+        self.timing["model_s"] += time.perf_counter() - t0
+        res = clip_result(out["clip_topk"][0], out["pred_masks"][0], padded.shape[-2:], image_size, orig_size)
+        res["clip"] = clip
+        return res
 
 
-def _clips(video: Any, n: int, t: int):
-    """``(InferenceClip, frames [T, 3, h, w])`` of a video, consecutive clips of T frames."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _clips(video: Any, n: int, t: int, stride: int) -> Iterator[tuple[InferenceClip, torch.Tensor]]:
+    """``(InferenceClip, frames [T, 3, h, w])`` of a video, overlapping clips of T frames."""
     if hasattr(video, "clips"):
-        yield from video.clips(t, t)
+        yield from video.clips(t, stride)
         return
-    from vidseg.data.frame_sampling import overlapping_clips
-
-    for clip in overlapping_clips(n, t, t):
+    for clip in overlapping_clips(n, t, stride):
         yield clip, torch.stack([video.frames[i] for i in clip.indices])
