@@ -23,14 +23,17 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
-def wait_for(pred, proc: subprocess.Popen | None = None, timeout: float = 180, what: str = "") -> None:
-    t0 = time.time()
-    while not pred():
+def wait_for(pred, proc: subprocess.Popen | None = None, polls: int = 3600, what: str = "") -> None:
+    """Poll ``pred`` every 50 ms until it holds; fail if ``proc`` ends first, or after ``polls`` polls (a hang
+    guard counted in polls, not a clock: nothing here asserts how long anything took)."""
+    for _ in range(polls):
+        if pred():
+            return
         if proc is not None and proc.poll() is not None:
             out = proc.stdout.read() if proc.stdout else ""
             raise AssertionError(f"process ended early (rc {proc.returncode}) waiting for {what}:\n{out}")
-        assert time.time() - t0 < timeout, f"timed out waiting for {what}"
         time.sleep(0.05)
+    raise AssertionError(f"still waiting for {what} after {polls} polls")
 
 
 def port_open(port: int) -> bool:

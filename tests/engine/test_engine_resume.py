@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_standins import DumpHook, StandinData, toy_cfg
+from monitor_helpers import wait_for
 
 from vidseg.engine.run import RunOptions, run_train
 from vidseg.engine.training_state import load_training_state
@@ -43,15 +44,6 @@ def _spawn(out: Path, *args) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for(pred, proc: subprocess.Popen, timeout: float = 120) -> None:
-    t0 = time.time()
-    while not pred():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early (rc {proc.returncode}):\n{proc.stdout.read()}")
-        assert time.time() - t0 < timeout, "timed out"
-        time.sleep(0.05)
-
-
 def _resume(out: Path, opts: tuple) -> dict:
     cfg = toy_cfg(out, "TEST.EVAL_PERIOD", 0, *opts)
     rc = run_train(
@@ -72,7 +64,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
     ref = _reference(tmp_path / "ref", ITER_OPTS)
     out = tmp_path / "killed"
     proc = _spawn(out, "--slow", *map(str, ITER_OPTS))
-    _wait_for(lambda: (out / "checkpoint_iter_4.pth").is_file(), proc)
+    wait_for(lambda: (out / "checkpoint_iter_4.pth").is_file(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     ck = load_training_state(out / "checkpoint.pth")
@@ -86,7 +78,7 @@ def test_sigterm_saves_mid_epoch_and_resume_is_bit_exact(tmp_path):
     ref = _reference(tmp_path / "ref", EPOCH_OPTS)
     out = tmp_path / "stopped"
     proc = _spawn(out, "--slow", *map(str, EPOCH_OPTS))
-    _wait_for(lambda: (out / "checkpoint_epoch_1.pth").is_file(), proc)
+    wait_for(lambda: (out / "checkpoint_epoch_1.pth").is_file(), proc)
     time.sleep(0.4)  # into epoch 2
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, proc.stdout.read()

@@ -6,8 +6,8 @@ videos, categories, ranges, thresholds, detections and ground-truth tracks, and 
 ``merge`` / ``area``, as the official code (``youtubevos/cocoapi`` ``ytvoseval.py``; ``qjy981010/cocoapi``
 ``oviseval.py`` for OVIS) does. It is slow on purpose and meant to be read; the tests compare the fast
 metric with it (``tests/evaluation/test_evaluation_random.py``). The project's specification of the metric,
-read from the official code, is ``ytvis-eval.md`` (``/work/shared/spec/ytvis-eval.md``; the section
-numbers below are its §).
+read from the official code, is ``ytvis-eval.md`` in the project's shared specification folder; the section
+numbers below are its §.
 
 The metric, step by step:
 
