@@ -53,3 +53,34 @@ class VideoResult:
                 }
             )
         return out
+
+
+def one_frame_tracks(inst: dict, t: int, n: int) -> list[Track]:
+    """Image-model detections on frame ``t`` of an ``n``-frame video as tracks present on that frame only.
+
+    Args:
+        inst: ``{"scores" [k], "labels" [k], "boxes" [k, 4] absolute xyxy, "masks" [k, H, W] bool}`` (masks
+            optional).
+    Returns:
+        k tracks whose ``masks`` (RLE), ``frame_scores`` and ``boxes`` (xywh, so that COCO bbox AP scores the
+        predicted boxes, not the masks' tight boxes) are None on every other frame.
+    """
+    from vidseg.structures.masks import encode_rle
+
+    xyxy = inst["boxes"].detach().cpu()
+    xywh = (xyxy[:, 2:] - xyxy[:, :2]).tolist()
+    xy = xyxy[:, :2].tolist()
+    masks = inst.get("masks")
+    tracks = []
+    for j, (score, label) in enumerate(zip(inst["scores"].tolist(), inst["labels"].tolist())):
+        per_frame: list = [None] * n
+        if masks is not None:
+            per_frame[t] = encode_rle(masks[j].cpu().numpy())
+        scores: list = [None] * n
+        scores[t] = float(score)
+        boxes: list = [None] * n
+        boxes[t] = [*xy[j], *xywh[j]]
+        tracks.append(
+            Track(score=float(score), label=int(label), masks=per_frame, frame_scores=scores, boxes=boxes)
+        )
+    return tracks

@@ -13,11 +13,10 @@ box of the mask, zero on invalid frames, instances without a valid frame dropped
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import torch
 from torch import Tensor, nn
 
+from vidseg.models.set_prediction.criterion import ClipTargetsAdapter
 from vidseg.structures.clip_batch import ClipTargets
 
 __all__ = ["INVALID_BOX_SIZE", "fill_invalid_boxes", "clip_targets", "ClipCriterion"]
@@ -71,20 +70,9 @@ def clip_targets(t: ClipTargets) -> dict[str, Tensor]:
     }
 
 
-class ClipCriterion(nn.Module):
-    """Lets the engine call the clip criterion with ``ClipTargets``: converts them with :func:`clip_targets`
-    and returns the wrapped criterion's unweighted losses; ``weight_dict`` is the wrapped one."""
+class ClipCriterion(ClipTargetsAdapter):
+    """The clip criterion called with ``ClipTargets``: one instance-major target dict per clip
+    (:func:`clip_targets`)."""
 
     def __init__(self, criterion: nn.Module):
-        super().__init__()
-        self.criterion = criterion
-
-    @property
-    def weight_dict(self) -> dict[str, float]:
-        return self.criterion.weight_dict
-
-    def forward(
-        self, outputs: Mapping, targets: Sequence[ClipTargets | Mapping[str, Tensor]]
-    ) -> dict[str, Tensor]:
-        conv = [clip_targets(t) if isinstance(t, ClipTargets) else t for t in targets]
-        return self.criterion(outputs, conv)
+        super().__init__(criterion, lambda t: [clip_targets(t)])

@@ -9,8 +9,7 @@ from torch import nn
 
 from vidseg.models.devis.postprocess import ImagePostProcessor, clamp_boxes_to_image
 from vidseg.structures.clip_batch import ClipBatch, pad_frames
-from vidseg.structures.masks import encode_rle
-from vidseg.structures.results import Track, VideoResult
+from vidseg.structures.results import VideoResult, one_frame_tracks
 
 __all__ = ["ImageInference"]
 
@@ -54,19 +53,7 @@ class ImageInference:
             # a box-only model (MODEL.MASK_ON False) gives tracks without masks. Video boxes are clamped to
             # the frame, as DeVIS's clip post-processor does (the COCO path leaves them unclamped).
             xyxy = clamp_boxes_to_image(inst["boxes"].cpu(), int(video.orig_size[0]), int(video.orig_size[1]))
-            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1).tolist()
-            inst_masks = inst.get("masks")
-            for j, (score, label) in enumerate(zip(inst["scores"].tolist(), inst["labels"].tolist())):
-                masks: list = [None] * n
-                if inst_masks is not None:
-                    masks[t] = encode_rle(inst_masks[j].cpu().numpy())
-                scores: list = [None] * n
-                scores[t] = float(score)
-                boxes: list = [None] * n
-                boxes[t] = xywh[j]
-                result.tracks.append(
-                    Track(score=float(score), label=int(label), masks=masks, frame_scores=scores, boxes=boxes)
-                )
+            result.tracks.extend(one_frame_tracks({**inst, "boxes": xyxy}, t, n))
         return result
 
     def _images(self, model: nn.Module, batch: ClipBatch) -> list[dict]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from torch import Tensor, nn
 
+from vidseg.models.set_prediction.criterion import ClipTargetsAdapter
 from vidseg.structures.clip_batch import ClipBatch, ClipTargets, frame_targets
 
 __all__ = ["image_targets_from_clip", "image_targets_from_batch", "ImageCriterion"]
@@ -23,23 +22,9 @@ def image_targets_from_batch(batch: ClipBatch) -> list[dict[str, Tensor]]:
     return [image_targets_from_clip(t) for t in batch.targets]
 
 
-class ImageCriterion(nn.Module):
-    """Adapter that lets the engine call an image criterion with ``ClipTargets`` (or with per-image dicts).
-
-    ``forward(outputs, targets)`` converts ``ClipTargets`` via :func:`image_targets_from_clip` and returns the
-    wrapped criterion's unweighted losses; ``weight_dict`` is the wrapped one.
-    """
+class ImageCriterion(ClipTargetsAdapter):
+    """The image-stage criterion called with ``ClipTargets``: one target dict per clip of one frame
+    (:func:`image_targets_from_clip`)."""
 
     def __init__(self, criterion: nn.Module):
-        super().__init__()
-        self.criterion = criterion
-
-    @property
-    def weight_dict(self) -> dict[str, float]:
-        return self.criterion.weight_dict
-
-    def forward(
-        self, outputs: Mapping, targets: Sequence[ClipTargets | Mapping[str, Tensor]]
-    ) -> dict[str, Tensor]:
-        conv = [image_targets_from_clip(t) if isinstance(t, ClipTargets) else t for t in targets]
-        return self.criterion(outputs, conv)
+        super().__init__(criterion, lambda t: [image_targets_from_clip(t)])

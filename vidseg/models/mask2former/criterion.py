@@ -8,13 +8,13 @@ video clips come from :func:`vidseg.structures.clip_batch.frame_targets`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from torch import Tensor, nn
+from torch import nn
 
-from vidseg.models.set_prediction.criterion import SetCriterion
+from vidseg.models.set_prediction.criterion import ClipTargetsAdapter, SetCriterion
 from vidseg.models.set_prediction.matched_losses import CELabelLoss, PointMaskLoss
-from vidseg.structures.clip_batch import ClipTargets, frame_targets
+from vidseg.structures.clip_batch import frame_targets
 
 __all__ = ["mask2former_weight_dict", "mask2former_criterion", "FrameCriterion"]
 
@@ -55,26 +55,12 @@ def mask2former_criterion(
     )
 
 
-class FrameCriterion(nn.Module):
-    """Lets the engine call the per-frame criterion with clip targets.
+class FrameCriterion(ClipTargetsAdapter):
+    """The per-frame criterion called with clip targets.
 
     The model flattens a batch of B clips of T frames to B*T images (clip-major); each ``ClipTargets`` gives
     T per-frame target dicts (:func:`frame_targets`). Plain per-image dicts pass through.
     """
 
     def __init__(self, criterion: SetCriterion) -> None:
-        super().__init__()
-        self.criterion = criterion
-
-    @property
-    def weight_dict(self) -> dict[str, float]:
-        return self.criterion.weight_dict
-
-    def forward(self, outputs: Mapping, targets: Sequence[ClipTargets | Mapping[str, Tensor]]) -> dict:
-        images: list = []
-        for t in targets:
-            if isinstance(t, ClipTargets):
-                images.extend(frame_targets(t, f) for f in range(t.masks.shape[1]))
-            else:
-                images.append(t)
-        return self.criterion(outputs, images)
+        super().__init__(criterion, lambda t: [frame_targets(t, f) for f in range(t.masks.shape[1])])

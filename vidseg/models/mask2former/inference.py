@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.structures.clip_batch import ClipBatch, pad_frames
-from vidseg.structures.masks import encode_rle
-from vidseg.structures.results import Track, VideoResult
+from vidseg.structures.results import VideoResult, one_frame_tracks
 
 __all__ = ["InstancePostProcessor", "FrameInference", "masks_to_boxes"]
 
@@ -129,16 +128,5 @@ class FrameInference:
             frames, pad = pad_frames([video.frames[t][None]], size_divisibility=32)
             meta = [{"orig_size": (h0, w0), "image_size": tuple(video.image_size)}]
             (inst,) = self._images(model, ClipBatch(frames=frames, pad_mask=pad, meta=meta).to(device))
-            xyxy = inst["boxes"].cpu()
-            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).tolist()
-            for j, (score, label) in enumerate(zip(inst["scores"].tolist(), inst["labels"].tolist())):
-                masks: list = [None] * n
-                masks[t] = encode_rle(inst["masks"][j].cpu().numpy())
-                scores: list = [None] * n
-                scores[t] = float(score)
-                boxes: list = [None] * n
-                boxes[t] = xywh[j]
-                result.tracks.append(
-                    Track(score=float(score), label=int(label), masks=masks, frame_scores=scores, boxes=boxes)
-                )
+            result.tracks.extend(one_frame_tracks(inst, t, n))
         return result

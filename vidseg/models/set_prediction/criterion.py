@@ -23,12 +23,13 @@ Returned keys: the keys of each term (``loss_ce``, ``class_error`` (logged, no w
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["SetCriterion", "LossTerm", "mean_object_count"]
+__all__ = ["SetCriterion", "LossTerm", "ClipTargetsAdapter", "mean_object_count"]
 
 # ``term(outputs, targets, indices, num_boxes) -> {loss_key: scalar tensor}`` (see .matched_losses).
 LossTerm = Callable[..., dict]
@@ -129,3 +130,30 @@ class SetCriterion(nn.Module):
         if not terms:
             raise ValueError(f"SetCriterion: no loss has a weight (losses {sorted(losses)})")
         return torch.stack(terms).sum()
+
+
+class ClipTargetsAdapter(nn.Module):
+    """Lets the engine call a set criterion with the data pipeline's ``ClipTargets``.
+
+    Each ``ClipTargets`` becomes the target dicts the criterion reads, through ``convert`` (one dict per clip
+    for DeVIS, one per image or frame for the image stage and Mask2Former); plain dicts pass through.
+    ``weight_dict`` is the wrapped criterion's.
+    """
+
+    def __init__(self, criterion: nn.Module, convert: Callable[[Any], list[dict]]) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.convert = convert
+
+    @property
+    def weight_dict(self) -> dict[str, float]:
+        return self.criterion.weight_dict
+
+    def forward(self, outputs: Mapping, targets: Sequence[Any]) -> dict[str, torch.Tensor]:
+        from vidseg.structures.clip_batch import ClipTargets
+
+        conv: list = []
+        for t in targets:
+            conv.extend(self.convert(t) if isinstance(t, ClipTargets) else [t])
+        return self.criterion(outputs, conv)
+
