@@ -117,7 +117,7 @@ def main() -> int:
         print("running:", " ".join(cmd), flush=True)
         subprocess.run(cmd, env=_env(), check=True)
         shutil.copyfile(out / "run" / "curves.png", IMAGES / "quickstart_curves.png")
-        _prediction_strip(out / "prediction.mp4", IMAGES / "quickstart_prediction.png")
+        _prediction_strip(out / "run" / "prediction.mp4", IMAGES / "quickstart_prediction.png")
         if server is not None:
             url = f"http://127.0.0.1:{server[1]}/env/run"  # the env is the run folder's name
             shot = IMAGES / "visdom_page.png"
