@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.layers.position_encoding import PositionEmbeddingSine
+from vidseg.models.deformable_detr.transformer import DeformableTransformerEncoderLayer
 from vidseg.ops import MSDeformAttn
 
 __all__ = ["MSDeformAttnPixelDecoder", "DeformableEncoderLayer", "DeformableEncoder", "Conv2dNorm"]
@@ -56,40 +57,23 @@ def _group_norm(norm: str, channels: int) -> nn.Module | None:
     raise ValueError(f"MODEL.SEM_SEG_HEAD.NORM: {norm!r} is not supported (GN or '')")
 
 
-class DeformableEncoderLayer(nn.Module):
-    """Post-norm layer: MSDeformAttn -> residual -> LayerNorm, FFN (ReLU) -> residual -> LayerNorm.
+def DeformableEncoderLayer(  # noqa: N802 - a layer factory, named as the layer it returns
+    d_model: int = 256,
+    d_ffn: int = 1024,
+    dropout: float = 0.0,
+    n_levels: int = 3,
+    n_heads: int = 8,
+    n_points: int = 4,
+    impl: str = "auto",
+) -> DeformableTransformerEncoderLayer:
+    """The post-norm deformable encoder layer of Deformable DETR (the same module and names) with an
+    ``MSDeformAttn`` over the decoder's levels.
 
     Forward: ``src [B, S, C]``, ``pos [B, S, C]``, ``reference_points [B, S, L, 2]``,
     ``spatial_shapes [L, 2]``, ``level_start_index [L]``, ``padding_mask [B, S]`` or None -> ``[B, S, C]``.
     """
-
-    def __init__(
-        self,
-        d_model: int = 256,
-        d_ffn: int = 1024,
-        dropout: float = 0.0,
-        n_levels: int = 3,
-        n_heads: int = 8,
-        n_points: int = 4,
-        impl: str = "auto",
-    ) -> None:
-        super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
-        self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, d_ffn)
-        self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ffn, d_model)
-        self.dropout3 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(d_model)
-
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
-        attn = self.self_attn(
-            src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
-        )
-        src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
-        return self.norm2(src + self.dropout3(ffn))
+    attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
+    return DeformableTransformerEncoderLayer(attn, d_model, d_ffn, dropout)
 
 
 class DeformableEncoder(nn.Module):
