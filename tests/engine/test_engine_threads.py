@@ -86,6 +86,18 @@ def test_prepare_env_sets_passive_wait_unless_the_user_chose():
     assert "OMP_WAIT_POLICY" not in off
 
 
+def test_a_user_spin_time_is_the_users_wait_choice():
+    # GOMP_SPINCOUNT / KMP_BLOCKTIME say how long a thread spins before it sleeps: vidseg then sets no policy.
+    for var, value in (("GOMP_SPINCOUNT", "10000"), ("KMP_BLOCKTIME", "1")):
+        env = {var: value}
+        prepare_env(env)
+        assert env == {var: value}
+        assert plan_threads(2, env=env).wait_why == f"spin time set by the user: {var}={value}"
+    both = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "5"}
+    prepare_env(both)
+    assert plan_threads(2, env=both).wait_why == "set by the user"
+
+
 _CHILD = r"""
 import json, os, sys
 from vidseg.utils.threads import configure_threads, prepare_env

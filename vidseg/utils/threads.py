@@ -32,6 +32,7 @@ __all__ = [
     "configure_threads",
     "dataloader_worker_init",
     "affinity_cores",
+    "USER_WAIT_VARS",
 ]
 
 logger = logging.getLogger("vidseg")
@@ -69,11 +70,25 @@ def _rule_off(env: Mapping[str, str]) -> bool:
     return env.get(OFF_VAR, "").strip().lower() in ("off", "0", "false", "no")
 
 
+# Variables by which a user chooses how OpenMP threads wait: the policy itself, and the spin time before a
+# thread sleeps (libgomp's GOMP_SPINCOUNT, Intel OpenMP's KMP_BLOCKTIME). Any of them set: vidseg sets none.
+USER_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def _user_wait(env: Mapping[str, str]) -> str | None:
+    """The first wait variable the user set, as ``NAME=value``, or None."""
+    for var in USER_WAIT_VARS:
+        if env.get(var):
+            return f"{var}={env[var]}"
+    return None
+
+
 def prepare_env(env: MutableMapping[str, str] | None = None) -> None:
-    """Before ``import torch``: ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it (or the rule is off).
-    Later imports of torch in this process and every child process (spawned ranks, subprocesses) see it."""
+    """Before ``import torch``: ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose how OpenMP waits (one of
+    :data:`USER_WAIT_VARS`) or the rule is off. Later imports of torch in this process and every child process
+    (spawned ranks, subprocesses) see it."""
     env = os.environ if env is None else env
-    if _rule_off(env) or env.get("OMP_WAIT_POLICY"):
+    if _rule_off(env) or _user_wait(env):
         return
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     env[_MARK_VAR] = "1"
@@ -113,7 +128,10 @@ def plan_threads(
     if _rule_off(env):
         return ThreadPlan(None, f"{OFF_VAR}=off", policy, "rule off")
     wait_why = "vidseg default" if env.get(_MARK_VAR) == "1" else "set by the user"
-    if policy == "default":
+    user_wait = _user_wait(env)
+    if policy == "default" and user_wait:
+        policy, wait_why = "default", f"spin time set by the user: {user_wait}"
+    elif policy == "default":
         wait_why = "not set; torch was imported before vidseg could set it"
     if cfg_threads and cfg_threads > 0:
         return ThreadPlan(int(cfg_threads), "MODEL.CPU_THREADS", policy, wait_why)
