@@ -13,14 +13,15 @@ Workloads, each in a fresh process:
   160x224) on a synthetic batch; the figure is the median of 3 timed steps after one warm-up step. The DeVIS
   video model does not exist yet, so its image stage stands in for it.
 
-Settings: ``new`` (vidseg's defaults: the thread rule and ``OMP_WAIT_POLICY=PASSIVE``), ``old``
-(``VIDSEG_THREAD_RULE=off``: torch's own thread count and OpenMP's default spin-then-sleep wait, as before the
-rule), ``omp1`` (``OMP_NUM_THREADS=1``), ``spin10k`` / ``spin100k`` (the rule, with ``GOMP_SPINCOUNT`` 10k /
-100k: a short spin before a waiting thread sleeps, instead of ``PASSIVE``'s immediate sleep). Loads: quiet,
-and beside N busy processes (one pure-Python spin loop each, ``--busy``). Every figure of one invocation is
-measured in that run, the settings interleaved, so the ratios share the machine's state. ``--ddp`` also times
-``vidseg train --num-gpus 2`` against one process with the same global batch (``SOLVER.IMS_PER_BATCH 2``), on
-the quickstart's ToyVIS config (``--ddp-epochs``, default 6).
+Settings: ``new`` (vidseg's defaults: the thread rule, and ``OMP_WAIT_POLICY=PASSIVE`` when other threads are
+runnable at the start, else ``GOMP_SPINCOUNT=10000``), ``passive`` (the rule, always ``PASSIVE``: the first
+default), ``old`` (``VIDSEG_THREAD_RULE=off``: torch's own thread count and OpenMP's default spin-then-sleep
+wait, as before the rule), ``omp1`` (``OMP_NUM_THREADS=1``), ``spin10k`` / ``spin100k`` (the rule, with
+``GOMP_SPINCOUNT`` 10k / 100k: a short spin before a waiting thread sleeps, instead of ``PASSIVE``'s immediate
+sleep). Loads: quiet, and beside N busy processes (one pure-Python spin loop each, ``--busy``). Every figure
+of one invocation is measured in that run, the settings interleaved, so the ratios share the machine's state.
+``--ddp`` also times ``vidseg train --num-gpus 2`` against one process with the same global batch
+(``SOLVER.IMS_PER_BATCH 2``), on the quickstart's ToyVIS config (``--ddp-epochs``, default 6).
 
 Every process this script starts (busy loops, workloads) runs in its own process group and is stopped on exit,
 also on Ctrl-C or SIGTERM.
@@ -44,6 +45,7 @@ SETTINGS = {
     "new": {},
     "old": {"VIDSEG_THREAD_RULE": "off"},
     "omp1": {"OMP_NUM_THREADS": "1"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},  # the rule with the first wait default (always PASSIVE)
     # The thread rule with a short spin before a waiting thread sleeps, instead of sleeping at once (libgomp
     # counts spin iterations: 10k is some microseconds, 100k some tens; OpenMP's own default is 300k).
     "spin10k": {"GOMP_SPINCOUNT": "10000"},

@@ -18,7 +18,13 @@ import torch
 from vidseg.engine.batch_sampler import ResumableBatchSampler
 from vidseg.engine.launch import launch
 from vidseg.engine.trainer import Trainer
-from vidseg.utils.threads import dataloader_worker_init, plan_threads, prepare_env
+from vidseg.utils.threads import (
+    QUIET_SPINCOUNT,
+    dataloader_worker_init,
+    other_runnable_threads,
+    plan_threads,
+    prepare_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET: dict[str, str] = {}  # an environment without any thread setting
@@ -72,29 +78,56 @@ def test_rule_off_leaves_torch_alone():
     assert "torch's choice" in plan.describe()
 
 
-def test_prepare_env_sets_passive_wait_unless_the_user_chose():
-    env: dict[str, str] = {}
-    prepare_env(env)
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert plan_threads(2, env=env).wait_why == "vidseg default"
+def test_prepare_env_waits_passively_on_a_busy_machine_and_spins_briefly_on_a_quiet_one():
+    busy: dict[str, str] = {}
+    prepare_env(busy, others=3, cores=2)
+    assert busy["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in busy
+    assert plan_threads(2, env=busy).wait_why == (
+        "vidseg default, busy machine at start: 3 other runnable thread(s) on 2 core(s)"
+    )
+    quiet: dict[str, str] = {}
+    prepare_env(quiet, others=0, cores=2)
+    assert "OMP_WAIT_POLICY" not in quiet and quiet["GOMP_SPINCOUNT"] == QUIET_SPINCOUNT
+    plan = plan_threads(2, env=quiet)
+    assert plan.wait_policy == f"default, GOMP_SPINCOUNT={QUIET_SPINCOUNT}"
+    assert plan.wait_why.startswith("vidseg default, quiet machine at start: 0 other")
+    # The threshold is half the cores: one other runnable thread is quiet on 8 cores, busy on 2.
+    eight: dict[str, str] = {}
+    prepare_env(eight, others=1, cores=8)
+    assert "GOMP_SPINCOUNT" in eight
+    two: dict[str, str] = {}
+    prepare_env(two, others=1, cores=2)
+    assert two["OMP_WAIT_POLICY"] == "PASSIVE"
+    # A child process (spawned rank) sees the parent's choice and keeps it.
+    child = dict(quiet)
+    prepare_env(child, others=5, cores=2)
+    assert child == quiet
     user = {"OMP_WAIT_POLICY": "ACTIVE"}
-    prepare_env(user)
+    prepare_env(user, others=0, cores=2)
     assert user == {"OMP_WAIT_POLICY": "ACTIVE"}
     assert plan_threads(2, env=user).describe().endswith("OMP_WAIT_POLICY ACTIVE (set by the user)")
     off = {"VIDSEG_THREAD_RULE": "off"}
-    prepare_env(off)
-    assert "OMP_WAIT_POLICY" not in off
+    prepare_env(off, others=0, cores=2)
+    assert off == {"VIDSEG_THREAD_RULE": "off"}
+
+
+def test_other_runnable_threads_reads_proc_loadavg():
+    n = other_runnable_threads(samples=3)
+    if not os.path.exists("/proc/loadavg"):
+        assert n is None
+    else:
+        assert isinstance(n, int) and n >= 0
 
 
 def test_a_user_spin_time_is_the_users_wait_choice():
     # GOMP_SPINCOUNT / KMP_BLOCKTIME say how long a thread spins before it sleeps: vidseg then sets no policy.
     for var, value in (("GOMP_SPINCOUNT", "10000"), ("KMP_BLOCKTIME", "1")):
         env = {var: value}
-        prepare_env(env)
+        prepare_env(env, others=0, cores=2)
         assert env == {var: value}
         assert plan_threads(2, env=env).wait_why == f"spin time set by the user: {var}={value}"
     both = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "5"}
-    prepare_env(both)
+    prepare_env(both, others=0, cores=2)
     assert plan_threads(2, env=both).wait_why == "set by the user"
 
 
@@ -102,7 +135,7 @@ _CHILD = r"""
 import json, os, sys
 from vidseg.utils.threads import configure_threads, prepare_env
 prepare_env()
-out = {"wait": os.environ.get("OMP_WAIT_POLICY")}
+out = {"wait": os.environ.get("OMP_WAIT_POLICY") or "spin=" + os.environ.get("GOMP_SPINCOUNT", "")}
 cpus = sorted(os.sched_getaffinity(0))
 os.sched_setaffinity(0, cpus[:1])                 # one core allowed
 out["one_core"] = configure_threads(local_procs=1, log=False).threads
@@ -124,14 +157,14 @@ print(json.dumps(out))
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
 def test_rule_in_a_fresh_process_follows_affinity_and_keeps_the_users_call():
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "LOCAL_WORLD", "VIDSEG_"))
+        k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_", "MKL_", "LOCAL_WORLD", "VIDSEG_"))
     }
     env["PYTHONPATH"] = str(ROOT)
     res = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     n = out["cpus"]
-    assert out["wait"] == "PASSIVE"
+    assert out["wait"] in ("PASSIVE", f"spin={QUIET_SPINCOUNT}")  # busy / quiet machine at start
     assert out["one_core"] == 1
     assert out["all"] == n
     assert out["two_procs"] == out["local_world"] == max(1, n // 2)

@@ -3,8 +3,12 @@
 Two steps, because OpenMP reads its environment once, when torch is imported:
 
 - :func:`prepare_env` runs before ``import torch`` (the CLI, ``main.py``, ``train_net.py``; spawned ranks
-  inherit the environment): ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it. OpenMP threads then sleep
-  while they wait instead of spinning, which on a busy machine steals the cores the other threads need.
+  inherit the environment) and chooses how waiting OpenMP threads behave, unless the user did. On a machine
+  that is busy when the run starts (other runnable threads, counted in ``/proc/loadavg``): ``OMP_WAIT_POLICY
+  =PASSIVE``, so they sleep at once instead of spinning on the cores the other processes need (spinning made
+  a quickstart 30x slower beside 3 busy processes). On a quiet one: a short spin (``GOMP_SPINCOUNT=10000``,
+  microseconds), because sleeping at once makes every parallel region pay a wake-up (1.5x slower quiet
+  training steps; benchmarks/contention.py measures both).
 - :func:`configure_threads` runs in every process of a run before the first tensor operation (train and eval
   workers, each rank spawned by ``--num-gpus``) and sets the intra-op threads with ``torch.set_num_threads``.
 
@@ -33,12 +37,15 @@ __all__ = [
     "dataloader_worker_init",
     "affinity_cores",
     "USER_WAIT_VARS",
+    "QUIET_SPINCOUNT",
+    "other_runnable_threads",
 ]
 
 logger = logging.getLogger("vidseg")
 
 OFF_VAR = "VIDSEG_THREAD_RULE"  # "off": no rule at all (the settings before the rule existed)
-_MARK_VAR = "VIDSEG_SET_OMP_WAIT_POLICY"  # "1" when OMP_WAIT_POLICY came from prepare_env, not the user
+# Set by prepare_env with the reason of its choice: the wait variables then came from vidseg, not the user.
+_MARK_VAR = "VIDSEG_SET_OMP_WAIT_POLICY"
 _last_applied: int | None = None  # what configure_threads last passed to torch.set_num_threads
 
 
@@ -50,7 +57,8 @@ class ThreadPlan:
         threads: intra-op threads for ``torch.set_num_threads``; None leaves torch's own choice.
         why: the reason, for the log line (e.g. ``"2 cores in affinity / 2 local processes"``).
         wait_policy: ``OMP_WAIT_POLICY`` in effect (``"default"`` when unset).
-        wait_why: ``"vidseg default"``, ``"set by the user"`` or ``"rule off"``.
+        wait_why: ``"vidseg default, <busy/quiet machine at start: ...>"``, ``"set by the user"``,
+            ``"spin time set by the user: ..."`` or ``"rule off"``.
         workers: DataLoader workers to start (lowered from the configured count in a CPU run where they would
             not fit), or None to keep the configured count.
     """
@@ -83,15 +91,50 @@ def _user_wait(env: Mapping[str, str]) -> str | None:
     return None
 
 
-def prepare_env(env: MutableMapping[str, str] | None = None) -> None:
-    """Before ``import torch``: ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose how OpenMP waits (one of
-    :data:`USER_WAIT_VARS`) or the rule is off. Later imports of torch in this process and every child process
-    (spawned ranks, subprocesses) see it."""
+QUIET_SPINCOUNT = "10000"  # GOMP_SPINCOUNT on a quiet machine: spin some microseconds, then sleep
+
+
+def other_runnable_threads(samples: int = 5) -> int | None:
+    """Threads of other processes that are runnable now: the median over ``samples`` reads of the running
+    count in ``/proc/loadavg`` (4th field, ``running/total``), minus this one; None where there is no
+    ``/proc/loadavg``. (The load averages lag by a minute; this count is immediate.)"""
+    counts = []
+    for _ in range(max(1, samples)):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            return None
+    counts.sort()
+    return max(0, counts[len(counts) // 2])
+
+
+def prepare_env(
+    env: MutableMapping[str, str] | None = None, others: int | None = None, cores: int | None = None
+) -> None:
+    """Before ``import torch``: choose how waiting OpenMP threads behave, unless the user chose (one of
+    :data:`USER_WAIT_VARS` set) or the rule is off. Later imports of torch in this process and every child
+    process (spawned ranks, subprocesses) see it.
+
+    Args:
+        env: the environment to change (``os.environ``).
+        others: runnable threads of other processes (None: :func:`other_runnable_threads`; unknown counts as
+            busy). ``others >= max(1, cores // 2)`` is a busy machine: ``OMP_WAIT_POLICY=PASSIVE``; else
+            ``GOMP_SPINCOUNT`` = :data:`QUIET_SPINCOUNT`.
+        cores: CPUs in this process's affinity (None: :func:`affinity_cores`).
+    """
     env = os.environ if env is None else env
     if _rule_off(env) or _user_wait(env):
         return
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    env[_MARK_VAR] = "1"
+    cores = affinity_cores() if cores is None else max(1, int(cores))
+    others = other_runnable_threads() if others is None else max(0, int(others))
+    if others is None or others >= max(1, cores // 2):
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        seen = "unknown" if others is None else str(others)
+        env[_MARK_VAR] = f"busy machine at start: {seen} other runnable thread(s) on {cores} core(s)"
+    else:
+        env["GOMP_SPINCOUNT"] = QUIET_SPINCOUNT
+        env[_MARK_VAR] = f"quiet machine at start: {others} other runnable thread(s) on {cores} core(s)"
 
 
 def _positive_int(text: str | None) -> int | None:
@@ -127,12 +170,18 @@ def plan_threads(
     policy = env.get("OMP_WAIT_POLICY") or "default"
     if _rule_off(env):
         return ThreadPlan(None, f"{OFF_VAR}=off", policy, "rule off")
-    wait_why = "vidseg default" if env.get(_MARK_VAR) == "1" else "set by the user"
+    mark = env.get(_MARK_VAR, "")
     user_wait = _user_wait(env)
-    if policy == "default" and user_wait:
-        policy, wait_why = "default", f"spin time set by the user: {user_wait}"
+    if mark:  # prepare_env chose (PASSIVE or a short spin)
+        wait_why = f"vidseg default, {mark}"
+        if policy == "default" and env.get("GOMP_SPINCOUNT"):
+            policy = f"default, GOMP_SPINCOUNT={env['GOMP_SPINCOUNT']}"
+    elif policy == "default" and user_wait:
+        wait_why = f"spin time set by the user: {user_wait}"
     elif policy == "default":
         wait_why = "not set; torch was imported before vidseg could set it"
+    else:
+        wait_why = "set by the user"
     if cfg_threads and cfg_threads > 0:
         return ThreadPlan(int(cfg_threads), "MODEL.CPU_THREADS", policy, wait_why)
     if torch_user_threads is not None:
