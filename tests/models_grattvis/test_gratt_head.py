@@ -94,7 +94,9 @@ def test_init_xavier_on_transformer_layers_and_c2_xavier_on_the_mask_features_co
 # ---------------------------------------------------------------------------------------- step outputs
 def test_training_step_shapes_and_gate_lists():
     head = _head().train()
-    out = head.step(_frame_queries(L, B), head.initial_query(L * B), head.new_memory())
+    q0 = head.initial_query(L * B)
+    assert q0.shape == (10, L * B, 32) and torch.equal(q0[:, 4], head.query_feat.weight)
+    out = head.step(_frame_queries(L, B), q0, head.new_memory())
     assert out["pred_logits"].shape == (L, B, 10, 6)
     assert out["pred_mask_embed"].shape == (L, B, 10, 16)
     assert out["pred_cq_embed"].shape == (L, B, 10, 32)
@@ -365,3 +367,18 @@ def test_step_matches_a_hand_written_reference(training):
         assert 0 < gate.sum() < gate.numel()  # some queries on, some off: the bias and residual matter
     torch.testing.assert_close(out["prop_query"], ref_q, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["pred_logits"], ref_logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_an_encoder_window_changes_nothing_for_one_frame_steps(training):
+    # W = 1 frame per step: the padded frames are masked (and cut off in the shifted layers), so the step
+    # equals the unwindowed one in training and at test time.
+    head = _head(enc_layers=2).train(training)
+    windowed = _same_weights(head, enc_layers=2, enc_window_size=3)
+    copies, videos = (L, B) if training else (1, 1)
+    fq, q0 = _frame_queries(copies, videos), head.initial_query(copies * videos)
+    with torch.no_grad():
+        out = head.step(fq, q0, NoMemory(), generator=torch.Generator().manual_seed(0))
+        ref = windowed.step(fq, q0, NoMemory(), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["pred_fq_embed"], ref["pred_fq_embed"])
+    torch.testing.assert_close(out["prop_query"], ref["prop_query"])
