@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from test_gratt_uvla import LABELS, NUM_CLASSES, SIZE, VISIBLE, A, B, C, clip_targets, region_mask
 
-from vidseg.models.grattvis.criterion import GRAttVISCriterion, grattvis_weight_dict
+from vidseg.models.grattvis.criterion import GRAttVISCriterion, grattvis_criterion, grattvis_weight_dict
 from vidseg.models.grattvis.uvla import UnifiedVideoLabelAssignment
 from vidseg.models.mask2former.matcher import MaskHungarianMatcher
+from vidseg.structures.clip_batch import ClipTargets
 
 QUERIES, FRAME_QUERIES, DIM = 4, 3, 4
 # Per step: query -> (instance, class logit); query 1 predicts nothing while A is away.
@@ -286,3 +287,62 @@ def test_a_step_without_visible_instances_and_clear_errors() -> None:
         criterion()(out, targets)
     with pytest.raises(ValueError, match="frame_matcher"):
         GRAttVISCriterion(NUM_CLASSES, UnifiedVideoLabelAssignment(), None, sim_weight=0.5)
+
+
+def test_contract_sized_outputs_through_the_factory() -> None:
+    """The shapes of a training step (L = 3 copies, B = 2 videos, T = 5, cQ = fQ = 100, C = 256, 2 aux
+    layers) with random predictions, one video without any instance: every key finite, gradients flow."""
+    copies, videos, frames, q, k, dim = 3, 2, 5, 100, 25, 256
+    h, w = 8, 12
+    g = torch.Generator().manual_seed(5)
+    masks = torch.rand(6, frames, 4 * h, 4 * w, generator=g) > 0.7
+    masks[:, :, 20:] = False  # padding rows
+    masks[0, :2] = False  # instance 0 appears at frame 2
+    masks[1, 3] = False  # instance 1 disappears at frame 3
+    full = ClipTargets(
+        labels=torch.randint(0, k, (6,), generator=g),
+        ids=torch.arange(6) + 7,
+        masks=masks,
+        boxes=torch.zeros(6, frames, 4),
+        valid=torch.ones(6, frames, dtype=torch.bool),
+    )
+    empty = ClipTargets(
+        labels=torch.zeros(0, dtype=torch.int64),
+        ids=torch.zeros(0, dtype=torch.int64),
+        masks=torch.zeros(0, frames, 4 * h, 4 * w, dtype=torch.bool),
+        boxes=torch.zeros(0, frames, 4),
+        valid=torch.zeros(0, frames, dtype=torch.bool),
+    )
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).requires_grad_()
+
+    def lay() -> dict:
+        return {
+            "pred_logits": leaf(copies, videos, q, k + 1),
+            "pred_masks": leaf(copies, videos, q, 1, h, w),
+            "pred_cq_embed": leaf(copies, videos, q, dim),
+            "pred_mask_embed": leaf(copies, videos, q, dim),
+        }
+
+    steps = []
+    for _ in range(frames):
+        step = lay()
+        step["pred_fq_embed"] = leaf(copies, videos, 1, q, dim) * 0.05
+        step["aux_outputs"] = [lay(), lay()]
+        step["soft_gates"] = [torch.rand(copies * videos, q, generator=g) for _ in range(3)]
+        steps.append(step)
+    frame_outputs = [
+        {
+            "pred_logits": torch.randn(videos * frames, q, k + 1),
+            "pred_masks": torch.randn(videos * frames, q, h, w),
+        }
+        for _ in range(copies)
+    ]
+    outputs = {"steps": steps, "frame_outputs": frame_outputs, "num_layers_copies": copies, "window": 1}
+    crit = grattvis_criterion(k, num_points=64, gate_weight=1.0)
+    losses = crit(outputs, [full, empty])
+    assert set(losses) == set(crit.weight_dict)
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    sum(crit.weight_dict[key] * v for key, v in losses.items()).backward()
+    assert all(s["pred_masks"].grad.abs().sum() > 0 for s in steps)

@@ -43,13 +43,14 @@ from torch import nn
 
 from vidseg.models.grattvis.targets import SequenceTargets, StepTargets, split_sequence_targets
 from vidseg.models.grattvis.uvla import AssignmentState, ItemIndices, UnifiedVideoLabelAssignment
+from vidseg.models.mask2former.matcher import MaskHungarianMatcher
 from vidseg.models.set_prediction.criterion import mean_object_count
 from vidseg.models.set_prediction.losses import dice_loss, sigmoid_ce_loss
 from vidseg.models.set_prediction.matched_losses import CELabelLoss
 from vidseg.models.set_prediction.point_sampling import point_sample, uncertain_point_coords
 from vidseg.structures.clip_batch import ClipTargets
 
-__all__ = ["grattvis_weight_dict", "GRAttVISCriterion"]
+__all__ = ["grattvis_weight_dict", "GRAttVISCriterion", "grattvis_criterion"]
 
 LOSS_KEYS = ("loss_genvis_ce", "loss_genvis_mask", "loss_genvis_dice")
 
@@ -341,3 +342,45 @@ class GRAttVISCriterion(nn.Module):
                     frame_pairs = self.step_frame_pairs(matching, seq, c, videos)
                     add("loss_genvis_sim", self.loss_sim(step, step_targets, pairs, frame_pairs))
         return losses
+
+
+def grattvis_criterion(
+    num_classes: int,
+    class_weight: float = 2.0,
+    mask_weight: float = 5.0,
+    dice_weight: float = 5.0,
+    sim_weight: float = 0.5,
+    gate_weight: float = 0.0,
+    eos_coef: float = 0.1,
+    num_points: int = 12544,
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+    num_aux: int = 2,
+    sim_use_clip: bool = True,
+) -> GRAttVISCriterion:
+    """The criterion with its two matchers, as the official code builds them: the UVLA and the per-frame
+    Mask2Former matcher both use the class / mask / dice weights as costs and ``num_points`` points.
+
+    A builder maps ``MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT``, ``TRAIN_NUM_POINTS``,
+    ``OVERSAMPLE_RATIO``, ``IMPORTANCE_SAMPLE_RATIO``, ``MODEL.VITA.{SIM_WEIGHT, NO_OBJECT_WEIGHT,
+    SIM_USE_CLIP}``, ``DEC_LAYERS - 1`` (``num_aux``, 0 without ``DEEP_SUPERVISION``) and
+    ``MODEL.GENVIS.GATE_WEIGHT`` (the official code adds the gate loss only with ``GATED_PROP``: pass 0 when
+    it is off).
+    """
+    costs = {"cost_class": class_weight, "cost_mask": mask_weight, "cost_dice": dice_weight}
+    return GRAttVISCriterion(
+        num_classes,
+        UnifiedVideoLabelAssignment(**costs, num_points=num_points),
+        MaskHungarianMatcher(**costs, num_points=num_points) if sim_weight > 0 else None,
+        class_weight=class_weight,
+        mask_weight=mask_weight,
+        dice_weight=dice_weight,
+        sim_weight=sim_weight,
+        gate_weight=gate_weight,
+        eos_coef=eos_coef,
+        num_points=num_points,
+        oversample_ratio=oversample_ratio,
+        importance_sample_ratio=importance_sample_ratio,
+        num_aux=num_aux,
+        sim_use_clip=sim_use_clip,
+    )
