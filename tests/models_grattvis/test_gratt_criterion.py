@@ -122,6 +122,25 @@ def test_ce_is_torchs_weighted_ce_with_the_chained_bindings_and_aux_keys() -> No
     }
 
 
+def test_each_aux_layer_has_its_own_assignment_chain() -> None:
+    """Aux layer 0 predicts A with query 2 (the final layer with query 1): its chain binds A to query 2 for
+    the whole sequence, the final layer's keeps query 1, and each CE follows its own binding."""
+    targets = [clip_targets(VISIBLE, labels=[0, 1, 2])]
+    out = sequence_outputs([[p] for p in PREDS])
+    alt = [{2: (A, 6.0), 3: (B, 6.0)}, {0: (C, 4.0), 3: (B, 6.0)}, {0: (C, 6.0), 1: (A, 6.0), 3: (B, 6.0)}]
+    for step, preds in zip(out["steps"], alt):
+        step["aux_outputs"][0] = layer([preds], 1, 1)
+    # Step 2: both layers predict A with query 1, but aux 0 keeps A on query 2.
+    alt_expected = [{2: LABELS[A], 3: LABELS[B]}, EXPECTED[1], {0: LABELS[C], 2: LABELS[A], 3: LABELS[B]}]
+    losses = criterion()(out, targets)
+    final = sum(expected_ce(s["pred_logits"], e) for s, e in zip(out["steps"], EXPECTED))
+    aux0 = sum(expected_ce(s["aux_outputs"][0]["pred_logits"], e) for s, e in zip(out["steps"], alt_expected))
+    aux1 = sum(expected_ce(s["aux_outputs"][1]["pred_logits"], e) for s, e in zip(out["steps"], EXPECTED))
+    torch.testing.assert_close(losses["loss_genvis_ce"], final)
+    torch.testing.assert_close(losses["loss_genvis_ce_0"], aux0)
+    torch.testing.assert_close(losses["loss_genvis_ce_1"], aux1)
+
+
 def test_weight_dict_keys_are_the_loss_keys() -> None:
     wd = grattvis_weight_dict(gate_weight=0.0)
     assert wd == {
