@@ -104,8 +104,9 @@ class GRAttVISCriterion(nn.Module):
         frame_matcher: the per-frame matcher of the detector outputs for the similarity loss
             (``vidseg.models.mask2former.matcher.MaskHungarianMatcher``); unused when ``sim_weight`` is 0.
         class_weight / mask_weight / dice_weight / sim_weight / gate_weight: the loss weights
-            (``MODEL.MASK_FORMER.*_WEIGHT``, ``MODEL.VITA.SIM_WEIGHT``, ``MODEL.GENVIS.GATE_WEIGHT``). A term
-            of weight 0 is not computed (the official code computes the gate loss and multiplies it by 0).
+            (``MODEL.MASK_FORMER.*_WEIGHT``, ``MODEL.VITA.SIM_WEIGHT``, ``MODEL.GENVIS.GATE_WEIGHT``). The
+            sim and gate terms are not computed at weight 0 (the official code skips sim too, but computes
+            the gate loss with ``GATED_PROP`` and multiplies it by its weight, 0 in every shipped config).
         eos_coef: the "no object" class weight (``MODEL.VITA.NO_OBJECT_WEIGHT``, 0.1).
         num_points / oversample_ratio / importance_sample_ratio: the point sampling of the mask losses
             (``MODEL.MASK_FORMER.TRAIN_NUM_POINTS``, ``OVERSAMPLE_RATIO``, ``IMPORTANCE_SAMPLE_RATIO``).
