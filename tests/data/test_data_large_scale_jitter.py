@@ -5,12 +5,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidseg.data import ClipTrainDataset, DatasetError, build_augmentation, collate_clips
+from vidseg.data import (
+    ClipTrainDataset,
+    DatasetError,
+    build_augmentation,
+    build_collate_fn,
+    build_train_dataset,
+    collate_clips,
+)
 from vidseg.data.clip_dataset import build_clip_targets
 from vidseg.data.large_scale_jitter import LargeScaleJitter, LSJDraw
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.ytvis import load_ytvis_json
-from vidseg.models import load_config
+from vidseg.models import build_model, load_config
 from vidseg.structures.box_ops import box_cxcywh_to_xyxy
 
 RED = ((10, 30), (15, 50))  # (y0, y1), (x0, x1) of the red instance
@@ -153,7 +160,14 @@ def test_vita_lsj_aug_keys_select_lsj_and_win_over_the_mapper_name():
     aug = build_augmentation(
         load_config(
             base,
-            ["INPUT.LSJ_AUG.ENABLED", "True", "INPUT.LSJ_AUG.IMAGE_SIZE", "768", "INPUT.RANDOM_FLIP", "'none'"],
+            [
+                "INPUT.LSJ_AUG.ENABLED",
+                "True",
+                "INPUT.LSJ_AUG.IMAGE_SIZE",
+                "768",
+                "INPUT.RANDOM_FLIP",
+                "'none'",
+            ],
         )
     )
     assert aug == LargeScaleJitter(image_size=768, min_scale=0.1, max_scale=2.0, flip=False)
@@ -204,3 +218,27 @@ def test_dataset_items_are_fixed_size_with_their_pad_mask_and_the_batch_keeps_it
     assert torch.equal(batch.pad_mask, torch.stack([it["pad_mask"] for it in items]))
     # Items of the other augmentations carry no pad_mask of their own.
     assert "pad_mask" not in ClipTrainDataset(recs, 2, augmentation=None)[0]
+
+
+def test_lsj_config_trains_the_tiny_mask2former_on_fixed_size_batches(synth_dir):
+    """Config -> dataset -> collate -> model -> loss, with ``coco_instance_lsj`` at a CPU size."""
+    torch.manual_seed(0)
+    cfg = load_config(
+        "quickstart/mask2former_tiny.yaml",
+        [
+            "DATASETS.TRAIN", "('custom_train',)",
+            "DATASETS.CUSTOM_TRAIN_JSON", str(synth_dir / "train" / "instances.json"),
+            "DATASETS.CUSTOM_TRAIN_IMAGES", str(synth_dir / "train" / "JPEGImages"),
+            "INPUT.NUM_FRAMES", "2",
+            "INPUT.DATASET_MAPPER_NAME", "coco_instance_lsj",
+            "INPUT.IMAGE_SIZE", "64",
+        ],
+    )  # fmt: skip
+    ds = build_train_dataset(cfg)
+    batch = build_collate_fn(cfg)([ds[0], ds[1]])
+    assert batch.frames.shape[-2:] == (64, 64) and batch.pad_mask.any()
+    bundle = build_model(cfg)
+    losses = bundle.criterion(bundle.model.train()(batch), batch.targets)
+    total = bundle.criterion.criterion.weighted_total(losses)
+    assert torch.isfinite(total)
+    total.backward()
