@@ -150,6 +150,8 @@ def test_mask2former_coco_configs_select_lsj_with_the_official_sizes_and_the_vid
         assert aug == LargeScaleJitter(image_size=1024, min_scale=0.1, max_scale=2.0, flip=True), name
     for name in ("frames_R50_ovis.yaml", "frames_R50_ytvis19.yaml"):
         assert isinstance(build_augmentation(load_config(f"mask2former/{name}")), ClipAugmentation), name
+        on = load_config(f"mask2former/{name}", ["INPUT.LSJ_AUG.ENABLED", "True"])
+        assert build_augmentation(on) == LargeScaleJitter(image_size=768), name  # VITA's video LSJ size
     # Without the keys (a method that does not add them) and by default: the clip pipeline.
     assert isinstance(build_augmentation(load_config("quickstart/mask2former_tiny.yaml")), ClipAugmentation)
     assert isinstance(build_augmentation(load_config("quickstart/toyvis_synth.yaml")), ClipAugmentation)
