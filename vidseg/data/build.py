@@ -13,6 +13,7 @@ from vidseg.data.catalog import get_dataset_metadata, get_dataset_spec, load_dat
 from vidseg.data.clip_dataset import ClipTrainDataset
 from vidseg.data.collate import collate_clips
 from vidseg.data.errors import DatasetError
+from vidseg.data.large_scale_jitter import LargeScaleJitter
 from vidseg.data.pseudo_video import PseudoVideoAugmentation
 from vidseg.data.records import DatasetMetadata
 from vidseg.data.transforms import ClipAugmentation
@@ -42,8 +43,43 @@ def _devis_key(cfg: Any, group: str, key: str, default: Any) -> Any:
     return node.DEVIS.get(key, default) if "DEVIS" in node else default
 
 
-def build_augmentation(cfg: Any) -> ClipAugmentation:
-    """``INPUT.*`` -> :class:`ClipAugmentation` (sizes scaled by ``INPUT.SCALE_FACTOR_TRAIN``, as DeVIS).
+# INPUT.DATASET_MAPPER_NAME values (Mask2Former's names): the LSJ mapper, and those meaning the clip pipeline.
+LSJ_MAPPER = "coco_instance_lsj"
+CLIP_PIPELINE_MAPPERS = ("", "mask_former_instance")
+
+
+def _large_scale_jitter(cfg: Any) -> LargeScaleJitter | None:
+    """VITA's ``INPUT.LSJ_AUG.ENABLED`` (its sizes), else Mask2Former's ``INPUT.DATASET_MAPPER_NAME
+    "coco_instance_lsj"`` (``INPUT.IMAGE_SIZE / MIN_SCALE / MAX_SCALE``); None when neither is set. The keys
+    exist where the method adds them (Mask2Former and the methods built on it)."""
+    inp = cfg.INPUT
+    if "LSJ_AUG" in inp and inp.LSJ_AUG.ENABLED:
+        node = inp.LSJ_AUG
+    else:
+        name = str(inp.get("DATASET_MAPPER_NAME", ""))
+        if name not in (LSJ_MAPPER, *CLIP_PIPELINE_MAPPERS):
+            raise DatasetError(
+                f"INPUT.DATASET_MAPPER_NAME must be {LSJ_MAPPER!r} (large-scale jitter) or one of "
+                f"{CLIP_PIPELINE_MAPPERS} (the multi-scale clip pipeline), got {name!r}"
+            )
+        if name != LSJ_MAPPER:
+            return None
+        node = inp
+    try:
+        return LargeScaleJitter(
+            image_size=int(node.IMAGE_SIZE),
+            min_scale=float(node.MIN_SCALE),
+            max_scale=float(node.MAX_SCALE),
+            flip=inp.RANDOM_FLIP == "horizontal",
+        )
+    except ValueError as e:
+        raise DatasetError(f"INPUT{'.LSJ_AUG' if node is not inp else ''}: {e}") from None
+
+
+def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
+    """``INPUT.*`` -> :class:`ClipAugmentation` (sizes scaled by ``INPUT.SCALE_FACTOR_TRAIN``, as DeVIS), or
+    :class:`LargeScaleJitter` (fixed-size output) when the LSJ keys select it (``_large_scale_jitter``);
+    LSJ uses only the flip of the other ``INPUT`` augmentation keys, as the official mappers.
 
     ``INPUT.DEVIS.MULTI_SCALE_TRAIN False`` gives VisTR's chain with its fixed sizes (``MIN_SIZE_TRAIN`` and
     ``MAX_SIZE_TRAIN`` unused)."""
@@ -55,6 +91,9 @@ def build_augmentation(cfg: Any) -> ClipAugmentation:
 
     if inp.RANDOM_FLIP not in ("none", "horizontal"):
         raise DatasetError(f"INPUT.RANDOM_FLIP must be 'none' or 'horizontal', got {inp.RANDOM_FLIP!r}")
+    lsj = _large_scale_jitter(cfg)
+    if lsj is not None:
+        return lsj
     if not _devis_key(cfg, "INPUT", "MULTI_SCALE_TRAIN", True):
         # DeVIS ablations: VisTR's fixed sizes (devis.md §3.2); the crop keeps INPUT.CROP.*.
         return ClipAugmentation(
@@ -126,7 +165,9 @@ def build_train_dataset(cfg: Any) -> Dataset:
                 frame_range=cfg.INPUT.SAMPLING_FRAME_RANGE,
                 shuffle_frames=cfg.INPUT.SAMPLING_FRAME_SHUFFLE,
                 # DeVIS drops the photometric distortion for the pseudo-videos (they have their own shifts).
-                augmentation=dataclasses.replace(aug, photometric=False) if pseudo is not None else aug,
+                augmentation=dataclasses.replace(aug, photometric=False)
+                if pseudo is not None and isinstance(aug, ClipAugmentation)
+                else aug,
                 pixel_mean=cfg.MODEL.PIXEL_MEAN,
                 pixel_std=cfg.MODEL.PIXEL_STD,
                 input_format=cfg.INPUT.FORMAT,

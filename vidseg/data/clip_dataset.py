@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from vidseg.data.errors import DatasetError
 from vidseg.data.frame_sampling import consecutive_clip, consecutive_items, reference_range_clip
+from vidseg.data.large_scale_jitter import LargeScaleJitter
 from vidseg.data.pseudo_video import PseudoVideoAugmentation
 from vidseg.data.records import VideoRecord
 from vidseg.data.transforms import ClipAugmentation
@@ -75,7 +76,8 @@ class ClipTrainDataset(Dataset):
         sampler: ``"consecutive"`` (DeVIS: one item per valid start, epoch length ``sum(len - T + 1)``) or
             ``"reference_range"`` (VITA/GenVIS: one item per video, a random reference frame plus frames
             within ``frame_range``).
-        augmentation: the clip augmentation (None: no augmentation).
+        augmentation: the clip augmentation (None: no augmentation). A :class:`LargeScaleJitter` pads every
+            clip to a fixed square; the item then says where the padding is (``pad_mask``).
         pixel_mean, pixel_std, input_format: normalisation (see :func:`normalize_frames`).
         seed: base seed. drop_crowd: leave crowd instances out of the targets (DeVIS drops them).
         min_area: a frame mask with at most this many pixels is invalid.
@@ -88,7 +90,9 @@ class ClipTrainDataset(Dataset):
     Item ``i`` is a dict:
         ``frames``: ``[T, 3, H, W]`` float normalised; ``targets``: :class:`ClipTargets` (masks
         ``[N, T, H, W]`` at the unpadded size); ``meta``: ``video_id``, ``frame_indices``,
-        ``orig_size`` (h, w), ``image_size`` (h, w), ``file_names``.
+        ``orig_size`` (h, w), ``image_size`` (h, w) of the image (without the padding an augmentation may have
+        added), ``file_names``; and, only where the augmentation padded, ``pad_mask``: ``[T, H, W]`` bool,
+        True on the padding.
     """
 
     def __init__(
@@ -98,7 +102,7 @@ class ClipTrainDataset(Dataset):
         sampler: str = "consecutive",
         frame_range: int = 20,
         shuffle_frames: bool = False,
-        augmentation: ClipAugmentation | None = None,
+        augmentation: ClipAugmentation | LargeScaleJitter | None = None,
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "RGB",
@@ -185,7 +189,10 @@ class ClipTrainDataset(Dataset):
         frames, masks, insts = self._load(rec, idx)
         if self.pseudo_video is not None and rec.length == 1:
             frames, masks = self.pseudo_video(frames, masks, rng)
-        if self.augmentation is not None:
+        valid = None
+        if isinstance(self.augmentation, LargeScaleJitter):
+            frames, masks, valid = self.augmentation(frames, masks, rng)
+        elif self.augmentation is not None:
             frames, masks = self.augmentation(frames, masks, rng)
         targets = build_clip_targets(
             masks,
@@ -194,14 +201,19 @@ class ClipTrainDataset(Dataset):
             torch.tensor([x.iscrowd for x in insts], dtype=torch.bool),
             self.min_area,
         )
-        return {
+        item = {
             "frames": normalize_frames(frames, self.pixel_mean, self.pixel_std, self.input_format),
             "targets": targets,
             "meta": {
                 "video_id": rec.video_id,
                 "frame_indices": idx,
                 "orig_size": (rec.height, rec.width),
-                "image_size": tuple(frames.shape[-2:]),
+                "image_size": tuple(valid or frames.shape[-2:]),
                 "file_names": [rec.file_names[t] for t in idx],
             },
         }
+        if valid is not None:
+            pad = torch.ones((frames.shape[0], *frames.shape[-2:]), dtype=torch.bool)
+            pad[:, : valid[0], : valid[1]] = False
+            item["pad_mask"] = pad
+        return item

@@ -23,9 +23,15 @@ def _pad_targets(tg: ClipTargets, h: int, w: int) -> ClipTargets:
 def collate_clips(samples: Sequence[dict[str, Any]], size_divisibility: int = 32) -> ClipBatch:
     """Samples ``{"frames", "targets" (ClipTargets or None), "meta"}`` -> :class:`ClipBatch`.
 
-    Masks are zero-padded to the padded size; boxes stay normalised w.r.t. each clip's unpadded size.
+    Masks are zero-padded to the padded size; boxes stay normalised w.r.t. each clip's unpadded size. A
+    sample's own ``pad_mask`` ``[T, H, W]`` (padding added by the augmentation: large-scale jitter) is kept in
+    the batch's.
     """
     frames, pad_mask = pad_frames([s["frames"] for s in samples], size_divisibility)
+    for b, s in enumerate(samples):
+        if s.get("pad_mask") is not None:
+            own = s["pad_mask"]
+            pad_mask[b, :, : own.shape[-2], : own.shape[-1]] |= own
     h, w = frames.shape[-2:]
     targets = None
     if all(s.get("targets") is not None for s in samples):

@@ -56,9 +56,7 @@ def perspective_matrix(h: int, w: int, magnitude: float, rng: np.random.Generato
     return _homography(corners + inward * jit, corners)
 
 
-def affine_matrix(
-    h: int, w: int, rotation: float, translate: tuple[float, float]
-) -> np.ndarray:
+def affine_matrix(h: int, w: int, rotation: float, translate: tuple[float, float]) -> np.ndarray:
     """Rotation by ``rotation`` degrees about the image centre, then a shift of ``translate`` (fractions of
     ``(w, h)``); ``[3, 3]`` in pixel coordinates, input -> output."""
     c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))

@@ -103,10 +103,8 @@ def build_pixel_decoder(cfg: Any, backbone: nn.Module) -> MSDeformAttnPixelDecod
 
 
 def build_transformer_decoder(cfg: Any, num_classes: int) -> MaskedTransformerDecoder:
-    """``MaskedTransformerDecoder`` from ``MODEL.MASK_FORMER.*`` (``PRE_NORM True`` is not implemented)."""
+    """``MaskedTransformerDecoder`` from ``MODEL.MASK_FORMER.*``."""
     f = cfg.MODEL.MASK_FORMER
-    if f.PRE_NORM:
-        raise ValueError("MODEL.MASK_FORMER.PRE_NORM True: only the post-norm decoder is implemented")
     return MaskedTransformerDecoder(
         in_channels=int(cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM),
         num_classes=num_classes,
@@ -120,6 +118,7 @@ def build_transformer_decoder(cfg: Any, num_classes: int) -> MaskedTransformerDe
         num_feature_levels=len(cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES),
         enforce_input_proj=bool(f.ENFORCE_INPUT_PROJ),
         num_frame_query_layers=int(f.NUM_FRAME_QUERY_LAYERS),
+        pre_norm=bool(f.PRE_NORM),
     )
 
 

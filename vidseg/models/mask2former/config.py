@@ -89,6 +89,8 @@ def add_mask2former_config(cfg: CN) -> None:
     f.TEST.OBJECT_MASK_THRESHOLD = 0.8
     f.TEST.OVERLAP_THRESHOLD = 0.8
 
+    _add_lsj_config(cfg.INPUT)
+
     if "DETECTIONS_PER_IMAGE" not in cfg.TEST:
         cfg.TEST.DETECTIONS_PER_IMAGE = 100  # top-k (query, class) pairs per image
 
@@ -96,3 +98,21 @@ def add_mask2former_config(cfg: CN) -> None:
     s.BACKBONE_MULTIPLIER = 0.1
     s.WEIGHT_DECAY_NORM = 0.0
     s.WEIGHT_DECAY_EMBED = 0.0
+
+
+def _add_lsj_config(inp: CN) -> None:
+    """The large-scale-jitter keys (``vidseg.data.large_scale_jitter``) under both official spellings:
+    Mask2Former's ``DATASET_MAPPER_NAME "coco_instance_lsj"`` with ``IMAGE_SIZE / MIN_SCALE / MAX_SCALE``, and
+    VITA's ``LSJ_AUG.{ENABLED, IMAGE_SIZE, MIN_SCALE, MAX_SCALE}`` (which wins when both are on)."""
+    if "DATASET_MAPPER_NAME" not in inp:
+        # Official default "mask_former_semantic"; here "" is vidseg's multi-scale clip pipeline.
+        inp.DATASET_MAPPER_NAME = ""
+        inp.IMAGE_SIZE = 1024
+        inp.MIN_SCALE = 0.1
+        inp.MAX_SCALE = 2.0
+    if "LSJ_AUG" not in inp:
+        inp.LSJ_AUG = CN()
+        inp.LSJ_AUG.ENABLED = False
+        inp.LSJ_AUG.IMAGE_SIZE = 1024
+        inp.LSJ_AUG.MIN_SCALE = 0.1
+        inp.LSJ_AUG.MAX_SCALE = 2.0

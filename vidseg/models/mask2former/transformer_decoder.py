@@ -25,51 +25,69 @@ def _xavier(module: nn.Module) -> None:
 
 
 class SelfAttentionLayer(nn.Module):
-    """Post-norm self-attention; queries and keys get ``query_pos``. Sequences are ``[N, B, C]``."""
+    """Self-attention; queries and keys get ``query_pos``. Sequences are ``[N, B, C]``.
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0) -> None:
+    Post-norm: ``norm(x + attn(x))``. Pre-norm (``pre_norm=True``, the official ``forward_pre``):
+    ``x + attn(norm(x))``, where the normalised ``x`` is also the value. Same parameters either way.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, pre_norm: bool = False) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
         _xavier(self)
 
     def forward(self, tgt: Tensor, query_pos: Tensor) -> Tensor:
-        q = k = tgt + query_pos
-        out = self.self_attn(q, k, value=tgt, need_weights=False)[0]
-        return self.norm(tgt + self.dropout(out))
+        x = self.norm(tgt) if self.pre_norm else tgt
+        q = k = x + query_pos
+        out = tgt + self.dropout(self.self_attn(q, k, value=x, need_weights=False)[0])
+        return out if self.pre_norm else self.norm(out)
 
 
 class CrossAttentionLayer(nn.Module):
-    """Post-norm (masked) cross-attention of the queries ``[Q, B, C]`` to a memory ``[S, B, C]``."""
+    """(Masked) cross-attention of the queries ``[Q, B, C]`` to a memory ``[S, B, C]``.
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0) -> None:
+    Post-norm: ``norm(q + attn(q, mem))``; pre-norm: ``q + attn(norm(q), mem)`` (only the queries are
+    normalised; the memory is used as given, as the official ``forward_pre``).
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, pre_norm: bool = False) -> None:
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
         _xavier(self)
 
     def forward(self, tgt: Tensor, memory: Tensor, attn_mask: Tensor | None, pos: Tensor, query_pos: Tensor):
-        out = self.multihead_attn(
-            tgt + query_pos, memory + pos, value=memory, attn_mask=attn_mask, need_weights=False
+        x = self.norm(tgt) if self.pre_norm else tgt
+        attn = self.multihead_attn(
+            x + query_pos, memory + pos, value=memory, attn_mask=attn_mask, need_weights=False
         )[0]
-        return self.norm(tgt + self.dropout(out))
+        out = tgt + self.dropout(attn)
+        return out if self.pre_norm else self.norm(out)
 
 
 class FFNLayer(nn.Module):
-    """Post-norm FFN ``C -> dim_feedforward -> C`` with ReLU."""
+    """FFN ``C -> dim_feedforward -> C`` with ReLU: ``norm(x + ffn(x))``, or ``x + ffn(norm(x))`` pre-norm."""
 
-    def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0, pre_norm: bool = False
+    ) -> None:
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
         _xavier(self)
 
     def forward(self, tgt: Tensor) -> Tensor:
-        return self.norm(tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(tgt))))))
+        x = self.norm(tgt) if self.pre_norm else tgt
+        out = tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
+        return out if self.pre_norm else self.norm(out)
 
 
 def attention_mask_from_masks(mask_logits: Tensor, size: tuple[int, int], num_heads: int) -> Tensor:
@@ -105,6 +123,9 @@ class MaskedTransformerDecoder(nn.Module):
         enforce_input_proj: a 1x1 conv per level even when ``in_channels == hidden_dim``.
         num_frame_query_layers: how many of the last layers' normalised queries ``frame_queries`` keeps in
             training (VITA's ``LAST_LAYER_NUM``, 3); evaluation keeps the last only.
+        pre_norm: ``MODEL.MASK_FORMER.PRE_NORM``: every attention and FFN layer normalises its input instead
+            of its output (the official ``forward_pre``); ``decoder_norm`` still normalises every prediction.
+            The parameters and their names are the same.
 
     Forward: ``features`` (3 maps ``[B, C, H_l, W_l]``, coarse first), ``mask_features [B, mask_dim, H/4,
     W/4]`` -> dict with ``"pred_logits" [B, Q, K+1]``, ``"pred_masks" [B, Q, H/4, W/4]`` (the last layer),
@@ -126,6 +147,7 @@ class MaskedTransformerDecoder(nn.Module):
         num_feature_levels: int = 3,
         enforce_input_proj: bool = False,
         num_frame_query_layers: int = 3,
+        pre_norm: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 2:
@@ -137,13 +159,13 @@ class MaskedTransformerDecoder(nn.Module):
         self.num_frame_query_layers = max(1, min(num_frame_query_layers, self.num_layers))
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(hidden_dim, nheads, dropout) for _ in range(self.num_layers)
+            SelfAttentionLayer(hidden_dim, nheads, dropout, pre_norm) for _ in range(self.num_layers)
         )
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(hidden_dim, nheads, dropout) for _ in range(self.num_layers)
+            CrossAttentionLayer(hidden_dim, nheads, dropout, pre_norm) for _ in range(self.num_layers)
         )
         self.transformer_ffn_layers = nn.ModuleList(
-            FFNLayer(hidden_dim, dim_feedforward, dropout) for _ in range(self.num_layers)
+            FFNLayer(hidden_dim, dim_feedforward, dropout, pre_norm) for _ in range(self.num_layers)
         )
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
