@@ -143,3 +143,10 @@ def test_cli_config_command_prints_resolved_config(capsys: pytest.CaptureFixture
 
     assert main(["config", "SOLVER.BASE_LR", "0.25"]) == 0
     assert "BASE_LR: 0.25" in capsys.readouterr().out
+
+
+def test_none_given_to_a_string_key_is_the_word() -> None:
+    # VITA's configs and users type ``INPUT.RANDOM_FLIP none``: for a string key that is the word, not null.
+    cfg = load_config(None, ["INPUT.RANDOM_FLIP", "none", "MODEL.WEIGHTS", "None"])
+    assert cfg.INPUT.RANDOM_FLIP == "none"
+    assert cfg.MODEL.WEIGHTS is None  # ``None`` is still Python's None

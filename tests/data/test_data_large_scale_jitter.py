@@ -168,7 +168,7 @@ def test_vita_lsj_aug_keys_select_lsj_and_win_over_the_mapper_name():
                 "INPUT.LSJ_AUG.IMAGE_SIZE",
                 "768",
                 "INPUT.RANDOM_FLIP",
-                "'none'",
+                "none",
             ],
         )
     )

@@ -191,6 +191,16 @@ def _set(cfg: _YacsNode, key: str, value: Any, source: str) -> None:
     node[leaf] = _coerce(key, node[leaf], value, source)
 
 
+def _get(cfg: _YacsNode, key: str) -> Any:
+    """The value at dotted ``key``, or None when the key does not exist (``_set`` then says so)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, _YacsNode) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def _parse_value(text: Any) -> Any:
     """A command-line value as a Python literal when it is one (``0.1``, ``[1,2]``, ``True``), else str."""
     if not isinstance(text, str):
@@ -229,7 +239,12 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], source: str = "command li
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     for key, value in zip(opts[0::2], opts[1::2]):
-        _set(cfg, key, _parse_value(value), source)
+        parsed = _parse_value(value)
+        if value == "none" and isinstance(_get(cfg, key), str):
+            # A string key given lower-case "none" (VITA's ``INPUT.RANDOM_FLIP none``) means that word;
+            # ``None`` stays Python's None.
+            parsed = value
+        _set(cfg, key, parsed, source)
     if was_frozen:
         cfg.freeze()
 
