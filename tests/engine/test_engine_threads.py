@@ -156,9 +156,8 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
 def test_rule_in_a_fresh_process_follows_affinity_and_keeps_the_users_call():
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_", "MKL_", "LOCAL_WORLD", "VIDSEG_"))
-    }
+    prefixes = ("OMP_", "GOMP_", "KMP_", "MKL_", "LOCAL_WORLD", "VIDSEG_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["PYTHONPATH"] = str(ROOT)
     res = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
