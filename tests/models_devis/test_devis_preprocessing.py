@@ -15,6 +15,7 @@ from PIL import Image
 
 from vidseg.data.transforms import resize_clip, shortest_edge_size
 from vidseg.data.video_io import load_image
+from vidseg.models.devis.postprocess import upsample_masks
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,16 @@ def test_frames_read_as_rgb_with_pil(tmp_path, mode):
     out = load_image(path)
     assert out.dtype == np.uint8 and out.shape == (6, 5, 3)
     np.testing.assert_array_equal(out, np.asarray(img.convert("RGB")))
+
+
+def test_masks_upsampled_bilinearly_before_the_threshold():
+    # Official src/models/tracker.py:Tracker.process_masks: bilinear (align_corners False) logits -> original
+    # size, sigmoid, then encode_mask's ``> 0.5``. VIS has no padding, so padded size == resized size.
+    # Logits [-3, 1] at width 2 -> width 4: source x = (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 ->
+    # -3, -2, 0, 1 (edges clamped). sigmoid(0) = 0.5 is not > 0.5, so only the last pixel is on; thresholding
+    # first and then upsampling would give [F, F, T, T].
+    logits = torch.tensor([[[-3.0, 1.0]]])  # [N=1, h=1, w=2]
+    prob = upsample_masks(logits, (1, 2), (1, 2), (1, 4), threshold=None)
+    torch.testing.assert_close(prob[0, 0], torch.tensor([-3.0, -2.0, 0.0, 1.0]).sigmoid())
+    mask = upsample_masks(logits, (1, 2), (1, 2), (1, 4), threshold=0.5)
+    assert mask[0, 0].tolist() == [False, False, False, True]
