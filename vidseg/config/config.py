@@ -152,6 +152,10 @@ def _coerce(key: str, old: Any, new: Any, source: str) -> Any:
         )
     if old is None or new is None:
         return new
+    if isinstance(new, str) and not isinstance(old, (str, bool)):
+        # yacs / detectron2 read a yaml string as a Python literal: the official ``TRAIN: ("a", "b")``,
+        # ``STEPS: (100000,)`` and ``BASE_LR: 5e-5`` (a string to YAML 1.1).
+        new = _parse_value(new)
     if isinstance(old, bool):
         if isinstance(new, bool):
             return new
