@@ -160,3 +160,64 @@ def test_declared_official_keys_exist_with_their_defaults():
         for part in key.split("."):
             node = node[part]
         assert node is None, key
+
+
+# ------------------------------------------------------------------------------------------ shipped configs
+# The table of grattvis.md §1.4 (and the seed README's rows): file -> (USE_MEM, TRAIN, DATASET_RATIO, STEPS,
+# MAX_ITER, DETECTIONS_PER_IMAGE, NUM_CLASSES, TEST).
+_OVIS = (["coco2ovis_train", "ovis_train"], [1.0, 0.25])
+_YT19 = (["coco2ytvis2019_train", "ytvis_2019_train"], [1.0, 0.75])
+_YT21 = (["coco2ytvis2021_train", "ytvis_2021_train"], [1.0, 0.75])
+TABLE = {  # configs/grattvis/<set>/grattvis_<backbone>_bs8.yaml
+    ("ovis", "R50"): (False, *_OVIS, [100000], 140000, 20, 25, "ovis_val"),
+    ("ovis", "SWIN"): (True, *_OVIS, [100000], 140000, 20, 25, "ovis_val"),
+    ("youtubevis_2019", "R50"): (True, *_YT19, [10000], 15000, 10, 40, "ytvis_2019_val"),
+    ("youtubevis_2019", "SWIN"): (True, *_YT19, [10000, 15000], 20000, 10, 40, "ytvis_2019_val"),
+    ("youtubevis_2021", "R50"): (True, *_YT21, [50000], 90000, 10, 40, "ytvis_2021_val"),
+    ("youtubevis_2021", "SWIN"): (True, *_YT21, [50000], 90000, 10, 40, "ytvis_2021_val"),
+    ("youtubevis_2022", "R50"): (True, *_YT21, [50000], 90000, 10, 40, "ytvis_2022_val"),
+    ("youtubevis_2022", "SWIN"): (True, *_YT21, [50000], 90000, 10, 40, "ytvis_2022_val"),
+}
+
+
+@pytest.mark.parametrize("which", sorted(TABLE))
+def test_shipped_grattvis_config_has_the_official_values(which):
+    use_mem, train, ratio, steps, max_iter, dets, ncls, test = TABLE[which]
+    path = "grattvis/{}/grattvis_{}_bs8.yaml".format(*which)
+    cfg = load_config(path, [], True, _extend)
+    assert cfg.MODEL.META_ARCHITECTURE == "Grattvis"
+    g = cfg.MODEL.GENVIS
+    assert (g.USE_MEM, g.GATED_PROP, g.LEN_CLIP_WINDOW, g.GATE_WEIGHT) == (use_mem, True, 1, 0.0)
+    assert list(cfg.DATASETS.TRAIN) == train and cfg.DATASETS.DATASET_RATIO == ratio
+    assert list(cfg.DATASETS.TEST) == [test]
+    assert list(cfg.SOLVER.STEPS) == steps and cfg.SOLVER.MAX_ITER == max_iter
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == dets and cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == ncls
+    # common to every GRAtt config (§1.4, §4.6)
+    assert cfg.MODEL.VITA.ENC_WINDOW_SIZE == 0 and cfg.MODEL.VITA.FREEZE_DETECTOR is True
+    assert (cfg.INPUT.NUM_FRAMES, cfg.INPUT.SAMPLING_FRAME_RANGE) == (5, 6)
+    assert cfg.INPUT.SAMPLER == "reference_range"
+    assert cfg.SOLVER.IMS_PER_BATCH == 8 and cfg.SOLVER.BASE_LR == pytest.approx(5e-5)
+    assert cfg.SOLVER.SCHEDULE == "iter" and cfg.SOLVER.GRAD_CLIP_MAX_NORM == pytest.approx(0.01)
+    assert cfg.SOLVER.WEIGHT_DECAY == pytest.approx(0.05) and cfg.SOLVER.AMP.ENABLED is True
+    assert cfg.INPUT.CROP.MOVING is True and cfg.INPUT.PSEUDO.AUGMENTATIONS == ["rotation"]
+    swin = "SWIN" in path
+    assert cfg.MODEL.BACKBONE.NAME == ("D2SwinTransformer" if swin else "build_resnet_backbone")
+    assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == (200 if swin else 100)
+    assert cfg.INPUT.MIN_SIZE_TEST == (448 if swin and "ovis" not in path else 360)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"vita/{d}/{f}"
+        for d in ("ovis", "youtubevis_2019", "youtubevis_2021")
+        for f in ("vita_R50_bs8.yaml", "vita_SWIN_bs8.yaml")
+    ]
+    + [f"vita/youtubevis_{y}/Base-YouTubeVIS-VideoInstanceSegmentation.yaml" for y in (2019, 2021)],
+)
+def test_shipped_vita_bases_load_with_the_grattvis_keys(path):
+    cfg = load_config(path, ["MODEL.META_ARCHITECTURE", "Grattvis"], True, _extend)
+    assert cfg.SOLVER.SCHEDULE == "iter" and cfg.INPUT.SAMPLER == "reference_range"
+    if "vita_" in path:
+        assert cfg.MODEL.VITA.ENC_WINDOW_SIZE == 6 and cfg.SOLVER.BASE_LR == pytest.approx(5e-5)
+        assert len(cfg.DATASETS.DATASET_RATIO) == len(cfg.DATASETS.TRAIN) == 2
