@@ -24,6 +24,7 @@ from vidseg.checkpoints.formats import (
     reconcile_duplicated_bbox_embed,
 )
 from vidseg.checkpoints.formats import shift_class_neuron as shift_class_neuron_rows
+from vidseg.checkpoints.grattvis import grattvis_load_notes
 from vidseg.checkpoints.imagenet import map_imagenet_into_model, normalise_imagenet_names
 from vidseg.checkpoints.report import LoadReport
 from vidseg.checkpoints.safe_load import CheckpointError, safe_read
@@ -193,6 +194,7 @@ def load_weights(
     for k in mismatched:
         notes.append(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_state[k].shape)}")
         del sd[k]
+    notes += grattvis_load_notes(model_state, sd)  # VITA / GenVIS files into GRAtt-VIS: what starts fresh
     result = model.load_state_dict(sd, strict=False)
     mapped = [k for k in sd if k in model_state]
     report = LoadReport(
