@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vidseg.config import ConfigError, get_cfg, load_config
+from vidseg.config import ConfigError, config_from_dict, config_to_dict, get_cfg, load_config, merge_overrides
 from vidseg.models.grattvis.config import (
     DEAD_KEYS,
     GRATTVIS_META_ARCHITECTURES,
@@ -97,6 +97,10 @@ def test_defaults_are_the_official_add_config_values():
     assert (g.LEN_CLIP_WINDOW, g.GATED_PROP, g.USE_MEM, g.GATE_WEIGHT) == (5, False, False, 1.0)
     assert cfg.INPUT.PSEUDO.AUGMENTATIONS == ["rotation"] and cfg.INPUT.PSEUDO.CROP.ENABLED is False
     assert cfg.DATASETS.DATASET_RATIO == []
+    # the official pipeline's defaults where vidseg's common ones differ (an official yaml relies on them)
+    assert (cfg.SOLVER.SCHEDULE, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD) == ("iter", 5000, 0)
+    assert cfg.INPUT.SAMPLER == "reference_range" and cfg.INPUT.CROP.MOVING and not cfg.INPUT.PHOTOMETRIC
+    assert cfg.INPUT.MAX_SIZE_TEST == 1333
     # chained: the detector's keys are there
     assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10 and cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0
 
@@ -133,19 +137,37 @@ def test_unknown_key_still_names_the_file_and_the_close_key(tmp_path):
         load_config(tmp_path / "bad.yaml", [], True, _extend)
 
 
-def test_resolve_official_aliases_copies_only_given_keys(tmp_path):
-    cfg = load_config(_official(tmp_path), [], False, _extend)
-    default_schedule = cfg.SOLVER.SCHEDULE
-    notes = resolve_official_aliases(cfg)
-    assert cfg.INPUT.NUM_FRAMES == 5
+def test_official_spellings_set_the_vidseg_keys_while_merging(tmp_path):
+    cfg = load_config(_official(tmp_path), [], True, _extend)
+    assert cfg.INPUT.NUM_FRAMES == 5  # INPUT.SAMPLING_FRAME_NUM: 6 in the base, 5 in the GRAtt file
     assert cfg.SOLVER.GRAD_CLIP_MAX_NORM == pytest.approx(0.01) and cfg.SOLVER.GRAD_CLIP_TYPE == "full_model"
-    assert cfg.SOLVER.SCHEDULE == default_schedule  # LR_SCHEDULER_NAME was not given
-    assert any("INPUT.SAMPLING_FRAME_NUM 5 -> INPUT.NUM_FRAMES 5" in n for n in notes) and len(notes) == 3
+    assert cfg.SOLVER.SCHEDULE == "iter"  # LR_SCHEDULER_NAME not given: detectron2's WarmupMultiStepLR
+    notes = resolve_official_aliases(cfg)
+    assert "INPUT.SAMPLING_FRAME_NUM 5 -> INPUT.NUM_FRAMES 5" in notes and len(notes) == 3
 
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
-    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
-    resolve_official_aliases(cfg)
-    assert cfg.SOLVER.GRAD_CLIP_MAX_NORM == 0.0 and cfg.SOLVER.SCHEDULE == "iter"
+    opts = ["SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.CLIP_GRADIENTS.ENABLED", "False"]
+    cfg = load_config(_official(tmp_path), opts, True, _extend)
+    assert cfg.SOLVER.SCHEDULE == "iter" and cfg.SOLVER.GRAD_CLIP_MAX_NORM == 0.0
+    cfg = load_config(_official(tmp_path), opts + ["SOLVER.CLIP_GRADIENTS.ENABLED", "True"], True, _extend)
+    assert cfg.SOLVER.GRAD_CLIP_MAX_NORM == pytest.approx(0.01)  # back to the CLIP_VALUE given
+
+
+def test_the_last_spelling_given_wins_and_a_saved_config_reloads_the_same(tmp_path):
+    cfg = load_config(_official(tmp_path), ["INPUT.NUM_FRAMES", "3"], True, _extend)
+    assert cfg.INPUT.NUM_FRAMES == 3 and cfg.INPUT.SAMPLING_FRAME_NUM is None  # the vidseg key, given last
+    cfg2 = load_config(
+        _official(tmp_path), ["INPUT.NUM_FRAMES", "3", "INPUT.SAMPLING_FRAME_NUM", "4"], True, _extend
+    )
+    assert cfg2.INPUT.NUM_FRAMES == 4
+    for c in (cfg, cfg2):
+        again = config_from_dict(config_to_dict(c), _extend)
+        assert again.INPUT.NUM_FRAMES == c.INPUT.NUM_FRAMES
+
+
+def test_methods_without_the_official_keys_are_untouched():
+    cfg = get_cfg()
+    merge_overrides(cfg, ["INPUT.NUM_FRAMES", "4"])
+    assert cfg.INPUT.NUM_FRAMES == 4 and "SAMPLING_FRAME_NUM" not in cfg.INPUT
 
 
 def test_declared_official_keys_exist_with_their_defaults():

@@ -10,7 +10,8 @@ The official yaml files also set keys that vidseg spells differently or never re
 that an official file loads unchanged:
 
 - :data:`OFFICIAL_ALIASES`: official key -> the vidseg key with the same meaning. They default to ``None``
-  ("not given"); :func:`resolve_official_aliases` copies the ones a file sets onto the vidseg key.
+  ("not given"); a file or override that gives one sets the vidseg key as well (the last spelling given wins;
+  ``SOLVER.CLIP_GRADIENTS.ENABLED False`` means ``SOLVER.GRAD_CLIP_MAX_NORM 0``).
 - :data:`DEAD_KEYS`: keys the official code sets but does not read (deeplab / detectron2 leftovers). Their
   values are kept, never used.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from vidseg.config import CfgNode as CN
+from vidseg.config import register_alias
 from vidseg.models.mask2former.config import add_mask2former_config
 
 __all__ = [
@@ -34,15 +36,38 @@ __all__ = [
 # and the head's class name.
 GRATTVIS_META_ARCHITECTURES = ("Grattvis", "Genvis", "GRAttVIS")
 
-# Official key -> vidseg key (same meaning, vidseg's spelling). ``SOLVER.CLIP_GRADIENTS.CLIP_VALUE`` only
-# counts when ``CLIP_GRADIENTS.ENABLED`` is not False; ``SOLVER.LR_SCHEDULER_NAME`` "WarmupMultiStepLR" means
-# vidseg's iteration schedule.
+# Official key -> vidseg key (same meaning, vidseg's spelling), registered with the config layer
+# (:func:`vidseg.config.register_alias`): a file or override giving the official key sets the vidseg key too.
 OFFICIAL_ALIASES: dict[str, str] = {
     "INPUT.SAMPLING_FRAME_NUM": "INPUT.NUM_FRAMES",
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": "SOLVER.GRAD_CLIP_MAX_NORM",
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "SOLVER.GRAD_CLIP_TYPE",
     "SOLVER.LR_SCHEDULER_NAME": "SOLVER.SCHEDULE",
 }
+
+
+def _clip_value(value: Any, cfg: CN) -> Any:
+    # CLIP_VALUE counts only while CLIP_GRADIENTS.ENABLED is not False.
+    return 0.0 if cfg.SOLVER.CLIP_GRADIENTS.get("ENABLED") is False else float(value)
+
+
+def _clip_enabled(value: Any, cfg: CN) -> Any:
+    # ENABLED False: no clipping; True: the CLIP_VALUE given (None: leave GRAD_CLIP_MAX_NORM as it is).
+    return 0.0 if value is False else cfg.SOLVER.CLIP_GRADIENTS.get("CLIP_VALUE")
+
+
+def _scheduler(value: Any, cfg: CN) -> Any:
+    # detectron2's WarmupMultiStepLR by iteration is vidseg's "iter" schedule; other names are passed on
+    # (and rejected by the engine with the list of schedules it has).
+    del cfg
+    return "iter" if value == "WarmupMultiStepLR" else value
+
+
+register_alias("INPUT.SAMPLING_FRAME_NUM", "INPUT.NUM_FRAMES")
+register_alias("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "SOLVER.GRAD_CLIP_MAX_NORM", _clip_value)
+register_alias("SOLVER.CLIP_GRADIENTS.ENABLED", "SOLVER.GRAD_CLIP_MAX_NORM", _clip_enabled, mirror=False)
+register_alias("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "SOLVER.GRAD_CLIP_TYPE")
+register_alias("SOLVER.LR_SCHEDULER_NAME", "SOLVER.SCHEDULE", _scheduler)
 
 # Keys the official configs set that no official GRAtt-VIS code path reads (grattvis.md §1.4), or whose only
 # value is the one vidseg implements. name -> default.
@@ -74,7 +99,6 @@ DEAD_KEYS: dict[str, Any] = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice_by_clip",  # vidseg draws one size per clip (the only mode)
     "INPUT.AUGMENTATIONS": [],  # "brightness" | "contrast" | "saturation" | "rotation" (VITA: none on videos)
     "INPUT.CROP.TYPE": "absolute_range",  # the only crop type vidseg implements
-    "SOLVER.CLIP_GRADIENTS.ENABLED": True,
     "SOLVER.CLIP_GRADIENTS.NORM_TYPE": 2.0,
     "SOLVER.WARMUP_METHOD": "linear",
     "SOLVER.POLY_LR_POWER": 0.9,
@@ -166,37 +190,39 @@ def add_grattvis_config(cfg: CN) -> None:
     # or all concatenated). OVIS: [1.0, 0.25] = 80% COCO pseudo-videos, 20% OVIS clips.
     _declare(cfg, "DATASETS.DATASET_RATIO", [])
 
-    for key in OFFICIAL_ALIASES:
+    # The common defaults that the official pipeline (detectron2 + VITA's mappers) has otherwise, so that an
+    # official yaml, which relies on them, trains as officially: by iteration, VITA's clip sampling and
+    # moving crop, no photometric distortion, detectron2's test size cap and checkpoint period, no evaluation
+    # during training.
+    cfg.SOLVER.SCHEDULE = "iter"
+    cfg.SOLVER.CHECKPOINT_PERIOD = 5000
+    cfg.TEST.EVAL_PERIOD = 0
+    inp.SAMPLER = "reference_range"
+    inp.CROP.MOVING = True
+    inp.PHOTOMETRIC = False
+    inp.MAX_SIZE_TEST = 1333
+
+    for key in (*OFFICIAL_ALIASES, "SOLVER.CLIP_GRADIENTS.ENABLED"):  # None: not given
         _declare(cfg, key, None)
     for key, value in DEAD_KEYS.items():
         _declare(cfg, key, value)
 
 
-def resolve_official_aliases(cfg: CN) -> list[str]:
-    """Copy the official keys of :data:`OFFICIAL_ALIASES` that a file set (not None) onto the vidseg keys, in
-    place (``cfg`` must not be frozen), and return one note per copied key.
+def _value(cfg: CN, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, CN) else None
+    return node
 
-    ``SOLVER.LR_SCHEDULER_NAME`` "WarmupMultiStepLR" becomes ``SOLVER.SCHEDULE "iter"``; a clip value with
-    ``SOLVER.CLIP_GRADIENTS.ENABLED False`` becomes ``GRAD_CLIP_MAX_NORM 0`` (no clipping).
+
+def resolve_official_aliases(cfg: CN) -> list[str]:
+    """Notes on the official keys a config gave (``official value -> vidseg key value``), for a log line.
+
+    The values themselves are copied while the files merge (:data:`OFFICIAL_ALIASES`); ``cfg`` is unchanged.
     """
-    notes: list[str] = []
+    notes = []
     for official, ours in OFFICIAL_ALIASES.items():
-        node: Any = cfg
-        for part in official.split("."):
-            node = node.get(part) if isinstance(node, CN) else None
-        if node is None:
-            continue
-        value = node
-        if official == "SOLVER.LR_SCHEDULER_NAME":
-            value = "iter" if value == "WarmupMultiStepLR" else value
-        if official == "SOLVER.CLIP_GRADIENTS.CLIP_VALUE" and not cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
-            value = 0.0
-        section, leaf = ours.rsplit(".", 1)
-        target = cfg
-        for part in section.split("."):
-            target = target[part]
-        if isinstance(target[leaf], float):
-            value = float(value)
-        target[leaf] = value
-        notes.append(f"{official} {node!r} -> {ours} {value!r}")
+        given = _value(cfg, official)
+        if given is not None:
+            notes.append(f"{official} {given!r} -> {ours} {_value(cfg, ours)!r}")
     return notes
