@@ -13,6 +13,7 @@ from PIL import Image
 
 from vidseg.config import get_cfg
 from vidseg.data import build_train_dataset, register_dataset, unregister_dataset
+from vidseg.data.build import build_augmentation
 from vidseg.data.category_maps import YTVIS_2019_CLASSES
 from vidseg.data.dataset_ratio import RatioMixedDataset, check_dataset_ratio
 from vidseg.data.errors import DatasetError
@@ -191,3 +192,13 @@ def test_without_ratio_the_sets_are_concatenated(gratt_cfg):
     gratt_cfg.DATASETS.DATASET_RATIO = []
     ds = build_train_dataset(gratt_cfg)
     assert not isinstance(ds, RatioMixedDataset) and len(ds) == 4
+
+
+@pytest.mark.parametrize("value, flips", [("flip_by_clip", True), ("horizontal", True), ("none", False)])
+def test_vitas_flip_by_clip_is_the_per_clip_flip(value, flips):
+    cfg = get_cfg("Grattvis", lambda c, _: add_grattvis_config(c))
+    cfg.INPUT.RANDOM_FLIP = value
+    assert build_augmentation(cfg).flip is flips
+    cfg.INPUT.RANDOM_FLIP = "vertical"
+    with pytest.raises(DatasetError, match="INPUT.RANDOM_FLIP"):
+        build_augmentation(cfg)

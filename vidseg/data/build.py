@@ -47,6 +47,10 @@ def _devis_key(cfg: Any, group: str, key: str, default: Any) -> Any:
     return node.DEVIS.get(key, default) if "DEVIS" in node else default
 
 
+# INPUT.RANDOM_FLIP values that flip (p=0.5, one draw per clip): VITA's configs say "flip_by_clip", which is
+# what vidseg's "horizontal" already does.
+FLIP_VALUES = ("horizontal", "flip_by_clip")
+
 # INPUT.DATASET_MAPPER_NAME values (Mask2Former's names): the LSJ mapper, and those meaning the clip pipeline.
 LSJ_MAPPER = "coco_instance_lsj"
 CLIP_PIPELINE_MAPPERS = ("", "mask_former_instance")
@@ -74,7 +78,7 @@ def _large_scale_jitter(cfg: Any) -> LargeScaleJitter | None:
             image_size=int(node.IMAGE_SIZE),
             min_scale=float(node.MIN_SCALE),
             max_scale=float(node.MAX_SCALE),
-            flip=inp.RANDOM_FLIP == "horizontal",
+            flip=inp.RANDOM_FLIP in FLIP_VALUES,
         )
     except ValueError as e:
         raise DatasetError(f"INPUT{'.LSJ_AUG' if node is not inp else ''}: {e}") from None
@@ -93,8 +97,10 @@ def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
     def scale(v: Sequence[int]) -> tuple[int, ...]:
         return tuple(int(s * x) for x in v)
 
-    if inp.RANDOM_FLIP not in ("none", "horizontal"):
-        raise DatasetError(f"INPUT.RANDOM_FLIP must be 'none' or 'horizontal', got {inp.RANDOM_FLIP!r}")
+    if inp.RANDOM_FLIP not in ("none", *FLIP_VALUES):
+        raise DatasetError(
+            f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'flip_by_clip', got {inp.RANDOM_FLIP!r}"
+        )
     lsj = _large_scale_jitter(cfg)
     if lsj is not None:
         return lsj
@@ -103,7 +109,7 @@ def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
         return ClipAugmentation(
             min_sizes=scale(range(480, 769, 32)),
             max_size=int(s * 800),
-            flip=inp.RANDOM_FLIP == "horizontal",
+            flip=inp.RANDOM_FLIP in FLIP_VALUES,
             crop_resize_sizes=scale(inp.CROP.RESIZE_SIZES),
             crop_size=scale(inp.CROP.SIZE),
             photometric=bool(inp.PHOTOMETRIC),
@@ -114,7 +120,7 @@ def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
     return ClipAugmentation(
         min_sizes=scale(inp.MIN_SIZE_TRAIN),
         max_size=int(s * inp.MAX_SIZE_TRAIN) if inp.MAX_SIZE_TRAIN else None,
-        flip=inp.RANDOM_FLIP == "horizontal",
+        flip=inp.RANDOM_FLIP in FLIP_VALUES,
         crop=bool(inp.CROP.ENABLED),
         crop_resize_sizes=scale(inp.CROP.RESIZE_SIZES),
         crop_size=scale(inp.CROP.SIZE),
