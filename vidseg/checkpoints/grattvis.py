@@ -175,7 +175,8 @@ def grattvis_weights_plan(
         if fresh:
             notes.append(
                 f"MODEL.WEIGHTS {weights_path}: a VITA checkpoint (no prop_instance, no memory): "
-                f"{' and '.join(fresh)} start fresh (default init); everything else is loaded"
+                f"{' and '.join(fresh)} start{'s' if len(fresh) == 1 else ''} fresh (default init); "
+                "everything else is loaded"
             )
     else:
         plan = info.use_mem
