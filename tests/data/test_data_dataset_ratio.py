@@ -202,3 +202,23 @@ def test_vitas_flip_by_clip_is_the_per_clip_flip(value, flips):
     cfg.INPUT.RANDOM_FLIP = "vertical"
     with pytest.raises(DatasetError, match="INPUT.RANDOM_FLIP"):
         build_augmentation(cfg)
+
+
+def test_mixed_pseudo_and_video_clips_batch_through_the_engine_sampler(gratt_cfg):
+    """The shipped recipe's moving crops on (sizes scaled down): the engine's resumable sampler and the
+    collate make batches of COCO pseudo-videos and video clips of different sizes."""
+    from torch.utils.data import DataLoader
+
+    from vidseg.data import build_collate_fn
+    from vidseg.engine.batch_sampler import ResumableBatchSampler
+
+    cfg = gratt_cfg
+    cfg.INPUT.CROP.ENABLED = cfg.INPUT.PSEUDO.CROP.ENABLED = True
+    cfg.INPUT.CROP.RESIZE_SIZES, cfg.INPUT.CROP.SIZE, cfg.INPUT.PSEUDO.CROP.SIZE = (80,), (40, 60), (40, 60)
+    ds = build_train_dataset(cfg)
+    assert ds.datasets[0].augmentation.crop and ds.datasets[0].augmentation.moving_crop
+    sampler = ResumableBatchSampler(len(ds), 2, seed=cfg.SEED)
+    batches = list(DataLoader(ds, batch_sampler=sampler, collate_fn=build_collate_fn(cfg)))
+    assert len(batches) == 2
+    for b in batches:
+        assert b.frames.shape[:3] == (2, 5, 3) and b.frames.shape[-1] % 32 == 0
