@@ -243,3 +243,8 @@ def test_shipped_vita_bases_load_with_the_grattvis_keys(path):
     if "vita_" in path:
         assert cfg.MODEL.VITA.ENC_WINDOW_SIZE == 6 and cfg.SOLVER.BASE_LR == pytest.approx(5e-5)
         assert len(cfg.DATASETS.DATASET_RATIO) == len(cfg.DATASETS.TRAIN) == 2
+
+
+def test_the_readme_path_of_the_ovis_config_is_the_same_config():
+    readme = load_config("genvis/ovis/grattvis_R50_bs8.yaml", [], True, _extend)
+    assert readme == load_config("grattvis/ovis/grattvis_R50_bs8.yaml", [], True, _extend)
