@@ -61,6 +61,8 @@ class GRAttVIS(nn.Module):
         vita_module: the VIS head.
         freeze_detector: the official ``MODEL.VITA.FREEZE_DETECTOR``: the detector's parameters get
             ``requires_grad False``, it runs without autograd, and ``train()`` keeps it in eval mode.
+        deep_supervision: ``MODEL.VITA.DEEP_SUPERVISION``: the steps keep their ``aux_outputs`` (the decoder
+            layers before the last) for the aux losses; False empties them.
         pixel_mean / pixel_std: RGB 0-255 normalisation of :meth:`preprocess` (``MODEL.PIXEL_MEAN/STD``).
         size_divisibility: :meth:`preprocess` pads to a multiple of it (32).
 
@@ -84,6 +86,7 @@ class GRAttVIS(nn.Module):
         detector: Mask2Former,
         vita_module: GRAttVISHead,
         freeze_detector: bool = True,
+        deep_supervision: bool = True,
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         size_divisibility: int = 32,
@@ -95,6 +98,7 @@ class GRAttVIS(nn.Module):
         # A plain attribute, not a submodule: the parts above are already registered under the official names.
         object.__setattr__(self, "_detector", detector)
         self.freeze_detector = freeze_detector
+        self.deep_supervision = deep_supervision
         self.size_divisibility = int(size_divisibility)
         if len(pixel_mean) != 3 or len(pixel_std) != 3:
             raise ValueError(
@@ -188,6 +192,8 @@ class GRAttVIS(nn.Module):
         for s in range(t // w):
             clip = slice(s * w, (s + 1) * w)
             out = self.vita_module.step(fq[:, :, clip].flatten(1, 2), query, memory)
+            if not self.deep_supervision:
+                out["aux_outputs"] = []
             feats = mask_features[:, clip]
             for layer in (out, *out["aux_outputs"]):
                 layer["pred_masks"] = torch.einsum("lbqc,btchw->lbqthw", layer["pred_mask_embed"], feats)
