@@ -118,7 +118,8 @@ class OnlineVideoState:
     Attributes:
         max_prob: ``[Q, K]`` running max over frames of ``softmax(logits)[:, :K]``.
         numerator, denominator: ``[Q]`` running sums of ``σ(m)·[σ(m)>0.5]`` and ``[σ(m)>0.5]`` per query.
-        rles: per frame, the ``Q`` compressed RLEs of every query's binary mask at the original size.
+        counts: per frame, the ``Q`` compressed RLE count strings of every query's binary mask at the
+            original size (the strings only: a dict per mask would triple the bytes held).
         orig_size: ``(H0, W0)`` of the video.
     """
 
@@ -126,11 +127,15 @@ class OnlineVideoState:
     max_prob: torch.Tensor | None = None
     numerator: torch.Tensor | None = None
     denominator: torch.Tensor | None = None
-    rles: list[list[RLE]] = field(default_factory=list)
+    counts: list[list[str]] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
-        return len(self.rles)
+        return len(self.counts)
+
+    def rle(self, t: int, query: int) -> RLE:
+        """The compressed RLE of ``query``'s mask on frame ``t``."""
+        return {"size": [int(s) for s in self.orig_size], "counts": self.counts[t][query]}
 
     def add_frame(
         self,
@@ -144,7 +149,7 @@ class OnlineVideoState:
         prob = logits.float().softmax(-1)[:, :-1]
         low = torch.einsum("qc,chw->qhw", embed.float(), features.float())  # [Q, H/4, W/4], small
         nums, dens = [], []
-        rles: list[RLE] = []
+        counts: list[str] = []
         # Queries in chunks: the full-size logits of 100 queries at 720p would be ~370 MB at once.
         for c in low.split(_CHUNK):
             m = _upsample(c, padded_size)[:, : image_size[0], : image_size[1]]
@@ -152,7 +157,7 @@ class OnlineVideoState:
             hard = soft > _FG_PROB
             nums.append((soft * hard).flatten(1).sum(1))
             dens.append(hard.flatten(1).sum(1).float())
-            rles.extend(encode_rles(_upsample(m, self.orig_size) > 0))
+            counts.extend(r["counts"] for r in encode_rles(_upsample(m, self.orig_size) > 0))
         num, den = torch.cat(nums), torch.cat(dens)
         if self.max_prob is None:
             self.max_prob, self.numerator, self.denominator = prob, num, den
@@ -160,7 +165,7 @@ class OnlineVideoState:
             self.max_prob = torch.maximum(self.max_prob, prob)
             self.numerator = self.numerator + num
             self.denominator = self.denominator + den
-        self.rles.append(rles)
+        self.counts.append(counts)
 
     def tensor_bytes(self) -> int:
         """Bytes of the tensors held (independent of the number of frames)."""
@@ -169,7 +174,7 @@ class OnlineVideoState:
 
     def rle_bytes(self) -> int:
         """Bytes of the RLE count strings held (one per query and frame)."""
-        return sum(len(r["counts"]) for frame in self.rles for r in frame)
+        return sum(len(c) for frame in self.counts for c in frame)
 
 
 @dataclass
@@ -289,7 +294,7 @@ class GRAttVISInference:
         h0, w0 = acc.orig_size
         result = VideoResult(video_id=int(getattr(video, "video_id", 0)), height=h0, width=w0)
         for j, (score, label, query) in enumerate(zip(sel.scores, sel.labels, sel.queries)):
-            masks = [frame[query] for frame in acc.rles]
+            masks: list[RLE | None] = [acc.rle(t, query) for t in range(acc.num_frames)]
             frame_scores: list[float | None] = [float(score)] * len(masks)
             result.tracks.append(Track(float(score), int(label), masks, frame_scores, track_id=j + 1))
         return result
@@ -306,8 +311,8 @@ class GRAttVISInference:
         sel = self.select(acc)
         h0, w0 = acc.orig_size
         ids = list(range(1, len(sel.queries) + 1))
-        for t, frame in enumerate(acc.rles):
-            masks = [decode_segmentation(frame[q], h0, w0) for q in sel.queries]
+        for t in range(acc.num_frames):
+            masks = [decode_segmentation(acc.rle(t, q), h0, w0) for q in sel.queries]
             stacked = (
                 torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h0, w0), dtype=torch.bool)
             )
