@@ -63,11 +63,14 @@ class FakeGRAtt(nn.Module):
         g = torch.Generator().manual_seed(self.seed * 1000 + state["t"])
         pooled = F.avg_pool2d(images, 4)  # [B, 3, H/4, W/4]
         feats = torch.einsum("dc,bchw->bdhw", self.proj, pooled)
+        feats[:, 0] = 1.0  # with a strongly negative embedding there, half of the queries are background
         q = torch.tanh(
             state["q"] + torch.randn(state["q"].shape, generator=g) + pooled.mean((1, 2, 3))[:, None, None]
         )
         logits = 2 * torch.randn(q.shape[0], self.q, self.k + 1, generator=g) + q[..., :1]
-        out = {"pred_logits": logits, "pred_mask_embed": 3 * q, "mask_features": feats, "gates": None}
+        embed = 3 * q
+        embed[:, ::2, 0] = -20.0  # no positive mask logit anywhere: the inference's shortcut for them
+        out = {"pred_logits": logits, "pred_mask_embed": embed, "mask_features": feats, "gates": None}
         self.outputs.append(out)
         return out, {"q": q, "t": state["t"] + 1}
 
@@ -215,9 +218,11 @@ def official_reference(model: FakeGRAtt, video: VideoItem, num_classes: int, top
     }
 
 
-@pytest.mark.parametrize("orig, image", [((45, 61), (30, 40)), ((36, 36), (36, 36))])
-def test_streamed_and_whole_results_equal_the_official_whole_video_reference(orig, image):
-    n, k = 6, 5
+@pytest.mark.parametrize(
+    "orig, image, k", [((45, 61), (30, 40), 5), ((36, 36), (36, 36), 5), ((45, 61), (30, 40), 24)]
+)
+def test_streamed_and_whole_results_equal_the_official_whole_video_reference(orig, image, k):
+    n = 6  # k = 24: every (query, class) pair of the 8 queries and 3 classes
     video = make_video(n, orig, image, seed=3)
     ref = official_reference(FakeGRAtt(seed=1), video, 3, k)
     inf = GRAttVISInference(num_classes=3, top_k=k)
@@ -227,13 +232,15 @@ def test_streamed_and_whole_results_equal_the_official_whole_video_reference(ori
     assert [t.score for t in result.tracks] == pytest.approx(ref["pred_scores"], rel=1e-5, abs=1e-7)
     for j, tr in enumerate(result.tracks):
         assert (masks_of(tr) == ref["pred_masks"][j].numpy()).all()
-    assert sorted(t.track_id for t in result.tracks) == [1, 2, 3, 4, 5]
+    assert sorted(t.track_id for t in result.tracks) == list(range(1, k + 1))
+    if k == 24:  # the background queries (mask score 0) and the others are all there
+        assert sum(t.score == 0 for t in result.tracks) == 12
 
     assert supports_streaming(inf)
     outs = list(inf.stream(FakeGRAtt(seed=1), video))
     assert [o.frame_idx for o in outs] == list(range(n))
     for o in outs:
-        assert o.track_ids == [1, 2, 3, 4, 5] and o.masks.dtype == torch.bool
+        assert o.track_ids == list(range(1, k + 1)) and o.masks.dtype == torch.bool
         assert tuple(o.masks.shape) == (k, *orig)
         assert o.labels == ref["pred_labels"]
         assert o.scores == pytest.approx(ref["pred_scores"], rel=1e-5, abs=1e-7)

@@ -128,6 +128,7 @@ class OnlineVideoState:
     numerator: torch.Tensor | None = None
     denominator: torch.Tensor | None = None
     counts: list[list[str]] = field(default_factory=list)
+    _empty: str | None = field(default=None, repr=False)  # the RLE counts of an empty mask
 
     @property
     def num_frames(self) -> int:
@@ -148,17 +149,26 @@ class OnlineVideoState:
         """Fold in one frame: ``logits [Q, K+1]``, ``embed [Q, C]``, ``features [C, H/4, W/4]``."""
         prob = logits.float().softmax(-1)[:, :-1]
         low = torch.einsum("qc,chw->qhw", embed.float(), features.float())  # [Q, H/4, W/4], small
-        nums, dens = [], []
-        counts: list[str] = []
-        # Queries in chunks: the full-size logits of 100 queries at 720p would be ~370 MB at once.
-        for c in low.split(_CHUNK):
-            m = _upsample(c, padded_size)[:, : image_size[0], : image_size[1]]
+        q = low.shape[0]
+        num = low.new_zeros(q)
+        den = low.new_zeros(q)
+        if self._empty is None:
+            self._empty = encode_rle(np.zeros(self.orig_size, dtype=bool))["counts"]
+        counts = [self._empty] * q
+        # Bilinear values are convex combinations of the /4 logits, so a query with no positive /4 logit has
+        # no pixel with sigma > 0.5 or logit > 0 at any size: it adds 0 to both sums and an empty mask
+        # (exact, and most queries of a trained model on most frames).
+        active = (low.flatten(1).amax(1) > 0).nonzero().flatten()
+        # Active queries in chunks: the full-size logits of 100 queries at 720p would be ~370 MB at once.
+        for idx in active.split(_CHUNK) if active.numel() else ():
+            m = _upsample(low[idx], padded_size)[:, : image_size[0], : image_size[1]]
             soft = m.sigmoid()
             hard = soft > _FG_PROB
-            nums.append((soft * hard).flatten(1).sum(1))
-            dens.append(hard.flatten(1).sum(1).float())
-            counts.extend(r["counts"] for r in encode_rles(_upsample(m, self.orig_size) > 0))
-        num, den = torch.cat(nums), torch.cat(dens)
+            num[idx] = (soft * hard).flatten(1).sum(1)
+            den[idx] = hard.flatten(1).sum(1).float()
+            full = m if tuple(m.shape[-2:]) == tuple(self.orig_size) else _upsample(m, self.orig_size)
+            for i, r in zip(idx.tolist(), encode_rles(full > 0)):
+                counts[i] = r["counts"]
         if self.max_prob is None:
             self.max_prob, self.numerator, self.denominator = prob, num, den
         else:
