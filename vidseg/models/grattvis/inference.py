@@ -12,7 +12,8 @@ frame-sized outlives its frame. After each frame's detector + head step the fram
   ``Σ σ(m)·[σ(m) > 0.5]`` and ``Σ [σ(m) > 0.5]`` are added to running ``[Q]`` sums;
 - the cropped logits are upsampled to the original size and the binary mask ``logit > 0`` of every query is
   RLE-encoded at once (on CUDA the run boundaries are found on the device, so only their positions cross to
-  the host).
+  the host). A query without a positive stride-4 logit is skipped: bilinear values are convex combinations
+  of those, so it has no foreground at any size (exact, and most queries on most frames).
 
 At the video end the top-k (query, class) pairs are chosen from the running max exactly as the official code
 (label = idx mod K, query = idx div K: a query can give several tracks), the score is multiplied by the mean
@@ -22,8 +23,8 @@ video's length beyond one RLE per query and frame.
 
 Order of the tracks: the official ``topk(sorted=False)`` order, kept by calling the same on the device the
 model runs on. It is deterministic for a given input and device, but it is not by score (torch's CPU kernel
-returns its selection partly unordered; CUDA's order differs from the CPU's), so compare results as sets or
-sort them by score. Evaluation does not depend on the order.
+returns its selection partly unordered, and CUDA's kernel need not agree with it), so compare results as
+sets or sort them by score. Evaluation does not depend on the order.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from vidseg.structures.results import FrameOutput, Track, VideoResult
 __all__ = [
     "GRAttVISInference",
     "OnlineVideoState",
-    "frame_mask_logits",
     "encode_rles",
     "rles_from_run_boundaries",
 ]
@@ -61,24 +61,6 @@ _CHUNK = 25
 def _upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``[N, h, w]`` -> ``[N, *size]``, bilinear with ``align_corners=False`` (as the official code)."""
     return F.interpolate(m[None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)[0]
-
-
-def frame_mask_logits(
-    embed: torch.Tensor,
-    features: torch.Tensor,
-    padded_size: tuple[int, int],
-    image_size: tuple[int, int],
-) -> torch.Tensor:
-    """One frame's mask logits at the resized (unpadded) image size.
-
-    Args:
-        embed: ``[N, C]`` mask embeddings; features: ``[C, h, w]`` stride-4 mask features of the padded input.
-        padded_size, image_size: ``(H, W)`` of the padded input and of the resized image inside it.
-    Returns:
-        ``[N, image_h, image_w]`` float32 logits (bilinear, ``align_corners=False``, then cropped).
-    """
-    m = torch.einsum("qc,chw->qhw", embed.float(), features.float())
-    return _upsample(m, padded_size)[:, : image_size[0], : image_size[1]]
 
 
 def encode_rles(masks: torch.Tensor) -> list[RLE]:
