@@ -150,6 +150,10 @@ class VideoPredictor:
         if clip_length > 0 and not supports_streaming(inference):
             inference = ClipStitchingStream(inference, clip_length, clip_stride or max(1, clip_length // 2))
             cache_size = max(cache_size, clip_length)
+        # A clip-based stream (DeVIS: ``num_frames`` = T) re-reads up to T decoded frames for its last clip:
+        # a cache that holds them never decodes the video a second time.
+        clip = getattr(inference, "num_frames", 0)
+        cache_size = max(cache_size, clip if isinstance(clip, int) else 0)
         self.inference = inference
         self.classes = list(classes) if classes is not None else None
         self.label_to_category_id = list(label_to_category_id) if label_to_category_id is not None else None
