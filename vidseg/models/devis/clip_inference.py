@@ -10,7 +10,7 @@ Two entry points share one clip loop:
 - ``inference(model, video) -> VideoResult`` (evaluation);
 - ``inference.stream(model, video)``, the streaming protocol of :mod:`vidseg.inference.protocol`: clips are
   read lazily (``video.clips(T, S)``, one clip of frames at a time), and each frame's
-  :class:`~vidseg.inference.protocol.FrameOutput` is yielded as soon as no later clip covers it (after the
+  :class:`~vidseg.structures.results.FrameOutput` is yielded as soon as no later clip covers it (after the
   clip whose successor starts past it). Its masks, per-frame scores and labels are final; the track scores,
   categories and the ``MIN_DETECTIONS`` / ``MIN_TRACK_SCORE`` filters are whole-video policies of the
   official tracker, so they are only known at the end: the generator's return value (``StopIteration.value``,
@@ -27,12 +27,11 @@ import torch
 from torch import nn
 
 from vidseg.data.frame_sampling import InferenceClip, overlapping_clips
-from vidseg.inference.protocol import FrameOutput
 from vidseg.models.devis.postprocess import upsample_masks
 from vidseg.models.devis.tracker import ClipTracker
 from vidseg.structures.box_ops import box_cxcywh_to_xyxy
 from vidseg.structures.clip_batch import ClipBatch, pad_frames
-from vidseg.structures.results import VideoResult
+from vidseg.structures.results import FrameOutput, VideoResult
 
 __all__ = ["ClipInference", "clip_result", "new_positions"]
 
