@@ -17,7 +17,6 @@ from PIL import Image
 
 from vidseg.checkpoints import write_weights
 from vidseg.cli import main as vidseg_main
-from vidseg.config.config import resolve_config_path
 from vidseg.data import generate_synthetic_dataset
 from vidseg.data.video_io import write_video
 from vidseg.inference import VideoPredictor
@@ -99,8 +98,7 @@ def test_predict_on_mp4_gives_the_tracks_of_eval(tmp_path):
 
     # the command line: same config and weights, the mp4 as the source
     pred_out = tmp_path / "pred"
-    config = str(resolve_config_path("quickstart/devis_tiny.yaml"))
-    argv = ["predict", str(mp4), "--config-file", config, "--out", str(pred_out)]
+    argv = ["predict", str(mp4), "--config-file", "quickstart/devis_tiny.yaml", "--out", str(pred_out)]
     argv += ["--no-render", "--no-progress", "--video-id", "1", "--device", "cpu", *opts]
     assert vidseg_main(argv) == 0
     from_cli = json.loads((pred_out / "results.json").read_text())
