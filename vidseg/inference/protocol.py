@@ -14,7 +14,9 @@ Contract of ``stream`` (see docs/inference.md):
 - ``masks`` are bool ``[N, H0, W0]`` at the original size ``video.orig_size`` on the CPU;
 - optionally, a final correction: a method whose track scores or categories are whole-video policies (DeVIS)
   returns its final :class:`VideoResult` from the generator (``StopIteration.value``); the predictor
-  then uses it as the video's result instead of summarising the per-frame outputs.
+  then uses it as the video's result instead of summarising the per-frame outputs. Such a method may set
+  the class attribute ``stream_returns_result = True``, so that ``predict`` does not RLE-encode the per-frame
+  masks for a summary it will not need.
 
 Methods without ``stream`` are run whole through :func:`frames_from_result`.
 """

@@ -112,6 +112,9 @@ class ClipInference:
         tracker_kwargs: the :class:`ClipTracker` keyword arguments (costs, policies, filters).
     """
 
+    # The stream returns the final VideoResult (see :meth:`stream`): the predictor uses it as it is.
+    stream_returns_result = True
+
     def __init__(
         self,
         num_frames: int,
