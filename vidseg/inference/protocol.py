@@ -11,7 +11,12 @@ Contract of ``stream`` (see docs/inference.md):
 - it reads frames lazily (``video.frames.get(indices)`` or ``video.clips(T, stride)``) and keeps at most a
   bounded window of frames and features, so memory does not grow with the video's length;
 - ``track_ids`` are stable across frames (a track keeps its id from the frame it appears on);
-- ``masks`` are bool ``[N, H0, W0]`` at the original size ``video.orig_size`` on the CPU.
+- ``masks`` are bool ``[N, H0, W0]`` at the original size ``video.orig_size`` on the CPU;
+- optionally, a final correction: a method whose track scores or categories are whole-video policies (DeVIS)
+  returns its final :class:`VideoResult` from the generator (``StopIteration.value``); the predictor
+  then uses it as the video's result instead of summarising the per-frame outputs. Such a method may set
+  the class attribute ``stream_returns_result = True``, so that ``predict`` does not RLE-encode the per-frame
+  masks for a summary it will not need.
 
 Methods without ``stream`` are run whole through :func:`frames_from_result`.
 """

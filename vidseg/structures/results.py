@@ -59,7 +59,8 @@ class VideoResult:
 
 @dataclass
 class FrameOutput:
-    """The tracks present on one frame.
+    """The tracks present on one frame: what a streaming inference yields (see ``vidseg.inference.protocol``;
+    it lives here, below ``models``, so that a method's own ``stream`` can build it).
 
     Attributes:
         frame_idx: index of the frame in the video.
