@@ -195,27 +195,35 @@ def _load_plain_pickle(path: str) -> Any:
 def safe_read(path: str | os.PathLike) -> Any:
     """Load a checkpoint on CPU without running arbitrary code.
 
-    First ``torch.load(weights_only=True)``; if the file holds other objects (a yacs ``CfgNode``, an
-    ``argparse.Namespace``) it is re-read with :class:`RestrictedUnpickler`. A plain pickle that is not a
-    torch file (a detectron2 ``.pkl`` of numpy arrays) is read with :class:`RestrictedUnpickler` directly.
-    Config objects come back as plain dicts. Raises ``FileNotFoundError`` for a missing file,
-    :class:`UnsafeCheckpointError` for a global outside the allow-list (the message names the global and says
-    how to convert a file you trust) and :class:`CheckpointError` for a file that cannot be read; all messages
-    name the file.
+    A ``.safetensors`` file (recognised by its header) is read with safetensors:
+    ``{"model": tensors, **metadata}``. Otherwise first ``torch.load(weights_only=True)``; if the file holds
+    other objects (a yacs ``CfgNode``, an ``argparse.Namespace``) it is re-read with
+    :class:`RestrictedUnpickler`. A plain pickle that is not a torch file (a detectron2 ``.pkl`` of numpy
+    arrays) is read with :class:`RestrictedUnpickler` directly. Config objects come back as plain dicts.
+    Raises ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for a global outside the
+    allow-list (the message names the global and says how to convert a file you trust) and
+    :class:`CheckpointError` for a file that cannot be read; all messages name the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    from vidseg.checkpoints.safetensors_file import is_safetensors, read_safetensors
+
+    if is_safetensors(path):  # by content, whatever the file is called
+        return read_safetensors(path)
     if _is_plain_pickle(path):
         return to_plain(_load_plain_pickle(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch 2.13 reads a path ending in .safetensors as safetensors.
+        with open(path, "rb") as fh:
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:
         weights_only_error = first
     except Exception as e:  # noqa: BLE001  (torch raises RuntimeError/EOFError/... for corrupt files)
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+        with open(path, "rb") as fh:
+            obj = torch.load(fh, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001
