@@ -172,6 +172,8 @@ def _print_result(src: str, fmt: str, output: str, sd: dict, report) -> None:
     n_params = sum(v.numel() for v in sd.values())
     print(f"{src} ({fmt}) -> {output}: {len(sd)} tensors, {n_params / 1e6:.2f} M values")
     print(f"  {report.summary(max_names=6)}")
+    for line in report.details():
+        print(f"    {line}")
 
 
 def _convert_through_model(args: argparse.Namespace, output: str) -> int:
@@ -189,7 +191,8 @@ def _convert_through_model(args: argparse.Namespace, output: str) -> int:
     cfg = load_config(args.config_file, ["MODEL.WEIGHTS", "", *args.opts])
     torch.manual_seed(0)  # the values of keys the file does not fill never reach OUT; keep the build quiet
     model = build_model(cfg).model
-    report = load_weights(model, args.input, shift_class_neuron=args.shift_class_neuron)
+    shift = args.shift_class_neuron or bool(cfg.MODEL.get("SHIFT_CLASS_NEURON", False))  # as MODEL.WEIGHTS
+    report = load_weights(model, args.input, shift_class_neuron=shift)
     state = model.state_dict()
     sd = {k: state[k] for k in report.mapped}
     if not sd:
