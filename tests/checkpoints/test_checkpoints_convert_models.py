@@ -5,6 +5,7 @@ original model (and as the original file loaded through ``MODEL.WEIGHTS``)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -16,7 +17,7 @@ from official_files import (
     write_torchvision_resnet50,
 )
 
-from vidseg.checkpoints import load_weights, safe_read, vidseg_to_detectron2
+from vidseg.checkpoints import CheckpointError, load_weights, safe_read, vidseg_to_detectron2
 from vidseg.cli import main
 from vidseg.models import build_model, load_config
 from vidseg.structures.clip_batch import ClipBatch
@@ -207,3 +208,34 @@ def test_an_original_swin_file_converts_into_a_swin_backbone(tmp_path, capsys):
         if not k.startswith(("head.", "norm.")) and not k.endswith(("attn_mask", "relative_position_index")):
             assert torch.equal(state[BODY + k], v), k
     assert all(BODY in k or not k.startswith("def_detr.backbone.0.") for k in report.mapped)
+
+
+def test_a_mask2former_swin_pkl_is_read_safely_as_original_swin_names(tmp_path):
+    """Mask2Former's ``convert-pretrained-swin-model-to-d2.py``: ``pickle.dump`` of torch tensors (each
+    storage the bytes of a small torch file) with ``__author__``; inner bytes are read ``weights_only``."""
+    from vidseg.checkpoints import convert_checkpoint
+
+    sd = {"patch_embed.proj.weight": torch.rand(4, 3, 4, 4), "layers.0.blocks.0.norm1.weight": torch.rand(4)}
+    sd["head.weight"] = torch.rand(10, 4)
+    path = tmp_path / "swin_tiny_patch4_window7_224.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": sd, "__author__": "third_party", "matching_heuristics": True}, f)
+    ck = convert_checkpoint(path)
+    assert ck.format == "swin_imagenet" and ck.dropped == ["head.weight"]
+    assert all(torch.equal(ck.state_dict[k], sd[k]) for k in ck.state_dict)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    class Storage:  # what torch writes for a storage, with a code-running global inside the bytes
+        def __reduce__(self):
+            import torch.storage
+
+            return (torch.storage._load_from_bytes, (pickle.dumps(Evil(), protocol=2),))
+
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"model": {"patch_embed.proj.weight": Storage()}, "__author__": "x"}, f)
+    with pytest.raises(CheckpointError, match="evil.pkl"):
+        safe_read(tmp_path / "evil.pkl")
+    assert not (tmp_path / "pwned").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import _codecs
 import _compat_pickle
 import collections
+import io
 import os
 import pickle
 import types
@@ -59,6 +60,13 @@ def _latin1_encode(obj: str, encoding: str = "latin1", errors: str = "strict") -
     return _codecs.encode(obj, encoding, errors)
 
 
+def _storage_from_bytes(b: bytes) -> Any:
+    # A torch tensor put through plain ``pickle.dump`` (Mask2Former's convert-pretrained-swin-model-to-d2.py
+    # writes its Swin .pkl files so) stores each storage as the bytes of a small legacy torch file, which
+    # ``torch.storage._load_from_bytes`` reads with a full unpickler; read it with ``weights_only`` instead.
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
 def _torch_allowed() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
@@ -75,6 +83,7 @@ def _torch_allowed() -> dict[tuple[str, str], Any]:
         ("builtins", "slice"): slice,
         ("_codecs", "encode"): _latin1_encode,
         ("argparse", "Namespace"): NamespaceStub,
+        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     }
     if hasattr(torch._utils, "_rebuild_tensor_v3"):
         allowed[("torch._utils", "_rebuild_tensor_v3")] = torch._utils._rebuild_tensor_v3
