@@ -108,7 +108,7 @@ def _config(out_dir: Path) -> dict:
 
 
 def test_the_devis_command_with_the_lr_override_trains_one_rank_in_process(
-    tmp_path, data, coco_maskhead, caplog
+    tmp_path, data, coco_maskhead, monkeypatch
 ):
     """What each rank of ``torchrun ... main.py --config-file ... SOLVER.BASE_LR 0.0002`` runs."""
     import importlib.util
@@ -125,12 +125,8 @@ def test_the_devis_command_with_the_lr_override_trains_one_rank_in_process(
     spec = importlib.util.spec_from_file_location("devis_main", ROOT / "main.py")
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the seed's config path is relative to the repository
-    try:
-        assert entry.main(argv + ["--no-progress"]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(ROOT)  # the seed's config path is relative to the repository
+    assert entry.main(argv + ["--no-progress"]) == 0
     cfg = _config(out)
     assert cfg["SOLVER"]["BASE_LR"] == pytest.approx(2e-4)  # the seed's override, after the tiny ones
     assert cfg["MODEL"]["META_ARCHITECTURE"] == "DeVIS" and cfg["SOLVER"]["LR_BACKBONE"] == pytest.approx(
