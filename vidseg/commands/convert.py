@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"KEY VALUE overrides ({' '.join(args.opts[:2])} ...) need --config-file")
     if args.config_file and args.to == "devis-video":
         return _error("--config-file builds the video model itself: leave out --to devis-video")
+    if not os.path.isfile(args.input):
+        return _error(f"checkpoint file not found: {args.input}")
     output = _output_path(args)
     if output is None:
         return 1
