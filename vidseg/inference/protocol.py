@@ -19,7 +19,6 @@ Methods without ``stream`` are run whole through :func:`frames_from_result`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from vidseg.structures.masks import decode_segmentation
-from vidseg.structures.results import VideoResult
+from vidseg.structures.results import FrameOutput, VideoResult  # there, method packages can yield it
 
 __all__ = [
     "FrameOutput",
@@ -36,37 +35,6 @@ __all__ = [
     "assign_track_ids",
     "frames_from_result",
 ]
-
-
-@dataclass
-class FrameOutput:
-    """The tracks present on one frame.
-
-    Attributes:
-        frame_idx: index of the frame in the video.
-        track_ids: ``[N]`` stable track ids.
-        masks: bool ``[N, H0, W0]`` at the original frame size (CPU).
-        scores: ``[N]`` confidence of each track as known at this frame (online methods may revise it later).
-        labels: ``[N]`` contiguous class labels (0..K-1).
-    """
-
-    frame_idx: int
-    track_ids: list[int]
-    masks: torch.Tensor
-    scores: list[float] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.track_ids)
-        if self.masks.ndim != 3 or self.masks.shape[0] != n:
-            raise ValueError(
-                f"frame {self.frame_idx}: masks must be [N={n}, H, W], got {list(self.masks.shape)}"
-            )
-        if len(self.scores) != n or len(self.labels) != n:
-            raise ValueError(
-                f"frame {self.frame_idx}: {n} track ids but {len(self.scores)} scores and "
-                f"{len(self.labels)} labels"
-            )
 
 
 @runtime_checkable
