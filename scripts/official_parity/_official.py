@@ -1,0 +1,127 @@
+"""Shared helpers of the official-parity generators: extract an official repository, shim its imports, save.
+
+Nothing here is imported by vidseg or by the tests. A generator calls ``extract(name)`` to get a throw-away
+copy of ``/work/.mirror/<name>/repo`` (``git archive HEAD``) outside the repository, ``stub_packages`` so that
+``import pkg.sub.module`` loads only that file (not the package ``__init__`` with its detectron2 / CUDA
+imports), and ``save_fixture`` to write the official outputs with the commit hash and the command.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MIRROR = Path(os.environ.get("VIDSEG_OFFICIAL_MIRROR", "/work/.mirror"))
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "official_parity"
+
+
+def extract(name: str) -> tuple[Path, str]:
+    """``git archive HEAD`` of the mirror ``name`` (``owner+repo``) into a temp dir; returns (dir, commit)."""
+    git_dir = MIRROR / name / "repo"
+    commit = subprocess.check_output(["git", f"--git-dir={git_dir}", "rev-parse", "HEAD"], text=True).strip()
+    tmp = Path(tempfile.mkdtemp(prefix=f"official_{name.split('+')[-1]}_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    archive = subprocess.Popen(["git", f"--git-dir={git_dir}", "archive", "HEAD"], stdout=subprocess.PIPE)
+    subprocess.check_call(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout)
+    archive.wait()
+    return tmp, commit
+
+
+def stub_packages(root: Path, *packages: str) -> None:
+    """Register ``packages`` (dotted names under ``root``) empty: their ``__init__`` never runs."""
+    for dotted in packages:
+        mod = types.ModuleType(dotted)
+        mod.__path__ = [str(root / dotted.replace(".", "/"))]
+        sys.modules[dotted] = mod
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    mod = sys.modules.get(name) or types.ModuleType(name)
+    mod.__path__ = []
+    for key, value in attrs.items():
+        setattr(mod, key, value)
+    sys.modules[name] = mod
+    return mod
+
+
+def configurable(init):
+    """detectron2's ``@configurable`` on ``__init__``: ``cls(cfg=..., **extra)`` uses ``from_config``."""
+
+    def wrapped(self, *args, **kwargs):
+        cfg = kwargs.pop("cfg", None)
+        if cfg is None and args and isinstance(args[0], Cfg):
+            cfg, args = args[0], args[1:]
+        if cfg is None:
+            return init(self, *args, **kwargs)
+        from_config = type(self).from_config
+        params = inspect.signature(from_config).parameters
+        supported = {k: v for k, v in kwargs.items() if k in params}
+        extra = {k: v for k, v in kwargs.items() if k not in params}
+        return init(self, **from_config(cfg, **supported), **extra)
+
+    return wrapped
+
+
+class _D2Conv2d(nn.Conv2d):
+    """detectron2's ``Conv2d``: ``nn.Conv2d`` with optional ``norm`` and ``activation`` after it."""
+
+    def __init__(self, *args, norm=None, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm, self.activation = norm, activation
+
+    def forward(self, x):
+        x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x if self.activation is None else self.activation(x)
+
+
+def _c2_xavier_fill(module: nn.Module) -> None:
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.constant_(module.bias, 0)
+
+
+def shim_detectron2() -> None:
+    """Minimal ``detectron2`` / ``fvcore`` stand-ins for the few names the official heads import."""
+    _module("fvcore")
+    _module("fvcore.nn")
+    _module("fvcore.nn.weight_init", c2_xavier_fill=_c2_xavier_fill)
+    _module("detectron2")
+    _module("detectron2.config", configurable=configurable)
+    _module("detectron2.layers", Conv2d=_D2Conv2d)
+
+
+class Cfg(types.SimpleNamespace):
+    """A nested attribute config (``cfg.MODEL.VITA.HIDDEN_DIM``) built from a nested dict."""
+
+    def __init__(self, tree: dict) -> None:
+        super().__init__(**{k: Cfg(v) if isinstance(v, dict) else v for k, v in tree.items()})
+
+
+def save_fixture(name: str, data: dict, commit: str, repo: str) -> Path:
+    """Save ``data`` (tensors, lists, dicts) with the official commit and the command to ``FIXTURES/name``."""
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    data = dict(data)
+    data["meta"] = {
+        "official_repo": repo,
+        "official_commit": commit,
+        "command": "PYTHONPATH=. python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+        "torch": str(torch.__version__),
+    }
+    path = FIXTURES / name
+    torch.save(data, path)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB), official {repo}@{commit[:12]}")
+    return path
