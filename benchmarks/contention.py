@@ -6,7 +6,8 @@
 
 Workloads, each in a fresh process:
 
-- ``quickstart``: ``vidseg quickstart --epochs 2 --no-render`` (synthetic data, ToyVIS training, evaluation)
+- ``quickstart``: ``vidseg quickstart --method ToyVIS --epochs 2 --no-render`` (synthetic data, ToyVIS
+  training, evaluation)
   in a temporary folder; the figure is the wall time of the whole command.
 - ``devis-step``: one training step of the DeVIS image stage (``MODEL.META_ARCHITECTURE DeformableDETRSegm``,
   the CPU-sized ``quickstart/deformable_mask_head_tiny.yaml``: ResNet-18, 2+2 layers, hidden 128; batch 2 at
@@ -115,7 +116,8 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, st
 
 def run_quickstart(setting: str, tmp: Path, timeout: float) -> float:
     out = tempfile.mkdtemp(prefix="qs_", dir=tmp)
-    cmd = [sys.executable, "-m", "vidseg", "quickstart", "--epochs", "2", "--no-render", "--out", out]
+    cmd = [sys.executable, "-m", "vidseg", "quickstart", "--method", "ToyVIS", "--epochs", "2", "--no-render"]
+    cmd += ["--out", out]
     return _run(cmd, _env(setting), timeout)[0]
 
 
@@ -159,7 +161,8 @@ WORKLOADS = {"quickstart": run_quickstart, "devis-step": run_devis_step}
 def _write_ddp_config(tmp: Path, timeout: float) -> Path:
     """The quickstart's data and ToyVIS config (one short quickstart run), for the --num-gpus comparison."""
     out = tmp / "ddp_prep"
-    cmd = [sys.executable, "-m", "vidseg", "quickstart", "--epochs", "1", "--no-render", "--out", str(out)]
+    cmd = [sys.executable, "-m", "vidseg", "quickstart", "--method", "ToyVIS", "--epochs", "1", "--no-render"]
+    cmd += ["--out", str(out)]
     _run(cmd, _env("new"), timeout)
     return out / "run" / "config.yaml"
 

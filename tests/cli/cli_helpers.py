@@ -27,7 +27,12 @@ def make_data(folder: Path) -> dict:
 def write_config(path: Path, data: dict, out: Path, *opts: str) -> Path:
     """The quickstart's training config (1 epoch, evaluated at its end) on ``data``, as ``path``."""
     args = argparse.Namespace(
-        size="64x96", seed=0, clip_frames=2, epochs=1, opts=["DATALOADER.NUM_WORKERS", "0", *opts]
+        method="ToyVIS",
+        size="64x96",
+        seed=0,
+        clip_frames=2,
+        epochs=1,
+        opts=["DATALOADER.NUM_WORKERS", "0", *opts],
     )
     path.write_text(quickstart_config(args, data, out).dump(), encoding="utf-8")
     return path

@@ -36,6 +36,11 @@ SKIPS: list[tuple[str, str]] = [  # (regex searched in the command, why it is no
     (r"--epochs 30", "minutes of training"),
     (r"--fetch-only", "needs the npm tarballs (a registry or --from DIR)"),
     (r"visdom", "starts a server that runs until stopped"),
+    (
+        r"model_checkpoint\.pth|weights/grattvis_",
+        "needs OVIS / YouTube-VIS 2022 and GRAtt-VIS weights (tests/checkpoints/test_gratt_checkpoints.py)",
+    ),
+    (r"--ytvis2022 datasets/ytvis_2022/", "needs the YouTube-VIS 2022 validation GT, split short / long"),
 ]
 
 

@@ -40,7 +40,8 @@ def test_saved_config_predicts_from_another_folder_without_the_annotations(tmp_p
 @pytest.mark.e2e
 def test_quickstart_again_keeps_the_earlier_run(tmp_path, capsys):
     out = tmp_path / "qs"
-    args = ("quickstart", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2, "--frames", 4)
+    args = ("quickstart", "--method", "ToyVIS", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2)
+    args += ("--frames", 4)
     args += ("--size", "64x96", "--no-progress", "DATALOADER.NUM_WORKERS", 0)
     assert run_cli(capsys, *args)[0] == 0
     first = {p.name: p.read_bytes() for p in (out / "run").iterdir() if p.is_file()}

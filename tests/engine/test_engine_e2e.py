@@ -26,7 +26,7 @@ def _vidseg(*args, timeout=240):
 def test_quickstart_then_eval_only(tmp_path):
     out = tmp_path / "qs"
     p = _vidseg(
-        *("quickstart", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2),
+        *("quickstart", "--method", "ToyVIS", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2),
         *("--frames", 6, "--clip-frames", 3, "--size", "64x96"),
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -69,7 +69,8 @@ def test_torchrun_two_processes_through_the_cli(tmp_path):
     """``torchrun --nproc_per_node=2 -m vidseg train`` on the quickstart's data and config (gloo on CPU)."""
     out = tmp_path / "qs"
     p = _vidseg(
-        *("quickstart", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2, "--no-render"),
+        *("quickstart", "--method", "ToyVIS", "--out", out, "--epochs", 1, "--videos", 4, "--val-videos", 2),
+        "--no-render",
         *("--frames", 6, "--clip-frames", 3, "--size", "64x96"),
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

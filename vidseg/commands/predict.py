@@ -85,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.source)
     if not source.exists():
         return _error(f"source not found: {source}")
-    if not Path(args.config_file).is_file():
-        return _error(f"config file not found: {args.config_file}")
+    from vidseg.config.config import resolve_config_path
+
+    try:  # a file, or a config shipped with the package (as `vidseg eval` and `vidseg train` accept)
+        resolve_config_path(args.config_file)
+    except ConfigError as e:
+        return _error(e)
     try:
         cfg = load_config(args.config_file, args.opts)
     except ConfigError as e:

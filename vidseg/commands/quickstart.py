@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from vidseg.commands.synth import parse_size
 
 DESCRIPTION = """\
 The whole pipeline on a synthetic YouTube-VIS-format dataset, on CPU:
   1. generate the synthetic dataset (train + valid with ground truth),
-  2. train the small ToyVIS model (a query-based clip mask model) with the training engine,
-  3. evaluate on the synthetic valid split (YouTube-VIS AP; results.json / results.zip),
-  4. render one prediction video (mp4),
+  2. train the small DeVIS video model (configs/quickstart/devis_quickstart.yaml) with the training engine,
+  3. evaluate it on the synthetic valid split through the near-online clip tracker (YouTube-VIS AP per
+     class; results.json / results.zip),
+  4. render its prediction on a longer synthetic demo video (mp4, upscaled to at least 320 px wide),
   5. print where everything went.
-The defaults finish in a few minutes on 2 CPU cores."""
+--method ToyVIS trains the seconds-fast toy model instead (for smoke tests)."""
 
 EPILOG = """\
 shorter or longer:
@@ -34,23 +39,41 @@ examples:
 """
 
 
+METHODS = ("DeVIS", "ToyVIS")
+DEVIS_CONFIG = "quickstart/devis_quickstart.yaml"
+TOY_EPOCHS, TOY_CLIP_FRAMES = 8, 4  # ToyVIS: seconds per epoch
+DEMO_FRAMES = 24  # the rendered demo video: 24 frames at 6 fps (4 s), upscaled to >= 320 px wide
+DEMO_FPS = 6
+DEMO_MIN_WIDTH = 320
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="output/quickstart", help="folder for data, run, results and video")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    p.add_argument(
+        "--method",
+        default="DeVIS",
+        choices=METHODS,
+        help=f"DeVIS (default; configs/{DEVIS_CONFIG}) or ToyVIS (a toy model trained in seconds)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"training epochs (default: DeVIS its config's, ToyVIS {TOY_EPOCHS})",
+    )
     p.add_argument("--videos", type=int, default=16, help="synthetic training videos (default 16)")
     p.add_argument("--val-videos", type=int, default=6, help="synthetic validation videos (default 6)")
     p.add_argument("--frames", type=int, default=8, help="frames per synthetic video (default 8)")
-    p.add_argument("--clip-frames", type=int, default=4, help="frames per training clip (default 4)")
+    p.add_argument(
+        "--clip-frames",
+        type=int,
+        default=None,
+        help=f"frames per clip (default: DeVIS its config's, ToyVIS {TOY_CLIP_FRAMES})",
+    )
     p.add_argument("--size", default="96x160", help="frame size HxW (default 96x160)")
     p.add_argument("--classes", type=int, default=4, help="shape classes, 1..8 (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the run")
     p.add_argument("--no-render", action="store_true", help="skip the prediction video")
-    p.add_argument(
-        "--method",
-        default="ToyVIS",
-        choices=("ToyVIS", "DeVIS"),
-        help="ToyVIS (default) or DeVIS (configs/quickstart/devis_tiny.yaml, clips of --clip-frames frames)",
-    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--overwrite",
@@ -69,24 +92,30 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
-    """The training config of the quickstart, ToyVIS or DeVIS (``--method``; plain keys, printed into
-    run_dir/config.yaml)."""
+    """The training config of the quickstart, DeVIS or ToyVIS (``args.method``, default DeVIS; plain keys,
+    printed into run_dir/config.yaml). ``args.epochs`` / ``args.clip_frames`` None (or absent) take the
+    method's defaults."""
     from vidseg.config import merge_overrides
-    from vidseg.models import get_cfg
+    from vidseg.models import get_cfg, load_config
 
     h, w = _size(args.size)
-    method = getattr(args, "method", "ToyVIS")
+    method = getattr(args, "method", METHODS[0])
+    epochs, t = getattr(args, "epochs", None), getattr(args, "clip_frames", None)
     if method == "DeVIS":
-        from vidseg.models import load_config
-
-        cfg = load_config("quickstart/devis_tiny.yaml", freeze=False)
-        t = args.clip_frames
+        cfg = load_config(DEVIS_CONFIG, freeze=False)
+        slots = cfg.MODEL.NUM_QUERIES // cfg.MODEL.DEVIS.NUM_FRAMES
+        t = t or cfg.MODEL.DEVIS.NUM_FRAMES
+        epochs = epochs or cfg.SOLVER.EPOCHS
         cfg.MODEL.DEVIS.NUM_FRAMES = t  # one clip length for the model and the data
-        cfg.MODEL.NUM_QUERIES = 6 * t  # 6 trajectories per clip
+        cfg.MODEL.NUM_QUERIES = slots * t  # the config's trajectories per clip, whatever the clip length
+        steps = [s_ * epochs // cfg.SOLVER.EPOCHS for s_ in cfg.SOLVER.STEPS]  # same place in a longer run
+        steps = tuple(max(1, s_) for s_ in steps)
     else:
         cfg = get_cfg("ToyVIS")
         cfg.MODEL.TOY.NUM_QUERIES = 8
         cfg.MODEL.TOY.HIDDEN_DIM = 48
+        t, epochs = t or TOY_CLIP_FRAMES, epochs or TOY_EPOCHS
+        steps = (max(1, int(epochs * 0.75)),)
     cfg.OUTPUT_DIR = str(run_dir)
     cfg.SEED = args.seed
     cfg.MODEL.DEVICE = "cpu"
@@ -96,7 +125,7 @@ def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
     cfg.DATASETS.CUSTOM_TRAIN_IMAGES = str(data["train_images"])
     cfg.DATASETS.CUSTOM_VAL_JSON = str(data["val_json"])
     cfg.DATASETS.CUSTOM_VAL_IMAGES = str(data["val_images"])
-    cfg.INPUT.NUM_FRAMES = args.clip_frames
+    cfg.INPUT.NUM_FRAMES = t
     # Native resolution: the synthetic shapes are small; no crop, flips only.
     cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)
     cfg.INPUT.MAX_SIZE_TRAIN = max(h, w)
@@ -104,39 +133,61 @@ def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
     cfg.INPUT.MAX_SIZE_TEST = max(h, w)
     cfg.INPUT.CROP.ENABLED = False
     cfg.DATALOADER.NUM_WORKERS = 1
-    if method != "DeVIS":  # DeVIS keeps its config's optimiser settings (one clip per step, clipping 0.1)
+    if method != "DeVIS":  # DeVIS keeps its config's optimiser settings
         cfg.SOLVER.BASE_LR = 1e-3
         cfg.SOLVER.BATCH_SIZE = 2
         cfg.SOLVER.GRAD_CLIP_MAX_NORM = 1.0
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
-    cfg.SOLVER.EPOCHS = args.epochs
-    cfg.SOLVER.STEPS = (max(1, int(args.epochs * 0.75)),)
+    cfg.SOLVER.EPOCHS = epochs
+    cfg.SOLVER.STEPS = steps
     cfg.SOLVER.CHECKPOINT_PERIOD = 0
-    cfg.TEST.EVAL_PERIOD = args.epochs  # once, at the end
+    cfg.TEST.EVAL_PERIOD = epochs  # once, at the end
     cfg.VISDOM_AND_LOG_INTERVAL = 10
     merge_overrides(cfg, args.opts)
     return cfg
 
 
-def _render(cfg, run_dir: Path, results_json: Path, out_path: Path) -> Path | None:
-    """Render the prediction of the first validation video with at least one confident track."""
-    from vidseg.data import load_dataset
-    from vidseg.data.video_io import FrameSource
-    from vidseg.evaluation.results_file import read_results
-    from vidseg.structures.results import VideoResult
+def demo_video(data_dir: Path, settings: dict) -> list[Path]:
+    """The frame files of the demo video: one synthetic video of ``DEMO_FRAMES`` frames (split ``demo``,
+    same seed, size and classes as the data), written next to train/ and valid/ on first use."""
+    from vidseg.data.synthetic import generate_split
+
+    json_path = data_dir / "demo" / "instances.json"
+    if not json_path.is_file():
+        h, w = settings["size"]
+        generate_split(
+            data_dir, "demo", seed=settings["seed"], num_videos=1, num_frames=DEMO_FRAMES, height=h, width=w,
+            num_classes=settings["classes"], progress=False,
+        )  # fmt: skip
+    video = json.loads(json_path.read_text(encoding="utf-8"))["videos"][0]
+    return [data_dir / "demo" / "JPEGImages" / f for f in video["file_names"]]
+
+
+def upscale(frame: np.ndarray, factor: int) -> np.ndarray:
+    """``uint8 [H, W, 3]`` -> ``[factor * H, factor * W, 3]`` (bicubic): the model sees the same content (the
+    predictor resizes back to the test size), while masks, outlines and labels are drawn at the large size."""
+    if factor == 1:
+        return frame
+    h, w = frame.shape[:2]
+    return np.asarray(Image.fromarray(frame).resize((w * factor, h * factor), Image.BICUBIC))
+
+
+def render_demo(run_dir: Path, frame_files: list[Path], out_path: Path, progress: bool = False) -> Path:
+    """Predict the demo video with the run's checkpoint (the method's own tracker, as ``vidseg predict``) and
+    render its six best tracks, at ``DEMO_FPS`` and upscaled to at least ``DEMO_MIN_WIDTH`` pixels wide."""
+    from vidseg.inference import VideoPredictor
+    from vidseg.models import load_config
     from vidseg.visualization import render_result_to_file
 
-    records, meta = load_dataset("custom_val", cfg)
-    rec = records[0]
-    results = read_results(
-        results_json,
-        {r.video_id: (r.height, r.width) for r in records},
-        meta.category_id_to_label,
+    cfg = load_config(run_dir / "config.yaml")
+    frames = [np.asarray(Image.open(f).convert("RGB")) for f in frame_files]
+    factor = max(1, math.ceil(DEMO_MIN_WIDTH / frames[0].shape[1]))
+    frames = [upscale(f, factor) for f in frames]
+    predictor = VideoPredictor.from_config(cfg, str(run_dir / "checkpoint.pth"), device="cpu", topk=6)
+    result = predictor.predict(frames, progress=progress)
+    return render_result_to_file(
+        out_path, frames, result, classes=predictor.classes, score_threshold=0.3, fps=DEMO_FPS
     )
-    result = results.get(rec.video_id, VideoResult(rec.video_id, rec.height, rec.width, []))
-    result.tracks = result.tracks[:6]  # the six best
-    frames = FrameSource(files=rec.file_names, name=rec.describe())
-    return render_result_to_file(out_path, frames, result, classes=meta.classes, score_threshold=0.3, fps=4)
 
 
 STAMP = "quickstart_data.json"  # the settings a data folder was generated with
@@ -212,29 +263,34 @@ def run(args: argparse.Namespace) -> int:
             "val_images": data_dir / "valid" / "JPEGImages",
         }
     cfg = quickstart_config(args, data, run_dir)
-    print(f"[2/4] training {cfg.MODEL.META_ARCHITECTURE} for {args.epochs} epochs -> {run_dir}", flush=True)
+    arch, epochs = cfg.MODEL.META_ARCHITECTURE, cfg.SOLVER.EPOCHS
+    print(f"[2/4] training {arch} for {epochs} epochs -> {run_dir}", flush=True)
     rc = run_train(cfg, RunOptions(overwrite=args.overwrite, progress=not args.no_progress))
     if rc:
         print("vidseg quickstart: error: training failed, see", run_dir / "log.txt", file=sys.stderr)
         return rc
-    eval_dir = run_dir / cfg.TEST.SAVE_PATH / f"epoch_{args.epochs}"
+    eval_dir = run_dir / cfg.TEST.SAVE_PATH / f"epoch_{cfg.SOLVER.EPOCHS}"
     print(f"[3/4] evaluation on the synthetic valid split -> {eval_dir}", flush=True)
-    metrics = {}
+    metrics: dict = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if rec.get("type") == "eval":
-            metrics = {k: v for k, v in rec.items() if k.startswith("segm/") and "-" not in k}
+            metrics = {k: v for k, v in rec.items() if k.startswith("segm/")}
     video = None
-    if not args.no_render and (eval_dir / "results.json").is_file():
-        print("[4/4] rendering one prediction video", flush=True)
-        video = _render(cfg, run_dir, eval_dir / "results.json", run_dir / "prediction.mp4")
+    if not args.no_render:
+        print(f"[4/4] predicting and rendering the {DEMO_FRAMES}-frame demo video", flush=True)
+        frame_files = demo_video(data_dir, settings)
+        video = render_demo(run_dir, frame_files, run_dir / "prediction.mp4", progress=not args.no_progress)
     keep = ("AP", "AP50", "AP75", "AR10")
     summary = {k: round(v, 2) for k, v in metrics.items() if k.split("/")[-1] in keep}
+    per_class = {k.split("-", 1)[1]: round(v, 2) for k, v in metrics.items() if k.startswith("segm/AP-")}
     print(f"\ndone in {time.time() - t0:.0f} s")
     print(f"  data:        {data_dir} (YouTube-VIS layout: train/, valid/ with instances.json)")
     print(f"  run:         {run_dir} (config.yaml, log.txt, metrics.jsonl, checkpoint.pth)")
     print(f"  results:     {eval_dir / 'results.json'} and results.zip")
     print(f"  metrics:     {summary or 'none'}")
+    if per_class:
+        print(f"  AP by class: {per_class}")
     if (run_dir / "curves.png").is_file():
         print(f"  curves:      {run_dir / 'curves.png'} (vidseg plot {run_dir} redraws it)")
     if video is not None:

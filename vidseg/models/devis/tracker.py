@@ -90,6 +90,8 @@ class ClipTracker:
         final_class_policy: ``"most_common"`` | ``"score_weighting"``; final_score_policy: ``"mean"`` |
             ``"median"``.
         min_frame_score, min_detections, min_track_score: the final filters.
+        keep_released: also keep the binary mask of each frame as it is encoded, until :meth:`pop_frame`
+            takes it (streaming; the caller pops every released frame, so at most one clip's frames wait).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class ClipTracker:
         min_frame_score: float = 0.001,
         min_detections: int = 1,
         min_track_score: float = 0.002,
+        keep_released: bool = False,
     ) -> None:
         if final_class_policy not in ("most_common", "score_weighting"):
             raise ValueError(f"TEST.CLIP_TRACKING.FINAL_CLASS_POLICY: unknown {final_class_policy!r}")
@@ -127,6 +130,8 @@ class ClipTracker:
         self.clips = overlapping_clips(self.n, self.t, self.s)
         self.index = 0
         self.tracks: list[_VideoTrack] = []
+        self.keep_released = bool(keep_released)
+        self._released: dict[int, dict[int, torch.Tensor]] = {}  # frame -> {track index: bool [H, W]}
         self._by_class: dict[int, list[int]] = {}  # per-class: class -> live track indices (birth order)
 
     # ------------------------------------------------------------------ per clip
@@ -273,11 +278,42 @@ class ClipTracker:
                 cost[a, clip_labels != tr.last_label] = _FORBIDDEN
         return cost
 
+    @property
+    def final_frames(self) -> int:
+        """Frames ``0 .. final_frames - 1`` are final: no later clip covers them (all n after the last)."""
+        return self._keep_from()
+
     def _encode_outside(self, keep_from: int) -> None:
         """RLE-encode (threshold 0.5) every soft mask of a frame no later clip covers."""
-        for track in self.tracks:
+        for i, track in enumerate(self.tracks):
             for frame in [f for f in track.soft if f < keep_from]:
-                track.masks[frame] = encode_rle((track.soft.pop(frame) > 0.5).cpu().numpy())
+                binary = (track.soft.pop(frame) > 0.5).cpu()
+                track.masks[frame] = encode_rle(binary.numpy())
+                if self.keep_released:
+                    self._released.setdefault(frame, {})[i] = binary
+
+    def pop_frame(self, frame: int) -> list[tuple[int, torch.Tensor, float, int]]:
+        """The detections of a final frame (``frame < final_frames``), as ``(track index, mask bool [H, W],
+        frame score, frame label)`` in track order; only those the final filter keeps per frame (score at
+        least ``min_frame_score``, non-empty mask). Needs ``keep_released``; each frame is popped once.
+
+        The track index is the ``track_id`` :meth:`finish` gives. A track listed here may still be dropped
+        by ``min_detections`` / ``min_track_score`` at the end, and its final score and category are
+        whole-video policies: only :meth:`finish` knows them.
+        """
+        if not self.keep_released:
+            raise ValueError("ClipTracker.pop_frame needs keep_released=True")
+        if frame >= self.final_frames:
+            raise ValueError(f"ClipTracker: frame {frame} is not final yet (final: < {self.final_frames})")
+        masks = self._released.pop(frame, {})
+        out = []
+        for i in sorted(masks):
+            tr = self.tracks[i]
+            score = tr.scores[frame]
+            if score is None or score < self.min_frame_score or not bool(masks[i].any()):
+                continue
+            out.append((i, masks[i], float(score), int(tr.labels[frame])))
+        return out
 
     def num_soft_masks(self) -> int:
         """Soft masks held now, over all tracks (the bounded-memory check)."""
