@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidseg.checkpoints.detectron2 import vidseg_to_detectron2
-from vidseg.models import METHODS, get_cfg, load_config
+from vidseg.models import get_cfg, load_config
 from vidseg.models.grattvis.criterion import grattvis_criterion
 from vidseg.models.grattvis.model import GRAttVIS, OnlineState
 from vidseg.models.grattvis.vis_head import GRAttVISHead
@@ -225,15 +225,10 @@ def test_online_step_refuses_training_mode_and_a_mismatched_state():
 
 
 # ---------------------------------------------------------------------------------------- builder
-# TEMPORARY: until the GRAtt-VIS config keys (issue 16, g-cfg) land and the method joins the table.
-needs_method = pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAtt-VIS is not in METHODS yet")
-
-
 def _tiny_cfg(*opts: str):
     return load_config("quickstart/grattvis_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(K), *opts])
 
 
-@needs_method
 def test_builder_maps_the_config_and_the_official_spelling_builds_the_same_method():
     from vidseg.models import build_model
 
@@ -254,7 +249,6 @@ def test_builder_maps_the_config_and_the_official_spelling_builds_the_same_metho
     assert gated["loss_genvis_gate"] == 1.0 and gated["loss_genvis_gate_1"] == 1.0
 
 
-@needs_method
 def test_param_groups_train_only_the_head_with_the_adamw_rule():
     from vidseg.models import build_model
 
@@ -275,7 +269,6 @@ def test_param_groups_train_only_the_head_with_the_adamw_rule():
     assert lrs["backbone"] == pytest.approx(1e-4) and lrs["head"] == 0.001
 
 
-@needs_method
 def test_builder_rejects_a_head_width_other_than_the_detector_s():
     from vidseg.models import build_model
 
@@ -283,7 +276,6 @@ def test_builder_rejects_a_head_width_other_than_the_detector_s():
         build_model(_tiny_cfg("MODEL.VITA.HIDDEN_DIM", "32"))
 
 
-@needs_method
 def test_without_deep_supervision_there_are_no_aux_outputs_nor_aux_losses():
     from vidseg.models import build_model
 
