@@ -285,3 +285,15 @@ def test_without_deep_supervision_there_are_no_aux_outputs_nor_aux_losses():
     assert all(s["aux_outputs"] == [] for s in out["steps"])
     losses = bundle.criterion(out, batch.targets)
     assert not any(k.endswith(("_0", "_1")) for k in losses) and "loss_genvis_sim" in losses
+
+
+def test_online_steps_with_memory_grow_it_by_one_entry_per_frame_and_match_the_eval_forward():
+    m = tiny_model(use_mem=True).eval()
+    batch = clip_batch(b=1, t=3, seed=2)
+    with torch.no_grad():
+        whole = m(batch)
+        state = m.init_state(1)
+        for t in range(3):
+            out, state = m.online_step(batch.frames[:, t], state)
+            assert len(state.memory) == t + 1
+            torch.testing.assert_close(out["pred_logits"], whole["steps"][t]["pred_logits"][0])
