@@ -66,6 +66,11 @@ def _check(cfg: Any) -> None:
         raise ValueError(
             "MODEL.VITA.PRE_NORM True: the GRAtt-VIS head is post-norm only (every official config)"
         )
+    if not bool(v.FREEZE_DETECTOR):
+        logger.warning(
+            "MODEL.VITA.FREEZE_DETECTOR False: the detector trains through the head's losses only (the "
+            "official code also adds its per-frame Mask2Former losses; every GRAtt-VIS config freezes it)"
+        )
     if float(v.DROPOUT) != 0.0:
         logger.warning(
             "MODEL.VITA.DROPOUT %s is ignored: the GRAtt-VIS head has no dropout (0 officially)", v.DROPOUT
