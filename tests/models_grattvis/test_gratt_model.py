@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidseg.checkpoints.detectron2 import vidseg_to_detectron2
-from vidseg.models import get_cfg, load_config
+from vidseg.models import load_config
 from vidseg.models.grattvis.criterion import grattvis_criterion
 from vidseg.models.grattvis.model import GRAttVIS, OnlineState
 from vidseg.models.grattvis.vis_head import GRAttVISHead
@@ -69,12 +69,19 @@ def _official() -> dict[str, tuple[int, ...]]:
     return out
 
 
-def test_r50_model_has_every_official_key_and_shape_but_the_criteria_buffers():
+def _shipped(config: str) -> GRAttVIS:
+    """The model of a shipped GRAtt-VIS config, on the meta device (names and shapes, no memory)."""
+    from vidseg.models.grattvis.build import build_grattvis_model
+
+    cfg = load_config(config, ["MODEL.WEIGHTS", ""])
+    with torch.device("meta"):
+        return build_grattvis_model(cfg, int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+
+
+def test_ovis_r50_model_has_every_official_key_and_shape_but_the_criteria_buffers():
     official = _official()
     assert len(official) == 709
-    cfg = get_cfg("Mask2Former")
-    with torch.device("meta"):
-        m = GRAttVIS(build_mask2former(cfg, 25), GRAttVISHead(25))
+    m = _shipped("grattvis/ovis/grattvis_R50_bs8.yaml")
     ours = {k: tuple(v.shape) for k, v in vidseg_to_detectron2(m.state_dict()).items()}
     # The three [K+1] class-weight buffers of the official criteria are rebuilt from the config, not stored.
     recomputed = {"criterion.empty_weight", "vita_criterion.empty_weight", "genvis_criterion.empty_weight"}
@@ -84,6 +91,21 @@ def test_r50_model_has_every_official_key_and_shape_but_the_criteria_buffers():
     # The detector object is not a submodule: its keys would appear twice.
     assert not any(k.startswith("_detector") or k.startswith("detector.") for k in m.state_dict())
     assert m.detector.backbone is m.backbone and m.detector.sem_seg_head is m.sem_seg_head
+
+
+def test_ytvis19_r50_model_adds_the_memory_and_a_40_class_head():
+    official = _official()
+    ours = {k: tuple(v.shape) for k, v in vidseg_to_detectron2(_shipped(
+        "grattvis/youtubevis_2019/grattvis_R50_bs8.yaml").state_dict()).items()}  # fmt: skip
+    memory = {
+        f"vita_module.pre_{a}_embed_{b}.{p}"
+        for a in ("memory", "query")
+        for b in "kv"
+        for p in ("weight", "bias")
+    }
+    assert len(ours) == 714 and set(ours) - set(official) == memory  # 717 officially, with the 3 buffers
+    assert ours["vita_module.class_embed.weight"] == (41, 256)
+    assert ours["sem_seg_head.predictor.class_embed.weight"] == (41, 256)
 
 
 # ---------------------------------------------------------------------------------------- frozen detector
