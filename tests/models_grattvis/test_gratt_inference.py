@@ -15,6 +15,7 @@ from torch import nn
 
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference import supports_streaming
+from vidseg.models import METHODS
 from vidseg.models.grattvis.inference import (
     GRAttVISInference,
     encode_rles,
@@ -265,6 +266,26 @@ def test_bad_constructor_arguments_name_the_setting():
         GRAttVISInference(num_classes=0)
     with pytest.raises(ValueError, match="DETECTIONS_PER_IMAGE"):
         GRAttVISInference(num_classes=3, top_k=0)
+
+
+@pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAttVIS is not in models.METHODS yet (g-model)")
+def test_the_real_tiny_model_matches_the_reference():
+    from vidseg.models import build_model, load_config
+
+    torch.manual_seed(0)
+    cfg = load_config("quickstart/grattvis_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"])
+    bundle = build_model(cfg)
+    model = bundle.model.eval()
+    video = make_video(3, (48, 70), (64, 93), seed=5)
+    assert isinstance(bundle.inference, GRAttVISInference) and bundle.inference.top_k == 10
+    with torch.no_grad():
+        ref = official_reference(model, video, 2, 10)
+    result = bundle.inference(model, video)
+    assert [t.label for t in result.tracks] == ref["pred_labels"]
+    assert [t.score for t in result.tracks] == pytest.approx(ref["pred_scores"], rel=1e-5, abs=1e-7)
+    assert max(t.score for t in result.tracks) > 0
+    for j, tr in enumerate(result.tracks):
+        assert (masks_of(tr) == ref["pred_masks"][j].numpy()).all()
 
 
 # ---------------------------------------------------------------------------------------------- memory
