@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "models_devis"))
 import test_devis_official_parity as spec  # noqa: E402  (sizes, weights, features: shared with the test)
-from _official import extract, official_definition, save_fixture, stub_packages  # noqa: E402
+from _official import AssignmentMargins, extract, official_definition, save_fixture, stub_packages  # noqa: E402
 
 from vidseg.ops import deform_conv2d  # noqa: E402
 
@@ -205,28 +205,10 @@ def run_official_video(root: Path, n: int, size: tuple[int, int], orig: tuple[in
     )  # fmt: skip
     slots: list = []
     model.register_forward_hook(lambda m, i, o: slots.append(o["top_k_idxs"]))
-    margins: list = []
-    solve = matcher_mod.linear_sum_assignment
-
-    def solve_and_measure(cost):
-        """The official assignment, and how much worse the second-best assignment is (0: a tie)."""
-        rows, cols = solve(cost)
-        best, margin = cost[rows, cols].sum(), float("inf")
-        for a, b in zip(rows, cols):  # the second best lacks at least one pair of the best
-            other = cost.copy()
-            other[a, b] = 1e9
-            r2, c2 = solve(other)
-            margin = min(margin, float(other[r2, c2].sum() - best))
-        margins.append(margin)
-        return rows, cols
-
-    matcher_mod.linear_sum_assignment = solve_and_measure
-    try:
+    with AssignmentMargins(matcher_mod) as margins:
         tracks, _ = build_tracker(model, cfg)(video, "cpu", [])
-    finally:
-        matcher_mod.linear_sum_assignment = solve
     distinct = all(len(set(s.tolist())) == len(s) for s in slots)
-    margin = min(margins, default=float("inf"))
+    margin = margins.smallest
     print(
         f"video of {n} frames: {len(video)} clips, {len(tracks)} tracks, distinct {distinct}, margin {margin}"
     )
