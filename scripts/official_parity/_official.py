@@ -61,7 +61,7 @@ def configurable(init):
 
     def wrapped(self, *args, **kwargs):
         cfg = kwargs.pop("cfg", None)
-        if cfg is None and args and isinstance(args[0], Cfg):
+        if cfg is None and args and hasattr(args[0], "MODEL"):
             cfg, args = args[0], args[1:]
         if cfg is None:
             return init(self, *args, **kwargs)
@@ -69,7 +69,7 @@ def configurable(init):
         params = inspect.signature(from_config).parameters
         supported = {k: v for k, v in kwargs.items() if k in params}
         extra = {k: v for k, v in kwargs.items() if k not in params}
-        return init(self, **from_config(cfg, **supported), **extra)
+        return init(self, **from_config(cfg, *args, **supported), **extra)
 
     return wrapped
 
