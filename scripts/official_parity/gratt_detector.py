@@ -147,7 +147,47 @@ def main() -> None:
         "clip_mask_features": clip_mask_features,
     }
     print({k: tuple(v.shape) for k, v in data.items() if torch.is_tensor(v)}, len(data["aux_outputs"]))
+    data["video"] = run_video(root, head)
     save_fixture("gratt_detector.pt", data, commit, REPO)
+
+
+def run_video(root: Path, sem_seg_head: nn.Module) -> dict:
+    """The official ``Grattvis.inference`` (its source) with this detector head and the official head of
+    ``gratt_head.pt``; the backbone returns the maps of the frame whose index pixel (0, 0, 0) holds."""
+    import gratt_head  # noqa: PLC0415
+    import gratt_inference  # noqa: PLC0415
+    from _official import FIXTURES  # noqa: PLC0415
+    from grattvis.modeling.grattvis import GRAttVIS  # noqa: PLC0415
+
+    head_fixture = torch.load(FIXTURES / "gratt_head.pt", weights_only=True)
+    vita_module = GRAttVIS(gratt_head.official_cfg(True, 1, 0))
+    vita_module.load_state_dict(
+        {k: v for k, v in head_fixture["weights"].items() if k in vita_module.state_dict()}, strict=True
+    )
+    vita_module.eval()
+    feats = spec.backbone_features(seed=2, frames=spec.VIDEO_FRAMES)
+
+    def backbone(images):
+        idx = images[:, 0, 0, 0].round().long()
+        return {k: v[idx] for k, v in feats.items()}
+
+    def detector(features):
+        out, frame_queries, mask_features = sem_seg_head(features)
+        return out, frame_queries, mask_features
+
+    detector.num_classes = spec.NUM_CLASSES
+    self = types.SimpleNamespace(
+        device=torch.device("cpu"), pixel_mean=torch.zeros(3, 1, 1), pixel_std=torch.ones(3, 1, 1),
+        size_divisibility=32, backbone=backbone, sem_seg_head=detector, vita_module=vita_module,
+        len_clip_window=1, num_queries=vita_module.num_queries, test_topk_per_image=spec.VIDEO_TOP_K,
+    )  # fmt: skip
+    images = [torch.full((3, *spec.VIDEO_IMAGE), float(t)) for t in range(spec.VIDEO_FRAMES)]
+    batched = {"image": images, "height": spec.VIDEO_ORIG[0], "width": spec.VIDEO_ORIG[1]}
+    with torch.no_grad():
+        res = gratt_inference.official_inference(root)(self, batched)
+    print(f"video: scores {[round(s, 3) for s in res['pred_scores']]}, labels {res['pred_labels']}")
+    print(f"mask pixels per track {res['pred_masks'].flatten(1).sum(1).tolist()}")
+    return {k: res[k] for k in ("pred_scores", "pred_labels", "pred_masks")}
 
 
 if __name__ == "__main__":
