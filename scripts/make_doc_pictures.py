@@ -1,9 +1,9 @@
 """Regenerate the pictures of the README and docs/ from a real quickstart run (CPU, a few minutes).
 
-    python scripts/make_doc_pictures.py [--out output/doc_pictures] [--epochs 8]
+    python scripts/make_doc_pictures.py [--out output/doc_pictures] [--epochs E]
 
 Writes into docs/images/:
-  quickstart_prediction.png  frames of the rendered prediction video (prediction.mp4), side by side
+  quickstart_prediction.png  frames of the rendered demo video (prediction.mp4), evenly spread, side by side
   quickstart_curves.png      the run's curves.png (loss terms, learning rates, evaluation, time)
   visdom_page.png            the Visdom page of the same run in headless Chromium (only when visdom, its page
                              files and a chromium are there; the quickstart then trains with VISDOM_ON True)
@@ -80,13 +80,15 @@ def _start_visdom(out: Path) -> tuple[subprocess.Popen, int] | None:
     return None
 
 
-def _prediction_strip(video: Path, dst: Path, frames: int = 4, scale: int = 2) -> None:
-    """Every other frame of ``video`` (the first ``2 * frames``), enlarged ``scale`` times, side by side."""
+def _prediction_strip(video: Path, dst: Path, frames: int = 4, scale: int = 1) -> None:
+    """``frames`` frames of ``video``, evenly spread from the first to the last, enlarged ``scale`` times,
+    side by side (the quickstart renders at least 320 px wide already)."""
     import av
 
     with av.open(str(video)) as c:
         all_frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    picked = all_frames[: 2 * frames : 2] or all_frames[:1]
+    idx = np.linspace(0, len(all_frames) - 1, min(frames, len(all_frames))).round().astype(int)
+    picked = [all_frames[i] for i in idx]
     gap = np.full((picked[0].shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([x for f in picked for x in (f, gap)][:-1], axis=1)
     img = Image.fromarray(strip)
@@ -100,14 +102,15 @@ def main() -> int:
         "--out", default="output/doc_pictures", help="quickstart folder (default output/doc_pictures)"
     )
     ap.add_argument(
-        "--epochs", type=int, default=8, help="quickstart epochs (default 8, the quickstart's own)"
+        "--epochs", type=int, default=None, help="quickstart epochs (default: the quickstart's own)"
     )
     args = ap.parse_args()
     out = Path(args.out).resolve()
     IMAGES.mkdir(parents=True, exist_ok=True)
     server = _start_visdom(out)
     try:
-        cmd = [sys.executable, "-m", "vidseg", "quickstart", "--out", str(out), "--epochs", str(args.epochs)]
+        cmd = [sys.executable, "-m", "vidseg", "quickstart", "--out", str(out)]
+        cmd += ["--epochs", str(args.epochs)] if args.epochs else []
         cmd += [
             "TEST.EVAL_PERIOD",
             "2",

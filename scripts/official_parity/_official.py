@@ -125,3 +125,21 @@ def save_fixture(name: str, data: dict, commit: str, repo: str) -> Path:
     torch.save(data, path)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB), official {repo}@{commit[:12]}")
     return path
+
+
+def official_definition(path: Path, name: str, namespace: dict, within: str | None = None):
+    """A function or class of an official file, its source run unchanged in ``namespace`` (its globals).
+
+    For code whose module cannot be imported here (detectron2, cv2, ...): ``within`` names the class whose
+    method ``name`` is wanted (returned as a plain function of ``self``).
+    """
+    import ast  # noqa: PLC0415
+    import textwrap  # noqa: PLC0415
+
+    source = path.read_text()
+    body = ast.parse(source).body
+    if within is not None:
+        body = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == within).body
+    node = next(n for n in body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == name)
+    exec(compile(textwrap.dedent(ast.get_source_segment(source, node)), str(path), "exec"), namespace)
+    return namespace[name]

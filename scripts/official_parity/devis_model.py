@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "models_devis"))
 import test_devis_official_parity as spec  # noqa: E402  (sizes, weights, features: shared with the test)
-from _official import extract, save_fixture, stub_packages  # noqa: E402
+from _official import extract, official_definition, save_fixture, stub_packages  # noqa: E402
 
 from vidseg.ops import deform_conv2d  # noqa: E402
 
@@ -71,28 +71,41 @@ def _shim_imports() -> None:
         return core(value, shapes, locations, weights)
 
     msda.ms_deform_attn_forward = ms_deform_attn_forward
+    viz = types.ModuleType("src.util.viz_utils")  # the tracker's visualisation (cv2, matplotlib): unused
+    for what in ("tracks_independently", "clips_after_processing", "results_merged"):
+        setattr(viz, f"visualize_{what}", lambda *a, **k: None)
     sys.modules.update({
         "visdom": visdom, "timm": timm, "timm.models": timm.models, "timm.models.layers": timm.models.layers,
-        "MultiScaleDeformableAttention": msda,
+        "MultiScaleDeformableAttention": msda, "src.util.viz_utils": viz,
     })  # fmt: skip
 
 
-def build_official(root: Path, config: str, feats: dict[str, torch.Tensor]) -> nn.Module:
-    """``build_model``'s DeVIS branch with a body that returns ``feats`` (official BackboneBase masks)."""
+def official_cfg(root: Path, config: str, extra: list | tuple = ()):
     from src.config import get_cfg_defaults  # noqa: PLC0415 (the official code, from the temp copy)
+
+    cfg = get_cfg_defaults()
+    cfg.merge_from_file(str(root / config))
+    cfg.merge_from_list([x for kv in spec.OPTS + list(extra) for x in kv])
+    return cfg
+
+
+def build_official(
+    root: Path, config: str, feats: dict[str, torch.Tensor], per_frame: bool = False, extra: list | tuple = ()
+) -> nn.Module:
+    """``build_model``'s DeVIS branch with a body that returns ``feats`` (official BackboneBase masks)."""
     from src.models.backbone import BackboneBase, Joiner, build_position_encoding  # noqa: PLC0415
     from src.models.deformable_detr import DeformableDETR  # noqa: PLC0415
     from src.models.devis_ablation_transformer_wo_t_conn import build_devis_ablation_transformer  # noqa: PLC0415
     from src.models.devis_segmentation import DeVIS, DeVISPostProcessor  # noqa: PLC0415
     from src.models.devis_transformer import build_devis_transformer  # noqa: PLC0415
 
-    cfg = get_cfg_defaults()
-    cfg.merge_from_file(str(root / config))
-    cfg.merge_from_list([x for kv in spec.OPTS for x in kv])
+    cfg = official_cfg(root, config, extra)
 
     class Body(nn.Module):
         def forward(self, x):
-            return collections.OrderedDict((str(i), f) for i, f in enumerate(feats.values()))
+            # per_frame: feats has every frame of the video, pixel (0, 0, 0) of a frame is its index
+            idx = x[:, 0, 0, 0].round().long() if per_frame else slice(None)
+            return collections.OrderedDict((str(i), f[idx]) for i, f in enumerate(feats.values()))
 
     base = BackboneBase.__new__(BackboneBase)
     nn.Module.__init__(base)
@@ -148,7 +161,54 @@ def main() -> None:
             "official_keys": {k: list(v.shape) for k, v in sd.items() if v.is_floating_point()},
         }
         print(name, {k: tuple(v.shape) for k, v in data["cases"][name].items() if torch.is_tensor(v)})
+    data["videos"] = {name: run_official_video(root, *video) for name, video in spec.VIDEOS.items()}
     save_fixture("devis_model.pt", data, commit, REPO)
+
+
+def run_official_video(root: Path, n: int, size: tuple[int, int], orig: tuple[int, int]) -> dict:
+    """The official ``Tracker`` (``build_tracker``) with the official model over a video of ``n`` frames.
+
+    Its clips come from ``VISValDataset.parse_video_into_clips`` and ``VideoClip`` (src/datasets/vis.py,
+    whose imports need cv2: run from their source), with frames that carry their index.
+    """
+    import src.models.matcher as matcher_mod  # noqa: PLC0415
+    import src.models.tracker as tracker_mod  # noqa: PLC0415
+
+    cfg = official_cfg(root, spec.YT19, [*spec.VIDEO_OPTS, ("NUM_WORKERS", 0)])
+    feats = spec.backbone_features(size, frames=n)
+    model = build_official(root, spec.YT19, feats, per_frame=True, extra=spec.VIDEO_OPTS)
+    missing, unexpected = model.load_state_dict(spec.generated_weights(model.state_dict()), strict=False)
+    assert not unexpected and all(not model.state_dict()[k].is_floating_point() for k in missing)
+    model.eval()
+    ns = {"torch": torch, "os": None, "Image": None}
+    vis = root / "src" / "datasets" / "vis.py"
+    video_clip = official_definition(vis, "VideoClip", ns)
+
+    class IndexedVideoClip(video_clip):
+        def __getitem__(self, item):
+            return torch.stack([spec.video_frame(int(f.split("/")[1]), size) for f in self.video_clips[item]])
+
+    ns["VideoClip"] = IndexedVideoClip
+    parse = official_definition(vis, "parse_video_into_clips", ns, "VISValDataset")
+    t = cfg.MODEL.DEVIS.NUM_FRAMES
+    dataset = types.SimpleNamespace(
+        max_clip_length=t, overlap_window=t - cfg.TEST.CLIP_TRACKING.STRIDE, cat_names=None,
+        annotations={"videos": [{
+            "id": 1, "length": n, "file_names": [f"v/{i}" for i in range(n)], "height": orig[0],
+            "width": orig[1],
+        }]},
+    )  # fmt: skip
+    (video,) = parse(dataset, None, "")
+    build_tracker = official_definition(
+        root / "src" / "models" / "__init__.py", "build_tracker",
+        {"Tracker": tracker_mod.Tracker, "build_inference_matcher": matcher_mod.build_inference_matcher},
+    )  # fmt: skip
+    slots: list = []
+    model.register_forward_hook(lambda m, i, o: slots.append(o["top_k_idxs"]))
+    tracks, _ = build_tracker(model, cfg)(video, "cpu", [])
+    distinct = all(len(set(s.tolist())) == len(s) for s in slots)
+    print(f"video of {n} frames: {len(video)} clips, {len(tracks)} tracks, distinct slots {distinct}")
+    return {"tracks": tracks, "distinct_slots": distinct}
 
 
 if __name__ == "__main__":

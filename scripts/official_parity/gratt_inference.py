@@ -15,10 +15,8 @@ Usage (needs the official mirror, never committed; run ``gratt_head.py`` first i
 
 from __future__ import annotations
 
-import ast
 import math
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -27,7 +25,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gratt_head  # noqa: E402
-from _official import FIXTURES, extract, save_fixture, shim_detectron2, stub_packages  # noqa: E402
+from _official import (  # noqa: E402
+    FIXTURES,
+    extract,
+    official_definition,
+    save_fixture,
+    shim_detectron2,
+    stub_packages,
+)
 
 REPO = gratt_head.REPO
 # frames, resized image (h, w) inside the 32-padded input, original (H0, W0), TEST.DETECTIONS_PER_IMAGE
@@ -55,10 +60,6 @@ class ImageList:
 
 def official_inference(root: Path):
     """``Grattvis.inference`` from the official file, as a plain function of (self, batched_inputs)."""
-    path = root / "grattvis" / "grattvis_model.py"
-    source = path.read_text()
-    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Grattvis")
-    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "inference")
     namespace = {
         "math": math,
         "torch": torch,
@@ -66,8 +67,7 @@ def official_inference(root: Path):
         "ImageList": ImageList,
         "retry_if_cuda_oom": lambda f: f,
     }
-    exec(compile(textwrap.dedent(ast.get_source_segment(source, fn)), str(path), "exec"), namespace)
-    return namespace["inference"]
+    return official_definition(root / "grattvis" / "grattvis_model.py", "inference", namespace, "Grattvis")
 
 
 def main() -> None:

@@ -222,3 +222,55 @@ def test_mixed_pseudo_and_video_clips_batch_through_the_engine_sampler(gratt_cfg
     assert len(batches) == 2
     for b in batches:
         assert b.frames.shape[:3] == (2, 5, 3) and b.frames.shape[-1] % 32 == 0
+
+
+def test_the_official_names_coco2ovis_and_ovis_train_under_the_official_layout(tmp_path):
+    """DATASETS.TRAIN of the OVIS config on a data root in the official layout: coco2ovis_train reads the
+    plain COCO train2017 JSON and maps person -> Person, car -> Vehical, drops unmapped classes."""
+    from vidseg.data.category_maps import OVIS_CLASSES
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "coco/annotations").mkdir(parents=True)
+    (tmp_path / "coco/train2017").mkdir()
+    _image(tmp_path / "coco/train2017/1.jpg", rng)
+
+    def box_poly(k):
+        x0, x1 = 10.0 + 20 * k, 28.0 + 20 * k
+        return [[x0, 10.0, x1, 10.0, x1, 40.0, x0, 40.0]]
+
+    anns = [
+        {"id": k + 1, "image_id": 1, "category_id": c, "segmentation": box_poly(k), "area": 540.0,
+         "bbox": [10 + 20 * k, 10, 18, 30], "iscrowd": 0}
+        for k, c in enumerate((1, 3, 10))
+    ]  # fmt: skip
+    cats = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 10, "name": "traffic light"}]
+    coco = {"images": [{"id": 1, "file_name": "1.jpg", "height": 64, "width": 96}], "annotations": anns,
+            "categories": cats}  # fmt: skip
+    (tmp_path / "coco/annotations/instances_train2017.json").write_text(json.dumps(coco))
+    (tmp_path / "ovis/annotations").mkdir(parents=True)
+    (tmp_path / "ovis/train/v").mkdir(parents=True)
+    for t in range(3):
+        _image(tmp_path / f"ovis/train/v/{t}.jpg", rng)
+    poly = [[10.0, 20.0, 40.0, 20.0, 40.0, 50.0, 10.0, 50.0]]
+    ovis = {
+        "videos": [{"id": 1, "width": 96, "height": 64, "length": 3,
+                    "file_names": [f"v/{t}.jpg" for t in range(3)]}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 2, "iscrowd": 0, "segmentations": [poly] * 3,
+                         "areas": [900.0] * 3, "bboxes": [[10, 20, 30, 30]] * 3}],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(OVIS_CLASSES)],
+    }  # fmt: skip
+    (tmp_path / "ovis/annotations/train.json").write_text(json.dumps(ovis))
+    cfg = get_cfg("Grattvis", lambda c, _: add_grattvis_config(c))
+    cfg.DATASETS.ROOT = str(tmp_path)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.DATASET_RATIO = ("coco2ovis_train", "ovis_train"), [1.0, 0.25]
+    cfg.INPUT.NUM_FRAMES, cfg.INPUT.RANDOM_FLIP = 5, "none"
+    cfg.INPUT.CROP.ENABLED = cfg.INPUT.PSEUDO.CROP.ENABLED = False
+    cfg.INPUT.MIN_SIZE_TRAIN = cfg.INPUT.PSEUDO.MIN_SIZE_TRAIN = (64,)
+    ds = build_train_dataset(cfg)
+    coco_part, ovis_part = ds.datasets
+    assert sorted(coco_part[0]["targets"].labels.tolist()) == [
+        0,
+        24,
+    ]  # Person, Vehical; traffic light dropped
+    assert ovis_part[0]["targets"].labels.tolist() == [1]  # Bird
+    assert ovis_part[0]["frames"].shape[0] == 5  # 5 frames drawn from a 3-frame video, with replacement

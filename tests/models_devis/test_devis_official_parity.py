@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from vidseg.models import load_config
-from vidseg.models.devis.build import build_devis_model
+from vidseg.models.devis.build import build_clip_inference, build_devis_model
 from vidseg.models.devis.clip_inference import clip_result
+from vidseg.structures.masks import decode_segmentation
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "official_parity" / "devis_model.pt"
 NUM_CLASSES = 40
@@ -48,6 +49,24 @@ CASES = {
     "ablation2-5_wo_temp_conn": (f"{ABL}2-5_single-scale_wo_temp_conn.yaml", SIZE, SIZE, SIZE, 3),
     "ablation3_increased_spatial_inputs": (f"{ABL}3_increased-spatial-inputs.yaml", SIZE, SIZE, SIZE, 3),
 }
+# Whole videos through the clips, the per-clip post-processing (masks upsampled to the original size) and the
+# tracker; frames carry their index, and each frame has its own backbone maps (shared by the clips with it).
+VIDEOS = {
+    # name: (frames, input size (unpadded, as the clip inference feeds it), original size)
+    "video_8_frames": (8, (56, 80), (112, 160)),  # 4 clips of T = 3, stride 2, the last overlapping more
+    "video_2_frames": (2, (56, 80), (84, 120)),  # shorter than T: one ping-pong clip
+}
+# Random weights make every candidate look alike (mask IoU ~0.26 for all pairs), and two candidates of one
+# slot (two classes) tie exactly against two tracks of one class: the assignment would be decided by float
+# rounding. So: a strong centre cue (a slot keeps its reference point across clips) and 20 slots for 6
+# candidates per clip, all of distinct slots (checked).
+VIDEO_OPTS = [
+    ("TEST.CLIP_TRACKING.STRIDE", 2),
+    ("TEST.CLIP_TRACKING.CENTER_COST", 10),
+    ("MODEL.NUM_QUERIES", 60),
+    ("TEST.NUM_OUT", 6),
+]
+MAX_MASK_PIXELS_DIFF = 1e-4  # of all pixels of a video: a logit within float rounding of 0 may flip
 LEVELS = {"res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)}
 WEIGHT_SEED, FEATURE_SEED = 0, 1
 ATOL = 1e-4
@@ -109,11 +128,30 @@ class FixedFeatures(nn.Module):
         return dict(self.feats)
 
 
-def build_vidseg(config: str, feats: dict[str, torch.Tensor]) -> nn.Module:
+class FrameIndexedFeatures(FixedFeatures):
+    """Returns the maps of the frames given: ``feats`` holds every frame of a video, and pixel (0, 0, 0) of a
+    frame is its index (:func:`video_frame`)."""
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        idx = frames[:, 0, 0, 0].round().long()
+        return {k: v[idx] for k, v in self.feats.items()}
+
+
+def video_frame(index: int, size: tuple[int, int]) -> torch.Tensor:
+    """Frame ``index`` of a test video: ``[3, h, w]`` filled with its index."""
+    return torch.full((3, *size), float(index))
+
+
+def vidseg_config(config: str, extra: list | tuple = ()):
+    return load_config(config, [str(x) for kv in OPTS + VIDSEG_ONLY_OPTS + list(extra) for x in kv])
+
+
+def build_vidseg(
+    config: str, feats: dict[str, torch.Tensor], per_frame: bool = False, extra: list | tuple = ()
+) -> nn.Module:
     """vidseg's DeVIS from its config, the backbone replaced by ``feats``, the generated weights loaded."""
-    opts = [str(x) for kv in OPTS + VIDSEG_ONLY_OPTS for x in kv]
-    model = build_devis_model(load_config(config, opts), NUM_CLASSES)
-    model.def_detr.backbone[0] = FixedFeatures(feats)
+    model = build_devis_model(vidseg_config(config, extra), NUM_CLASSES)
+    model.def_detr.backbone[0] = (FrameIndexedFeatures if per_frame else FixedFeatures)(feats)
     model.load_state_dict(generated_weights(model.state_dict()), strict=True)
     return model.eval()
 
@@ -160,3 +198,37 @@ def test_clip_outputs_match_the_official_model(official: dict, name: str) -> Non
     close("mask_logits", out["pred_masks"][first].transpose(0, 1)[:n], want["masks"])
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= ATOL, f"{name}: {worst} differs from the official by {diffs[worst]:.2e}"
+
+
+class _Video:
+    """What ``ClipInference`` reads of a video: length, sizes, id and ``frames[i]`` ``[3, h, w]``."""
+
+    video_id = 1
+
+    def __init__(self, n: int, size: tuple[int, int], orig: tuple[int, int]):
+        self.length, self.image_size, self.orig_size = n, size, orig
+        self.frames = [video_frame(i, size) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", list(VIDEOS))
+def test_video_tracks_match_the_official_tracker(official: dict, name: str) -> None:
+    """Model, clip post-processing and tracker together: the official ``Tracker`` with the official model."""
+    n, size, orig = VIDEOS[name]
+    want, distinct = official["videos"][name]["tracks"], official["videos"][name]["distinct_slots"]
+    assert distinct, f"{name}: two candidates of a clip share a slot (a tie); change the case"
+    model = build_vidseg(YT19, backbone_features(size, frames=n), per_frame=True, extra=VIDEO_OPTS)
+    result = build_clip_inference(vidseg_config(YT19, VIDEO_OPTS))(model, _Video(n, size, orig))
+    ours = result.tracks
+    assert len(ours) == len(want) > 0, f"{name}: {len(ours)} tracks, official {len(want)}"
+    flipped = total = 0
+    for i, (a, b) in enumerate(zip(ours, want, strict=True)):
+        assert a.label + 1 == b["category_id"], f"{name} track {i}: category"
+        assert a.score == pytest.approx(b["score"], abs=1e-5), f"{name} track {i}: score"
+        assert len(a.masks) == len(b["segmentations"]) == n
+        for ma, mb in zip(a.masks, b["segmentations"], strict=True):
+            assert (ma is None) == (mb is None), f"{name} track {i}: mask presence differs"
+            if ma is not None:
+                da, db = decode_segmentation(ma, *orig), decode_segmentation(mb, *orig)
+                flipped += int((da != db).sum())
+                total += da.size
+    assert flipped <= MAX_MASK_PIXELS_DIFF * total, f"{name}: {flipped} of {total} mask pixels differ"

@@ -5,8 +5,7 @@ official ``grattvis/grattvis_model.py:Grattvis.inference`` returned with the hea
 (USE_MEM True, GATED_PROP True, one frame per step): the top-k scores (max over frames of the class
 probability x the mean foreground probability), the labels and the masks at the original size (regenerate
 with ``scripts/official_parity/gratt_inference.py``). vidseg runs :class:`GRAttVISHead` step by step and
-folds each frame into ``OnlineVideoState``, then selects like ``GRAttVISInference``. Skipped until
-``vidseg/models/grattvis/inference.py`` is there.
+folds each frame into ``OnlineVideoState``, then selects like ``GRAttVISInference``.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from vidseg.models.grattvis import inference
 from vidseg.models.grattvis.vis_head import GRAttVISHead
 from vidseg.structures.masks import decode_segmentation
-
-inference = pytest.importorskip("vidseg.models.grattvis.inference")
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official_parity"
 

@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "METHODS",
+    "METHOD_ALIASES",
     "Method",
     "add_method_config",
     "build_model",
@@ -76,6 +77,10 @@ METHODS: dict[str, Method] = {
     ),
 }
 
+# Other spellings of a method, as official configs write them: the GRAtt-VIS files say ``Grattvis`` (an
+# earlier commit ``Genvis``).
+METHOD_ALIASES: dict[str, str] = {"Grattvis": "GRAttVIS", "Genvis": "GRAttVIS"}
+
 
 def method_names() -> list[str]:
     """The registered ``MODEL.META_ARCHITECTURE`` names, sorted."""
@@ -85,6 +90,7 @@ def method_names() -> list[str]:
 def _method(name: str) -> Method:
     if not name:
         raise KeyError(f"MODEL.META_ARCHITECTURE is empty; set it in the config (one of {method_names()})")
+    name = METHOD_ALIASES.get(name, name)
     if name not in METHODS:
         raise KeyError(f"MODEL.META_ARCHITECTURE: unknown method {name!r}; known: {method_names()}")
     return METHODS[name]
