@@ -167,9 +167,65 @@ def test_an_official_devis_checkpoint_runs_through_eval_and_predict(video, tmp_p
     opts = _opts(video)
     expected = _in_python(DEVIS, opts, trained, video["mp4"])
     evaluated, log = _eval(capsys, DEVIS, path, opts, tmp_path / "eval")
-    assert f"weights {path}: format=devis_video; mapped {len(trained)} tensors; nothing left out" in log
+    recognised = f"format=devis_video; mapped {len(trained)} tensors; nothing left out"
+    assert f"weights {path}: {recognised}" in log
     assert "not weights, not used: optimizer, lr_scheduler, epoch, cfg" in log
     predicted, printed = _predict(capsys, video["mp4"], DEVIS, path, opts, tmp_path / "pred")
-    assert f"format=devis_video; mapped {len(trained)} tensors; nothing left out" in printed
+    assert recognised in printed
     _same_results(expected, evaluated, exact=False)
     _same_results(expected, predicted, exact=True)
+
+    # vidseg convert --config-file: a .safetensors of the model's weights, read by both commands the same way
+    converted = tmp_path / "devis_r50_yt19.safetensors"
+    argv = ["convert", str(path), str(converted), "--config-file", DEVIS, "MODEL.NUM_CLASSES", "2"]
+    assert main([*argv, "MODEL.BACKBONE_PRETRAINED", "''"]) == 0, capsys.readouterr().err[-3000:]
+    assert "format=devis_video" in capsys.readouterr().out
+    again, log = _eval(capsys, DEVIS, converted, opts, tmp_path / "eval_converted")
+    assert f"weights {converted}: format=vidseg; mapped {len(trained)} tensors; nothing left out" in log
+    assert again == evaluated
+    again, printed = _predict(capsys, video["mp4"], DEVIS, converted, opts, tmp_path / "pred_converted")
+    assert "format=vidseg" in printed and again == predicted
+
+
+@pytest.mark.slow  # ~15 s: a DeVIS training iteration and its checkpoint writes
+def test_a_vidseg_training_checkpoint_runs_through_eval_and_predict(video, tmp_path, capsys):
+    """``checkpoint.pth`` as ``vidseg train`` writes it (model, optimizer, scheduler, RNG, config), and its
+    ``vidseg convert`` to ``.safetensors``."""
+    run = tmp_path / "run"
+    train = [
+        *("DATASETS.TRAIN", '("custom_train",)', "DATASETS.CUSTOM_TRAIN_JSON", str(video["train_json"])),
+        *("DATASETS.CUSTOM_TRAIN_IMAGES", str(video["train_images"]), "INPUT.MIN_SIZE_TRAIN", f"[{H}]"),
+        *(
+            "INPUT.MAX_SIZE_TRAIN",
+            str(W),
+            "SOLVER.EPOCHS",
+            "1",
+            "SOLVER.STEPS",
+            "[]",
+            "TEST.EVAL_PERIOD",
+            "0",
+        ),
+        *("SOLVER.CHECKPOINT_PERIOD", "0", "OUTPUT_DIR", str(run)),
+    ]
+    opts = _opts(video)
+    rc = main(["train", "--config-file", DEVIS, "--no-progress", *opts, *train])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    path = run / "checkpoint.pth"
+    obj = safe_read(path)
+    assert obj["format"] == "vidseg-train-v1" and obj["iter"] == 1 and "optimizer" in obj
+    expected = _in_python(DEVIS, opts, obj["model"], video["mp4"])
+
+    converted = tmp_path / "model.safetensors"
+    rc = main(["convert", str(path), str(converted), "--config-file", str(run / "config.yaml")])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    for weights in (path, converted):
+        evaluated, log = _eval(capsys, DEVIS, weights, opts, tmp_path / f"eval_{weights.suffix[1:]}")
+        assert (
+            f"weights {weights}: format=vidseg; mapped {len(obj['model'])} tensors; nothing left out" in log
+        )
+        predicted, printed = _predict(
+            capsys, video["mp4"], DEVIS, weights, opts, tmp_path / f"pred_{weights.suffix}"
+        )
+        assert "format=vidseg" in printed
+        _same_results(expected, evaluated, exact=False)
+        _same_results(expected, predicted, exact=True)
