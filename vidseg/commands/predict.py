@@ -106,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         return _error(
             f"would replace {', '.join(existing)}; pass --overwrite to replace, or choose another --out"
         )
+    from vidseg.engine.run_setup import setup_logging
+
+    # INFO lines on the console, as eval and train print them: which format the weights file was recognised
+    # as, how many tensors were mapped and what was left out (predict writes no log.txt).
+    setup_logging(None)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

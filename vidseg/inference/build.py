@@ -107,7 +107,8 @@ def build_predictor_kwargs(
         raise PredictorError(f"cannot build the model {arch!r} from the config: {msg}") from e
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     if weights:
-        logger.info("weights %s: %s", weights, load_predictor_weights(bundle.model, weights, arch))
+        # debug: load_weights already logs the same line at INFO (format, tensors mapped, left out)
+        logger.debug("weights %s: %s", weights, load_predictor_weights(bundle.model, weights, arch))
     else:
         warnings.warn(
             f"no weights given (MODEL.WEIGHTS is empty): predicting with a randomly initialised {arch}",

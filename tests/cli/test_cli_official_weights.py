@@ -1,0 +1,231 @@
+"""Official checkpoint files, as the official code writes them, straight into ``vidseg eval``
+(``MODEL.WEIGHTS``) and ``vidseg predict --weights`` (issues 14 and 16): the command line recognises the file,
+says so in its log, and gives the results of the same weights loaded into the model in Python (scores,
+categories, every RLE).
+The same for a vidseg training checkpoint and for files ``vidseg convert`` wrote.
+
+The files come from ``tests/checkpoints/official_files.py`` (the official save calls with real optimizers and
+schedulers), filled with the weights of a real tiny model so that its outputs mean something."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidseg.checkpoints import safe_read
+from vidseg.cli import main
+from vidseg.data import generate_synthetic_dataset
+from vidseg.data.video_io import write_video
+from vidseg.inference import VideoPredictor
+from vidseg.inference.sources import open_source
+from vidseg.models import build_model, load_config
+
+TESTS = Path(__file__).resolve().parents[1]
+H, W, N = 64, 96, 3  # one DeVIS clip (T=3)
+DEVIS = "quickstart/devis_tiny.yaml"
+
+
+def _official_files():
+    """``tests/checkpoints/official_files.py``, imported with its own ``conftest`` (this folder has none of
+    its own: ``conftest`` is ``tests/conftest.py`` here)."""
+    if "official_files" in sys.modules:  # already imported by the tests in tests/checkpoints
+        return sys.modules["official_files"]
+    folder = TESTS / "checkpoints"
+    spec = importlib.util.spec_from_file_location("checkpoints_conftest", folder / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    saved = sys.modules.get("conftest")
+    sys.modules["conftest"] = conftest
+    try:
+        spec = importlib.util.spec_from_file_location("official_files", folder / "official_files.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            del sys.modules["conftest"]
+        else:
+            sys.modules["conftest"] = saved
+    sys.modules["official_files"] = module
+    return module
+
+
+official_files = _official_files()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> dict[str, Path]:
+    """An mp4 of a synthetic video, a YouTube-VIS val set whose frames are that mp4's decoded frames (eval and
+    predict then see the same pixels), and a train split of one video."""
+    tmp = tmp_path_factory.mktemp("official_weights")
+    d = generate_synthetic_dataset(
+        tmp / "syn", seed=1, num_videos_train=1, num_videos_val=1, num_frames=N, height=H, width=W,
+        num_classes=2, max_instances=3, progress=False,
+    )  # fmt: skip
+    gt = json.loads(Path(d["val_json"]).read_text())
+    entry = gt["videos"][0]
+    frames = [np.asarray(Image.open(Path(d["val_images"]) / f).convert("RGB")) for f in entry["file_names"]]
+    mp4 = write_video(tmp / "clip.mp4", frames, fps=5)
+    decoded = open_source(mp4)
+    images = tmp / "images"
+    (images / "v").mkdir(parents=True)
+    entry["file_names"] = []
+    for t in range(len(decoded)):
+        Image.fromarray(np.asarray(decoded[t])).save(images / "v" / f"{t:05d}.png")
+        entry["file_names"].append(f"v/{t:05d}.png")
+    ann = tmp / "val.json"
+    ann.write_text(json.dumps(gt))
+    return {"dir": tmp, "mp4": mp4, "ann": ann, "images": images, **d}
+
+
+def _opts(video: dict[str, Path]) -> list[str]:
+    """The overrides both commands get: CPU, the tiny val set, its class count, its test size."""
+    return [
+        *("MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "MODEL.NUM_CLASSES", "2"),
+        *("DATASETS.TEST", '("custom_val",)', "DATASETS.CUSTOM_VAL_JSON", str(video["ann"])),
+        *("DATASETS.CUSTOM_VAL_IMAGES", str(video["images"]), "MODEL.BACKBONE_PRETRAINED", "''"),
+        *("INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W), "TEST.NUM_OUT", "4"),
+    ]
+
+
+def _eval(capsys, config: str, weights: Path, opts: list[str], out: Path) -> tuple[list[dict], str]:
+    """``vidseg eval --config-file config MODEL.WEIGHTS weights``: (results.json, log.txt)."""
+    argv = ["eval", "--config-file", config, "--no-progress", *opts, "MODEL.WEIGHTS", str(weights)]
+    rc = main([*argv, "OUTPUT_DIR", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-3000:]
+    return json.loads((out / "eval_results" / "results.json").read_text()), (out / "log.txt").read_text()
+
+
+def _predict(capsys, mp4: Path, config: str, weights: Path, opts: list[str], out: Path) -> tuple[list, str]:
+    """``vidseg predict mp4 --config-file config --weights weights``: (results.json, stdout + stderr)."""
+    log = logging.getLogger("vidseg")
+    for h in [h for h in log.handlers if getattr(h, "_vidseg", False)]:  # as in a fresh process: no handlers
+        log.removeHandler(h)  # left by an earlier command in this process
+        h.close()
+    argv = ["predict", str(mp4), "--config-file", config, "--weights", str(weights), "--out", str(out)]
+    rc = main([*argv, "--no-render", "--no-progress", "--video-id", "1", *opts])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-3000:]
+    return json.loads((out / "results.json").read_text()), cap.out + cap.err
+
+
+def _in_python(config: str, opts: list[str], state_dict: dict[str, torch.Tensor], mp4: Path) -> list[dict]:
+    """The same weights put into the model in Python (``load_state_dict``, strict), predicted on ``mp4``."""
+    cfg = load_config(config, opts)
+    bundle = build_model(cfg)
+    bundle.model.load_state_dict(state_dict, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no weights given": the model already holds them
+        predictor = VideoPredictor.from_config(
+            cfg, "", device="cpu", model=bundle.model, inference=bundle.inference
+        )
+    result = predictor.predict(state=predictor.init_state(mp4, video_id=1), source=mp4, progress=False)
+    return result.to_official(predictor.category_ids(result))
+
+
+def _same_results(expected: list[dict], got: list[dict], *, exact: bool) -> None:
+    """Same tracks: scores (eval's to 1e-6: its loader prepares the frames its own way), categories, RLEs."""
+    assert 0 < len(got) == len(expected)
+    key = lambda e: (-e["score"], e["category_id"])  # noqa: E731
+    for a, b in zip(sorted(expected, key=key), sorted(got, key=key)):
+        assert b["score"] == (a["score"] if exact else pytest.approx(a["score"], abs=1e-6))
+        assert a["category_id"] == b["category_id"] and len(b["segmentations"]) == N
+        counts = [[s and s["counts"] for s in e["segmentations"]] for e in (a, b)]
+        assert counts[0] == counts[1]
+    assert any(s is not None for e in got for s in e["segmentations"])
+
+
+def _tiny_devis_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    cfg = load_config(DEVIS, ["MODEL.NUM_CLASSES", "2", "MODEL.BACKBONE_PRETRAINED", "''"])
+    return build_model(cfg).model.state_dict()
+
+
+def test_an_official_devis_checkpoint_runs_through_eval_and_predict(video, tmp_path, capsys):
+    init = _tiny_devis_state(seed=3)
+    path = tmp_path / "devis_r50_yt19_checkpoint.pth"
+    shapes = {k: tuple(v.shape) for k, v in init.items()}
+    trained = official_files.write_devis_checkpoint(path, shapes, video=True, init=init).state_dict()
+    obj = safe_read(path)  # what main.py saved: legacy pickle, yacs cfg, optimizer and MultiStepLR states
+    assert path.read_bytes()[:2] == b"\x80\x02" and obj["epoch"] == 3
+    assert len(obj["optimizer"]["param_groups"]) == 5
+    # The official names: all but the tiny config's plain-conv mask head (MODEL.MASK_HEAD.USE_MDC False) are
+    # names of the official R-50 YT-19 file.
+    official = {ln.split(" ", 1)[0] for ln in (TESTS / "spec_keys/devis-state-dict-keys-R50-YT19.txt").open()}
+    plain_convs = {f"mask_head.{n}.{p}" for n in (*(f"lay{i}" for i in range(1, 6)), "out_lay") for p in "wb"}
+    assert {k[: k.rindex(".") + 2] for k in obj["model"] if k not in official} == plain_convs
+
+    opts = _opts(video)
+    expected = _in_python(DEVIS, opts, trained, video["mp4"])
+    evaluated, log = _eval(capsys, DEVIS, path, opts, tmp_path / "eval")
+    recognised = f"format=devis_video; mapped {len(trained)} tensors; nothing left out"
+    assert f"weights {path}: {recognised}" in log
+    assert "not weights, not used: optimizer, lr_scheduler, epoch, cfg" in log
+    predicted, printed = _predict(capsys, video["mp4"], DEVIS, path, opts, tmp_path / "pred")
+    assert recognised in printed
+    _same_results(expected, evaluated, exact=False)
+    _same_results(expected, predicted, exact=True)
+
+    # vidseg convert --config-file: a .safetensors of the model's weights, read by both commands the same way
+    converted = tmp_path / "devis_r50_yt19.safetensors"
+    argv = ["convert", str(path), str(converted), "--config-file", DEVIS, "MODEL.NUM_CLASSES", "2"]
+    assert main([*argv, "MODEL.BACKBONE_PRETRAINED", "''"]) == 0, capsys.readouterr().err[-3000:]
+    assert "format=devis_video" in capsys.readouterr().out
+    again, log = _eval(capsys, DEVIS, converted, opts, tmp_path / "eval_converted")
+    assert f"weights {converted}: format=vidseg; mapped {len(trained)} tensors; nothing left out" in log
+    assert again == evaluated
+    again, printed = _predict(capsys, video["mp4"], DEVIS, converted, opts, tmp_path / "pred_converted")
+    assert "format=vidseg" in printed and again == predicted
+
+
+@pytest.mark.slow  # ~15 s: a DeVIS training iteration and its checkpoint writes
+def test_a_vidseg_training_checkpoint_runs_through_eval_and_predict(video, tmp_path, capsys):
+    """``checkpoint.pth`` as ``vidseg train`` writes it (model, optimizer, scheduler, RNG, config), and its
+    ``vidseg convert`` to ``.safetensors``."""
+    run = tmp_path / "run"
+    train = [
+        *("DATASETS.TRAIN", '("custom_train",)', "DATASETS.CUSTOM_TRAIN_JSON", str(video["train_json"])),
+        *("DATASETS.CUSTOM_TRAIN_IMAGES", str(video["train_images"]), "INPUT.MIN_SIZE_TRAIN", f"[{H}]"),
+        *(
+            "INPUT.MAX_SIZE_TRAIN",
+            str(W),
+            "SOLVER.EPOCHS",
+            "1",
+            "SOLVER.STEPS",
+            "[]",
+            "TEST.EVAL_PERIOD",
+            "0",
+        ),
+        *("SOLVER.CHECKPOINT_PERIOD", "0", "OUTPUT_DIR", str(run)),
+    ]
+    opts = _opts(video)
+    rc = main(["train", "--config-file", DEVIS, "--no-progress", *opts, *train])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    path = run / "checkpoint.pth"
+    obj = safe_read(path)
+    assert obj["format"] == "vidseg-train-v1" and obj["iter"] == 1 and "optimizer" in obj
+    expected = _in_python(DEVIS, opts, obj["model"], video["mp4"])
+
+    converted = tmp_path / "model.safetensors"
+    rc = main(["convert", str(path), str(converted), "--config-file", str(run / "config.yaml")])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    for weights in (path, converted):
+        evaluated, log = _eval(capsys, DEVIS, weights, opts, tmp_path / f"eval_{weights.suffix[1:]}")
+        assert (
+            f"weights {weights}: format=vidseg; mapped {len(obj['model'])} tensors; nothing left out" in log
+        )
+        predicted, printed = _predict(
+            capsys, video["mp4"], DEVIS, weights, opts, tmp_path / f"pred_{weights.suffix}"
+        )
+        assert "format=vidseg" in printed
+        _same_results(expected, evaluated, exact=False)
+        _same_results(expected, predicted, exact=True)
