@@ -15,7 +15,6 @@ from torch import nn
 
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference import supports_streaming
-from vidseg.models import METHODS
 from vidseg.models.grattvis.inference import (
     GRAttVISInference,
     encode_rles,
@@ -275,7 +274,6 @@ def test_bad_constructor_arguments_name_the_setting():
         GRAttVISInference(num_classes=3, top_k=0)
 
 
-@pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAttVIS is not in models.METHODS yet (g-model)")
 def test_the_real_tiny_model_matches_the_reference():
     from vidseg.models import build_model, load_config
 
