@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_util
 from torch import nn
 
-from vidseg.data.transforms import resize_clip, shortest_edge_size
+from vidseg.data.transforms import resize_clip, resize_image, shortest_edge_size
 from vidseg.structures.clip_batch import pad_frames
 from vidseg.structures.masks import RLE, decode_segmentation, encode_rle
 from vidseg.structures.results import FrameOutput, Track, VideoResult
@@ -215,7 +215,8 @@ class GRAttVISInference:
         """Every frame of ``video`` through ``model``, folded into an :class:`OnlineVideoState`.
 
         ``video`` is a ``vidseg.data.VideoItem`` (frames read one at a time) or raw frames
-        ``[T, 3, H0, W0]`` RGB 0-255.
+        ``[T, 3, H0, W0]`` RGB 0-255 (uint8: resized with PIL bilinear as the official test pipeline; float:
+        the antialiased bilinear of ``resize_clip``).
         """
         device = next(model.parameters()).device
         amp = self.use_amp and device.type == "cuda"
@@ -253,7 +254,11 @@ class GRAttVISInference:
             h0, w0 = (int(s) for s in video.shape[-2:])
             size = shortest_edge_size(h0, w0, self.min_size_test, self.max_size_test)
             for t in range(video.shape[0]):
-                frame, _ = resize_clip(video[t : t + 1].float(), None, size)
+                if video.dtype == torch.uint8:  # PIL bilinear on uint8, as the official test pipeline
+                    img = resize_image(video[t].permute(1, 2, 0).numpy(), size)
+                    frame = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()
+                else:
+                    frame, _ = resize_clip(video[t : t + 1].float(), None, size)
                 images, image_size = model.preprocess(frame)
                 yield images, tuple(int(s) for s in image_size), (h0, w0)
             return
