@@ -194,6 +194,9 @@ class GRAttVISInference:
     """
 
     use_amp: bool = True
+    # The stream returns the VideoResult of __call__ at its end (the protocol's final correction), so the
+    # predictor takes it as is rather than re-encoding the per-frame masks into a summary.
+    stream_returns_result: bool = True
 
     def __init__(
         self, num_classes: int, top_k: int = 10, min_size_test: int = 360, max_size_test: int = 1333
@@ -297,10 +300,6 @@ class GRAttVISInference:
             frame_scores: list[float | None] = [float(score)] * len(masks)
             result.tracks.append(Track(float(score), int(label), masks, frame_scores, track_id=j + 1))
         return result
-
-    # The stream returns the VideoResult of __call__ at its end (the protocol's final correction), so the
-    # predictor takes it as is rather than re-encoding the per-frame masks into a summary.
-    stream_returns_result = True
 
     def stream(self, model: nn.Module, video: Any) -> Generator[FrameOutput, None, VideoResult]:
         """Per-frame outputs (the ``vidseg.inference`` streaming protocol), then the video's
