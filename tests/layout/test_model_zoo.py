@@ -41,15 +41,7 @@ def _commands(row: list[str]) -> list[list[str]]:
     return [shlex.split(c) for cell in row for c in re.findall(r"`(vidseg [^`]+)`", cell)]
 
 
-# TEMPORARY (zoo branch, before the GRAtt-VIS configs are merged): their rows are skipped, not failed.
-PENDING = ("configs/grattvis/", "tests/models_grattvis/test_gratt_config.py")
-
-
 def _loadable(path: str):
-    from vidseg.models import METHODS
-
-    if path.startswith(PENDING) and (not (ROOT / path).exists() or "GRAttVIS" not in METHODS):
-        pytest.skip(f"{path}: the GRAtt-VIS configs or model are not merged yet")
     if not (ROOT / path).exists():
         pytest.fail(f"MODEL_ZOO.md names {path}, which does not exist")
     return load_config(str(ROOT / path))
@@ -106,4 +98,4 @@ def test_every_status_entry_is_in_the_legend():
         for entry in status.split(", "):
             assert entry in names, f"{title}: status {entry!r} is not in the legend"
     for test_file in re.findall(r"`(tests/[\w/]+\.py)`", legend):
-        assert (ROOT / test_file).exists() or test_file.startswith(PENDING), test_file
+        assert (ROOT / test_file).exists(), test_file
