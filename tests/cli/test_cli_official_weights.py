@@ -21,13 +21,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vidseg.checkpoints import safe_read
+from vidseg.checkpoints import detectron2_to_vidseg, load_weights, safe_read, vidseg_to_detectron2
 from vidseg.cli import main
 from vidseg.data import generate_synthetic_dataset
 from vidseg.data.video_io import write_video
 from vidseg.inference import VideoPredictor
 from vidseg.inference.sources import open_source
-from vidseg.models import build_model, load_config
+from vidseg.models import METHODS, build_model, load_config
 
 TESTS = Path(__file__).resolve().parents[1]
 H, W, N = 64, 96, 3  # one DeVIS clip (T=3)
@@ -86,14 +86,17 @@ def video(tmp_path_factory) -> dict[str, Path]:
     return {"dir": tmp, "mp4": mp4, "ann": ann, "images": images, **d}
 
 
-def _opts(video: dict[str, Path]) -> list[str]:
+def _opts(video: dict[str, Path], devis: bool = True) -> list[str]:
     """The overrides both commands get: CPU, the tiny val set, its class count, its test size."""
-    return [
-        *("MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "MODEL.NUM_CLASSES", "2"),
+    common = [
+        *("MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"),
         *("DATASETS.TEST", '("custom_val",)', "DATASETS.CUSTOM_VAL_JSON", str(video["ann"])),
-        *("DATASETS.CUSTOM_VAL_IMAGES", str(video["images"]), "MODEL.BACKBONE_PRETRAINED", "''"),
-        *("INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W), "TEST.NUM_OUT", "4"),
+        *("DATASETS.CUSTOM_VAL_IMAGES", str(video["images"])),
+        *("INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W)),
     ]
+    if devis:
+        return [*common, "MODEL.NUM_CLASSES", "2", "TEST.NUM_OUT", "4", "MODEL.BACKBONE_PRETRAINED", "''"]
+    return [*common, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2", "TEST.DETECTIONS_PER_IMAGE", "4"]
 
 
 def _eval(capsys, config: str, weights: Path, opts: list[str], out: Path) -> tuple[list[dict], str]:
@@ -229,3 +232,91 @@ def test_a_vidseg_training_checkpoint_runs_through_eval_and_predict(video, tmp_p
         assert "format=vidseg" in printed
         _same_results(expected, evaluated, exact=False)
         _same_results(expected, predicted, exact=True)
+
+
+GRATT = "quickstart/grattvis_tiny.yaml"  # USE_MEM False, GATED_PROP True
+needs_grattvis = pytest.mark.skipif(
+    "GRAttVIS" not in METHODS, reason="TEMPORARY: until the GRAttVIS METHODS entry lands (issue 16, g-model)"
+)
+
+
+def _detectron2_file(path: Path, model: torch.nn.Module, *, vita: bool = False) -> dict[str, torch.Tensor]:
+    """``model`` under the official detectron2 names (``vidseg_to_detectron2``), with the criteria's
+    ``empty_weight`` buffers the official files carry, saved as detectron2's checkpointer does; a VITA file
+    has no ``prop_instance``. Returns the file's ``model`` entry."""
+    sd = vidseg_to_detectron2(model.state_dict())
+    if vita:
+        sd = {k: v for k, v in sd.items() if not k.startswith("vita_module.prop_instance.")}
+    k1 = sd["vita_module.class_embed.weight"].shape[0]
+    for name in (
+        ("criterion", "vita_criterion") if vita else ("criterion", "vita_criterion", "genvis_criterion")
+    ):
+        sd[f"{name}.empty_weight"] = torch.cat([torch.ones(k1 - 1), torch.tensor([0.1])])
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    return official_files.write_detectron2_checkpoint(path, shapes, init=sd).state_dict()
+
+
+def _tiny_grattvis(use_mem: bool, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    opts = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2", "MODEL.GENVIS.USE_MEM", str(use_mem)]
+    return build_model(load_config(GRATT, opts)).model
+
+
+@needs_grattvis
+@pytest.mark.parametrize(
+    "use_mem, config_says",
+    [(True, False), pytest.param(False, True, marks=pytest.mark.slow)],
+    ids=["memory_file_config_off", "no_memory_file_config_on"],
+)
+def test_an_official_grattvis_file_decides_the_memory_in_eval(video, tmp_path, capsys, use_mem, config_says):
+    """A GRAtt-VIS file with (without) GenVIS's memory against ``MODEL.GENVIS.USE_MEM`` False (True): the
+    file wins, with one warning line, and eval gives the results of the model built as the file was."""
+    opts = _opts(video, devis=False)
+    path = tmp_path / f"grattvis_r50_ovis{'_memory' if use_mem else ''}.pth"
+    model = _tiny_grattvis(use_mem, seed=5)
+    written = _detectron2_file(path, model)
+    # The official names: those of the R-50 OVIS file (trained without memory), plus GenVIS's memory linears.
+    official = {
+        ln.split(" ", 1)[0] for ln in (TESTS / "spec_keys/grattvis-state-dict-keys-R50-OVIS.txt").open()
+    }
+    assert set(written) - official == (set(official_files.MEMORY_KEYS) if use_mem else set())
+    assert any(k.startswith("backbone.res2.") for k in written)
+    assert set(safe_read(path)) == {"model", "trainer", "iteration"}
+
+    trained = detectron2_to_vidseg(written, model.state_dict())[0]  # the criteria's empty_weight dropped
+    expected = _in_python(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)], trained, video["mp4"])
+    evaluated, log = _eval(capsys, GRATT, path, [*opts, "MODEL.GENVIS.USE_MEM", str(config_says)], tmp_path)
+    decision = (
+        f"MODEL.WEIGHTS {path}: the checkpoint was trained with memory {'on' if use_mem else 'off'} "
+        f"(vita_module.pre_memory_embed_* {'present' if use_mem else 'absent'}) but MODEL.GENVIS.USE_MEM "
+        f"is {config_says}: building with MODEL.GENVIS.USE_MEM {use_mem}, as the checkpoint"
+    )
+    assert len([ln for ln in log.splitlines() if decision in ln and " WARNING " in ln]) == 1, log[-3000:]
+    assert f"weights {path}: format=detectron2; mapped {len(trained)} tensors" in log
+    _same_results(expected, evaluated, exact=False)
+
+
+@needs_grattvis
+@pytest.mark.slow  # ~4 s: another file, model and eval
+def test_an_official_vita_file_initialises_grattvis_in_eval(video, tmp_path, capsys):
+    """A VITA file (no ``prop_instance``, no memory; the official GRAtt-VIS training init): the gate starts
+    fresh, with one warning line, and eval gives the results of that file loaded into the model in Python."""
+    from vidseg.engine.run_setup import seed_all
+
+    opts = _opts(video, devis=False)
+    path = tmp_path / "vita_r50_ovis.pth"
+    _detectron2_file(path, _tiny_grattvis(False, seed=6), vita=True)
+    evaluated, log = _eval(capsys, GRATT, path, opts, tmp_path / "eval")
+    fresh = (
+        f"MODEL.WEIGHTS {path}: a VITA checkpoint (no prop_instance, no memory): vita_module.prop_instance "
+        "starts fresh (default init); everything else is loaded"
+    )
+    assert len([ln for ln in log.splitlines() if fresh in ln and " WARNING " in ln]) == 1, log[-3000:]
+    assert "GRAtt-VIS: the gate (vita_module.prop_instance) is not in this VITA file: default init" in log
+    # In Python: the model eval builds (seeded with SEED, as eval seeds it), the file loaded into it.
+    cfg = load_config(GRATT, opts)
+    seed_all(cfg.SEED)
+    model = build_model(cfg).model
+    report = load_weights(model, path)
+    assert report.missing == ["vita_module.prop_instance.weight", "vita_module.prop_instance.bias"]
+    _same_results(_in_python(GRATT, opts, model.state_dict(), video["mp4"]), evaluated, exact=False)
