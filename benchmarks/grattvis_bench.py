@@ -12,6 +12,10 @@ config's bundle) on synthetic videos, random weights.
   weights make speckled masks, so long RLEs) and the stride-4 mask features the official inference would
   keep for the same video. The ratios 1,000 / 100 frames are the point: flat means ~1.
 
+With ``--train``, one training step at the OVIS R50 setting (``INPUT.NUM_FRAMES`` 5-frame clips,
+``--train-batch`` clips of ``--size`` or 384x640, detector frozen, AdamW on the head's groups, full-model
+gradient clipping at ``SOLVER.CLIP_GRADIENTS.CLIP_VALUE``, AMP on CUDA): median step time and peak memory.
+
 Frames are made on demand by a synthetic source (moving rectangles on noise), so the video itself takes no
 memory.
 """
@@ -129,6 +133,27 @@ def _mallinfo2() -> int:
     return int(info.uordblks + info.hblkhd)
 
 
+class CpuPeak:
+    """``with CpuPeak() as m: ...`` -> ``m.peak``: the most bytes in use (:func:`_in_use_bytes`, sampled every
+    2 ms by a thread) above the start."""
+
+    def __enter__(self) -> CpuPeak:
+        self.base, self.top, self._done = _in_use_bytes(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.top = max(self.top, _in_use_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(0, self.top - self.base)
+
+
 @torch.no_grad()
 def peak_memory(cfg, model, inference, device, n: int, h: int, w: int) -> dict:
     """Peak memory of one ``n``-frame ``h x w`` video through ``inference.run`` (see the module docstring)."""
@@ -142,23 +167,92 @@ def peak_memory(cfg, model, inference, device, n: int, h: int, w: int) -> dict:
         torch.cuda.synchronize(device)
         out["gpu"] = torch.cuda.max_memory_allocated(device) - start
     else:
-        base, peak, done = _in_use_bytes(), [0], threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], _in_use_bytes())
-                time.sleep(0.002)
-
-        th = threading.Thread(target=sample, daemon=True)
-        th.start()
-        state = inference.run(model, video)
-        done.set()
-        th.join()
-        out["cpu"] = max(0, peak[0] - base)
+        with CpuPeak() as meter:
+            state = inference.run(model, video)
+        out["cpu"] = meter.peak
     out["tensors"], out["rles"] = state.tensor_bytes(), state.rle_bytes()
     ph, pw = pad_frames([video.frames.get([0])], 32)[0].shape[-2:]
     out["official"] = n * int(cfg.MODEL.VITA.HIDDEN_DIM) * (ph // 4) * (pw // 4) * 4
     return out
+
+
+def video_clip_batch(b: int, t: int, h: int, w: int, num_classes: int, seed: int = 0):
+    """``b`` clips of ``t`` frames: three rectangles moving over noise, one appearing at frame 1."""
+    from vidseg.structures.clip_batch import ClipBatch, ClipTargets
+
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randn(b, t, 3, h, w, generator=g) * 0.3
+    targets = []
+    for i in range(b):
+        masks = torch.zeros(3, t, h, w, dtype=torch.bool)
+        for n in range(3):
+            for f in range(1 if n == 2 else 0, t):
+                y, x = h // 8 + n * h // 4 + 2 * f, w // 10 + n * w // 4 + 4 * f
+                masks[n, f, y : y + h // 5, x : x + w // 6] = True
+                frames[i, f][:, masks[n, f]] += 1.0 + n
+        labels = torch.randint(0, num_classes, (3,), generator=g)
+        valid = masks.flatten(2).any(-1)
+        targets.append(ClipTargets(labels, torch.arange(1, 4), masks, torch.zeros(3, t, 4), valid))
+    meta = [{"video_id": i, "orig_size": (h, w), "image_size": (h, w)} for i in range(b)]
+    return ClipBatch(frames, torch.zeros(b, t, h, w, dtype=torch.bool), targets, meta)
+
+
+def train_step_bench(args, device: torch.device) -> None:
+    """Median time and peak memory of a training step of the OVIS R50 config (see the module docstring)."""
+    cfg = load_config(CONFIGS["R50 OVIS"], ["MODEL.WEIGHTS", ""])
+    torch.manual_seed(0)
+    bundle = build_model(cfg)
+    model, crit = bundle.model.to(device).train(), bundle.criterion.to(device)
+    groups = bundle.param_groups(model)
+    opt = torch.optim.AdamW(groups, lr=float(cfg.SOLVER.BASE_LR), weight_decay=float(cfg.SOLVER.WEIGHT_DECAY))
+    clip = float(cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE or 0.01)
+    t = int(cfg.INPUT.NUM_FRAMES)
+    h, w = args.size or (384, 640)
+    k = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    batch = video_clip_batch(args.train_batch, t, h, w, k).to(device)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            losses = crit(model(batch), batch.targets)
+            total = sum(crit.weight_dict[n] * v for n, v in losses.items() if n in crit.weight_dict)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, clip)  # the full model's trainable parameters at once
+        scaler.step(opt)
+        scaler.update()
+
+    cpu = device.type == "cpu"
+    iters = args.iters or (1 if cpu else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if cpu else 3)
+    for _ in range(warmup):
+        step()
+    if not cpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with CpuPeak() as meter:
+        for _ in range(iters):
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) if not cpu else meter.peak
+    times.sort()
+    med = times[len(times) // 2]
+    print(f"\n### Training step, R50 OVIS: {args.train_batch} clip(s) of {t} frames at {h}x{w}")
+    print(f"trainable parameters {sum(p.numel() for p in params) / 1e6:.2f} M (the detector is frozen)")
+    print("| what | value |")
+    print("|---|---|")
+    print(f"| step time (median of {iters}) | {med:.2f} s |")
+    print(f"| clips per second | {args.train_batch / med:.3f} |")
+    if not cpu:
+        print(f"| peak GPU memory (allocated) | {peak / 2**30:.2f} GiB |")
+    else:
+        print(f"| malloc in-use peak above the start (after {warmup} warm-up) | {peak / 2**20:.0f} MiB |")
 
 
 def run_grattvis(args) -> int:
@@ -215,4 +309,6 @@ def run_grattvis(args) -> int:
             + f" (the video is {lengths[-1] / lengths[0]:.0f}x longer; the official features would grow "
             f"{b['official'] / a['official']:.0f}x)"
         )
+    if args.train:
+        train_step_bench(args, device)
     return 0

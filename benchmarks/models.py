@@ -9,8 +9,9 @@ with ``--devis`` the DeVIS video model at the YT-19 R50 setting (T=6, 60 queries
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
     python benchmarks/models.py --quick --mdc-legacy # also time the former modulated-deformable-conv path
     python benchmarks/models.py --model mask2former  # GRAtt-VIS's per-frame detector (R50), 360x640 frames
-    python benchmarks/models.py --model grattvis [--full]  # GRAtt-VIS online FPS at 360x640 (tiny; --full:
-                                                     # also R50 OVIS), peak memory at 100 vs 1,000 frames
+    python benchmarks/models.py --model grattvis [--full] [--train]  # GRAtt-VIS online FPS at 360x640 (tiny;
+                                                     # --full: also R50 OVIS), peak memory at 100 vs 1,000
+                                                     # frames; --train: an OVIS R50 training step
     python benchmarks/models.py --device cuda --size 360 640 --train   # + training step time, peak memory
 
 The baseline measured in the same run is the ResNet-50 backbone alone on the same input; the table gives each

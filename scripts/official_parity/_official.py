@@ -61,7 +61,7 @@ def configurable(init):
 
     def wrapped(self, *args, **kwargs):
         cfg = kwargs.pop("cfg", None)
-        if cfg is None and args and isinstance(args[0], Cfg):
+        if cfg is None and args and hasattr(args[0], "MODEL"):
             cfg, args = args[0], args[1:]
         if cfg is None:
             return init(self, *args, **kwargs)
@@ -69,7 +69,7 @@ def configurable(init):
         params = inspect.signature(from_config).parameters
         supported = {k: v for k, v in kwargs.items() if k in params}
         extra = {k: v for k, v in kwargs.items() if k not in params}
-        return init(self, **from_config(cfg, **supported), **extra)
+        return init(self, **from_config(cfg, *args, **supported), **extra)
 
     return wrapped
 
@@ -143,3 +143,35 @@ def official_definition(path: Path, name: str, namespace: dict, within: str | No
     node = next(n for n in body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == name)
     exec(compile(textwrap.dedent(ast.get_source_segment(source, node)), str(path), "exec"), namespace)
     return namespace[name]
+
+
+class AssignmentMargins:
+    """Wraps ``module.linear_sum_assignment`` while in use: records, for every call, how much worse the
+    second-best assignment is than the best (0: an exact tie, which float rounding would decide)."""
+
+    def __init__(self, module: types.ModuleType) -> None:
+        self.module, self.margins = module, []
+
+    def __enter__(self) -> AssignmentMargins:
+        solve = self.solve = self.module.linear_sum_assignment
+
+        def solve_and_measure(cost):
+            rows, cols = solve(cost)
+            best, margin = cost[rows, cols].sum(), float("inf")
+            for a, b in zip(rows, cols):  # the second best lacks at least one pair of the best
+                other = cost.copy()
+                other[a, b] = 1e9
+                r2, c2 = solve(other)
+                margin = min(margin, float(other[r2, c2].sum() - best))
+            self.margins.append(margin)
+            return rows, cols
+
+        self.module.linear_sum_assignment = solve_and_measure
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.module.linear_sum_assignment = self.solve
+
+    @property
+    def smallest(self) -> float:
+        return min(self.margins, default=float("inf"))

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "models_devis"))
 import test_devis_official_parity as spec  # noqa: E402  (sizes, weights, features: shared with the test)
-from _official import extract, official_definition, save_fixture, stub_packages  # noqa: E402
+from _official import AssignmentMargins, extract, official_definition, save_fixture, stub_packages  # noqa: E402
 
 from vidseg.ops import deform_conv2d  # noqa: E402
 
@@ -175,7 +175,7 @@ def run_official_video(root: Path, n: int, size: tuple[int, int], orig: tuple[in
     import src.models.tracker as tracker_mod  # noqa: PLC0415
 
     cfg = official_cfg(root, spec.YT19, [*spec.VIDEO_OPTS, ("NUM_WORKERS", 0)])
-    feats = spec.backbone_features(size, frames=n)
+    feats = spec.backbone_features(size, seed=spec.VIDEO_FEATURE_SEED, frames=n)
     model = build_official(root, spec.YT19, feats, per_frame=True, extra=spec.VIDEO_OPTS)
     missing, unexpected = model.load_state_dict(spec.generated_weights(model.state_dict()), strict=False)
     assert not unexpected and all(not model.state_dict()[k].is_floating_point() for k in missing)
@@ -205,10 +205,14 @@ def run_official_video(root: Path, n: int, size: tuple[int, int], orig: tuple[in
     )  # fmt: skip
     slots: list = []
     model.register_forward_hook(lambda m, i, o: slots.append(o["top_k_idxs"]))
-    tracks, _ = build_tracker(model, cfg)(video, "cpu", [])
+    with AssignmentMargins(matcher_mod) as margins:
+        tracks, _ = build_tracker(model, cfg)(video, "cpu", [])
     distinct = all(len(set(s.tolist())) == len(s) for s in slots)
-    print(f"video of {n} frames: {len(video)} clips, {len(tracks)} tracks, distinct slots {distinct}")
-    return {"tracks": tracks, "distinct_slots": distinct}
+    margin = margins.smallest
+    print(
+        f"video of {n} frames: {len(video)} clips, {len(tracks)} tracks, distinct {distinct}, margin {margin}"
+    )
+    return {"tracks": tracks, "distinct_slots": distinct, "assignment_margin": margin}
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _official import extract, save_fixture, stub_packages  # noqa: E402
+from _official import AssignmentMargins, extract, save_fixture, stub_packages  # noqa: E402
 
 REPO = "acaelles97+DeVIS"
 T, S, H, W = 6, 4, 16, 20
@@ -171,9 +171,10 @@ def run_official(tracker_mod, matcher_mod, n: int, clips: list[dict], settings: 
     viz = {"out_viz_path": "", "save_clip_viz": False, "merge_tracks": False}
     model = FakeModel()
     tracker = tracker_mod.Tracker(model, matcher, tracker_cfg, viz, True, T, T - S, True, 0)
-    tracks, _ = tracker(FakeVideo(), "cpu", [])
+    with AssignmentMargins(matcher_mod) as margins:
+        tracks, _ = tracker(FakeVideo(), "cpu", [])
     assert model.calls == len(clip_frames)
-    return tracks
+    return tracks, margins.smallest
 
 
 def main() -> None:
@@ -199,9 +200,11 @@ def main() -> None:
         clips = [make_clip(g, frames, k, num_objects, i) for i, frames in enumerate(clip_frames)]
         if name == "category_tie":
             clips = tie_clips()
-        tracks = run_official(tracker_mod, matcher_mod, n, clips, settings)
-        data["cases"][name] = {"n": n, "settings": settings, "clips": clips, "tracks": tracks}
-        print(f"{name}: {len(clip_frames)} clips, {len(tracks)} tracks")
+        tracks, margin = run_official(tracker_mod, matcher_mod, n, clips, settings)
+        data["cases"][name] = {
+            "n": n, "settings": settings, "clips": clips, "tracks": tracks, "assignment_margin": margin,
+        }  # fmt: skip
+        print(f"{name}: {len(clip_frames)} clips, {len(tracks)} tracks, assignment margin {margin:.4f}")
     save_fixture("devis_tracker.pt", data, commit, REPO)
 
 

@@ -26,6 +26,7 @@ H, W = 64, 96
 DEVIS = ("quickstart/devis_tiny.yaml", ["MODEL.NUM_CLASSES", "3"])
 IMAGE = ("quickstart/deformable_mask_head_tiny.yaml", ["MODEL.NUM_CLASSES", "3"])
 M2F = ("quickstart/mask2former_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"])
+GRATT = ("quickstart/grattvis_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"])
 BODY = "def_detr.backbone.0.body."
 
 
@@ -126,7 +127,8 @@ def test_a_deformable_detr_file_converts_and_gives_the_same_outputs_as_the_origi
     _same_outputs(via_original, via_converted, 1)
 
 
-@pytest.mark.parametrize("kind", [pytest.param("pth", marks=pytest.mark.slow), "pkl"])
+@pytest.mark.slow  # the detectron2 format runs always in the GRAtt-VIS test (its detector is this model)
+@pytest.mark.parametrize("kind", ["pth", "pkl"])
 def test_a_detectron2_mask2former_file_converts_to_vidseg_names(tmp_path, capsys, kind):
     original = _model(M2F, seed=1)
     sd = vidseg_to_detectron2(original.state_dict())
@@ -145,6 +147,39 @@ def test_a_detectron2_mask2former_file_converts_to_vidseg_names(tmp_path, capsys
     fresh = _model(M2F, seed=2)
     assert load_weights(fresh, dst, strict=True).ok
     _same_outputs(original, fresh, 1)
+
+
+def _gratt_merged() -> bool:
+    from vidseg.models import METHODS
+
+    return "GRAttVIS" in METHODS
+
+
+@pytest.mark.skipif(not _gratt_merged(), reason="the GRAtt-VIS model is not in METHODS yet")
+@pytest.mark.parametrize("method", ["grattvis", pytest.param("vita", marks=pytest.mark.slow)])
+def test_a_grattvis_or_vita_file_converts_and_gives_the_same_outputs(tmp_path, capsys, method):
+    """GRAtt-VIS's own file loads strictly after conversion; a VITA file (no ``prop_instance``) gives a
+    file without it, which loads into GRAtt-VIS with only ``prop_instance`` missing (it starts fresh)."""
+    original = _model(GRATT, seed=1)
+    sd = vidseg_to_detectron2(original.state_dict())
+    sd["vita_criterion.empty_weight"] = torch.ones(4)
+    if method == "vita":
+        sd = {k: v for k, v in sd.items() if not k.startswith("vita_module.prop_instance.")}
+    src, dst = tmp_path / f"{method}_r50_ovis.pth", tmp_path / "converted.safetensors"
+    torch.save({"model": sd, "trainer": {"iteration": 9}, "iteration": 9}, src)  # fvcore's layout
+    printed = _convert(src, dst, GRATT, capsys)
+    assert "format=detectron2" in printed and "vita_criterion.empty_weight" in printed
+    fresh = _model(GRATT, seed=2)
+    if method == "grattvis":
+        assert load_weights(fresh, dst, strict=True).ok
+        _same_outputs(original, fresh, 3)
+    else:
+        report = load_weights(fresh, dst)
+        assert report.missing and all(".prop_instance." in k for k in report.missing)
+        state = fresh.state_dict()
+        assert all(
+            torch.equal(state[k], v) for k, v in original.state_dict().items() if ".prop_instance." not in k
+        )
 
 
 def _torchvision_resnet18(seed: int) -> dict[str, torch.Tensor]:

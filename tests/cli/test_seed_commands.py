@@ -42,6 +42,39 @@ DEVIS_TINY = [
     "SOLVER.EPOCHS", "1", "SOLVER.STEPS", "(1,)", "SOLVER.CHECKPOINT_PERIOD", "0", "TEST.EVAL_PERIOD", "0",
     "DATASETS.TRAIN_SUBSET", "1",
 ]  # fmt: skip
+GRATT_TRAIN = (
+    "python3 train_net_genvis.py --num-gpus 4 --config-file configs/genvis/ovis/grattvis_R50_bs8.yaml "
+    "MODEL.WEIGHTS weights/vita_r50_ovis.pth MODEL.GENVIS.USE_MEM False MODEL.GENVIS.GATED_PROP True "
+    "OUTPUT_DIR your_output_dir"
+)
+GRATT_EVAL = (
+    "python3 train_net_genvis.py --num-gpus 1 --config-file YOUR_MODEL_PATH/config.yaml --eval-only "
+    "MODEL.WEIGHTS YOUR_MODEL_PATH/model_checkpoint.pth MODEL.GENVIS.USE_MEM False "
+    "MODEL.GENVIS.GATED_PROP True OUTPUT_DIR your_output_dir"
+)
+# GRAtt-VIS R50 OVIS at CPU size (as quickstart/grattvis_tiny.yaml): ResNet-18 detector of width 64 with 10
+# queries, a head of width 64 (1 encoder, 3 decoder layers), clips of 3 frames, 2 iterations, fp32.
+GRATT_TINY = [
+    "MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "64", "MODEL.SEM_SEG_HEAD.MASK_DIM", "64",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", "2",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", "128",
+    "MODEL.MASK_FORMER.HIDDEN_DIM", "64", "MODEL.MASK_FORMER.NHEADS", "4",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "128", "MODEL.MASK_FORMER.DEC_LAYERS", "4",
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10", "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "512",
+    "MODEL.VITA.HIDDEN_DIM", "64", "MODEL.VITA.NHEADS", "4", "MODEL.VITA.DIM_FEEDFORWARD", "128",
+    "MODEL.VITA.ENC_LAYERS", "1", "MODEL.VITA.DEC_LAYERS", "3", "MODEL.VITA.NUM_OBJECT_QUERIES", "10",
+    "MODEL.VITA.LAST_LAYER_NUM", "3", "MODEL.DEFORM_ATTN_IMPL", "torch",
+    "SOLVER.AMP.ENABLED", "False", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
+    "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "0",
+    "DATASETS.DATASET_RATIO", "[1.0]",
+    "INPUT.NUM_FRAMES", "3", "INPUT.SAMPLING_FRAME_RANGE", "2", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+    "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+    "INPUT.CROP.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
+    "TEST.DETECTIONS_PER_IMAGE", "10",
+]  # fmt: skip
 # The COCO mask-head model the DeVIS config starts from (MODEL.WEIGHTS), at the same CPU size.
 IMAGE_TINY = [
     "MODEL.DEVICE", "cpu", "MODEL.BACKBONE", "resnet18", "MODEL.HIDDEN_DIM", "128",
@@ -159,3 +192,57 @@ def test_the_devis_commands_under_torchrun_with_two_ranks(tmp_path, data, coco_m
     assert "world size 2" in log and (out / "checkpoint.pth").exists()
     lr = 2e-4 if "BASE_LR" in command else 1e-4
     assert _config(out)["SOLVER"]["BASE_LR"] == pytest.approx(lr)
+
+
+@pytest.fixture(scope="module")
+def vita_weights(tmp_path_factory, data) -> Path:
+    """``weights/vita_r50_ovis.pth`` at CPU size: the VITA stage's file (detectron2's checkpointer layout,
+    VITA names: no ``prop_instance``), from which the seed's GRAtt-VIS command starts."""
+    from vidseg.checkpoints import vidseg_to_detectron2
+    from vidseg.models import build_model, load_config
+
+    torch.manual_seed(0)
+    config = "configs/genvis/ovis/grattvis_R50_bs8.yaml"
+    cfg = load_config(config, ["MODEL.WEIGHTS", "", *GRATT_TINY, *_data_opts(data)])
+    sd = vidseg_to_detectron2(build_model(cfg).model.state_dict())
+    sd = {k: v for k, v in sd.items() if not k.startswith("vita_module.prop_instance.")}
+    path = tmp_path_factory.mktemp("weights") / "vita_r50_ovis.pth"
+    torch.save({"model": sd, "trainer": {"iteration": 149999}, "iteration": 149999}, path)
+    return path
+
+
+def _gratt_merged() -> bool:
+    from vidseg.models import METHODS
+
+    return "GRAttVIS" in METHODS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _gratt_merged(), reason="the GRAtt-VIS model is not in METHODS yet")
+@pytest.mark.parametrize(
+    "script", ["train_net_genvis.py", "train_net_grattvis.py", "train_net_grattvisvis.py"]
+)
+def test_the_grattvis_commands_train_on_two_processes_then_evaluate(tmp_path, data, vita_weights, script):
+    """The README's training command (``--num-gpus 4`` -> 2 gloo processes) from a VITA file, then its
+    ``--eval-only`` command on the run folder it wrote; each spelling of the script."""
+    run, evaluated = tmp_path / "run", tmp_path / "eval"
+    train = _cpu_form(GRATT_TRAIN.replace("train_net_genvis.py", script), {
+        "weights/vita_r50_ovis.pth": str(vita_weights), "your_output_dir": str(run),
+    })  # fmt: skip
+    done = _run(train + GRATT_TINY + _data_opts(data) + ["--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (run / "log.txt").read_text()
+    assert "world size 2" in log and "format=detectron2" in log  # the VITA file, by name
+    cfg = _config(run)
+    assert cfg["MODEL"]["GENVIS"]["GATED_PROP"] is True and cfg["MODEL"]["GENVIS"]["USE_MEM"] is False
+    assert cfg["MODEL"]["META_ARCHITECTURE"] in ("Grattvis", "GRAttVIS")
+
+    evaluate = _cpu_form(GRATT_EVAL.replace("train_net_genvis.py", script), {
+        "YOUR_MODEL_PATH/config.yaml": str(run / "config.yaml"),
+        "YOUR_MODEL_PATH/model_checkpoint.pth": str(run / "checkpoint.pth"),
+        "your_output_dir": str(evaluated),
+    }, nproc=1)  # fmt: skip
+    done = _run(evaluate + ["--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (evaluated / "eval_results" / "results.json").is_file()
+    assert "nothing left out" in (evaluated / "log.txt").read_text()  # the run's own checkpoint, every tensor

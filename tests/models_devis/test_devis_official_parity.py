@@ -58,14 +58,18 @@ VIDEOS = {
 }
 # Random weights make every candidate look alike (mask IoU ~0.26 for all pairs), and two candidates of one
 # slot (two classes) tie exactly against two tracks of one class: the assignment would be decided by float
-# rounding. So: a strong centre cue (a slot keeps its reference point across clips) and 20 slots for 6
-# candidates per clip, all of distinct slots (checked).
+# rounding. So: a strong centre cue (a slot keeps its reference point across clips), 20 slots for 6
+# candidates per clip, all of distinct slots (checked), and backbone maps whose every stitching has a best
+# assignment clearly better than the second best (the L1 cues make exact ties common: seeds 1-6 and 8 have
+# one; the generator records the smallest margin, checked below).
 VIDEO_OPTS = [
     ("TEST.CLIP_TRACKING.STRIDE", 2),
     ("TEST.CLIP_TRACKING.CENTER_COST", 10),
     ("MODEL.NUM_QUERIES", 60),
     ("TEST.NUM_OUT", 6),
 ]
+VIDEO_FEATURE_SEED = 7
+MIN_ASSIGNMENT_MARGIN = 1e-3
 MAX_MASK_PIXELS_DIFF = 1e-4  # of all pixels of a video: a logit within float rounding of 0 may flip
 LEVELS = {"res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)}
 WEIGHT_SEED, FEATURE_SEED = 0, 1
@@ -214,9 +218,14 @@ class _Video:
 def test_video_tracks_match_the_official_tracker(official: dict, name: str) -> None:
     """Model, clip post-processing and tracker together: the official ``Tracker`` with the official model."""
     n, size, orig = VIDEOS[name]
-    want, distinct = official["videos"][name]["tracks"], official["videos"][name]["distinct_slots"]
-    assert distinct, f"{name}: two candidates of a clip share a slot (a tie); change the case"
-    model = build_vidseg(YT19, backbone_features(size, frames=n), per_frame=True, extra=VIDEO_OPTS)
+    video = official["videos"][name]
+    want = video["tracks"]
+    assert video["distinct_slots"], f"{name}: two candidates of a clip share a slot (a tie); change the case"
+    assert video["assignment_margin"] > MIN_ASSIGNMENT_MARGIN, (
+        f"{name}: a near-tie assignment; change the case"
+    )
+    feats = backbone_features(size, seed=VIDEO_FEATURE_SEED, frames=n)
+    model = build_vidseg(YT19, feats, per_frame=True, extra=VIDEO_OPTS)
     result = build_clip_inference(vidseg_config(YT19, VIDEO_OPTS))(model, _Video(n, size, orig))
     ours = result.tracks
     assert len(ours) == len(want) > 0, f"{name}: {len(ours)} tracks, official {len(want)}"

@@ -59,6 +59,8 @@ def _run_vidseg(data: dict, case: dict) -> list:
 @pytest.mark.parametrize("name", CASES)
 def test_tracks_match_the_official_tracker(official: dict, name: str) -> None:
     case = official["cases"][name]
+    # no stitching of the case is a near-tie, which float rounding (float32 official costs) would decide
+    assert case["assignment_margin"] > 1e-3, f"{name}: a near-tie assignment; change the case"
     ours, theirs = _run_vidseg(official, case), case["tracks"]
     assert len(ours) == len(theirs), f"{name}: {len(ours)} tracks, official {len(theirs)}"
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):

@@ -15,6 +15,7 @@ from torch import nn
 
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference import supports_streaming
+from vidseg.models import METHODS
 from vidseg.models.grattvis.inference import (
     GRAttVISInference,
     encode_rles,
@@ -237,7 +238,14 @@ def test_streamed_and_whole_results_equal_the_official_whole_video_reference(ori
         assert sum(t.score == 0 for t in result.tracks) == 12
 
     assert supports_streaming(inf)
-    outs = list(inf.stream(FakeGRAtt(seed=1), video))
+    gen = inf.stream(FakeGRAtt(seed=1), video)
+    outs = []
+    try:
+        while True:
+            outs.append(next(gen))
+    except StopIteration as stop:
+        final = stop.value  # the protocol's final result: __call__'s
+    assert inf.stream_returns_result and final == result
     assert [o.frame_idx for o in outs] == list(range(n))
     for o in outs:
         assert o.track_ids == list(range(1, k + 1)) and o.masks.dtype == torch.bool
@@ -265,6 +273,26 @@ def test_bad_constructor_arguments_name_the_setting():
         GRAttVISInference(num_classes=0)
     with pytest.raises(ValueError, match="DETECTIONS_PER_IMAGE"):
         GRAttVISInference(num_classes=3, top_k=0)
+
+
+@pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAttVIS is not in models.METHODS yet (g-model)")
+def test_the_real_tiny_model_matches_the_reference():
+    from vidseg.models import build_model, load_config
+
+    torch.manual_seed(0)
+    cfg = load_config("quickstart/grattvis_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"])
+    bundle = build_model(cfg)
+    model = bundle.model.eval()
+    video = make_video(3, (48, 70), (64, 93), seed=5)
+    assert isinstance(bundle.inference, GRAttVISInference) and bundle.inference.top_k == 10
+    with torch.no_grad():
+        ref = official_reference(model, video, 2, 10)
+    result = bundle.inference(model, video)
+    assert [t.label for t in result.tracks] == ref["pred_labels"]
+    assert [t.score for t in result.tracks] == pytest.approx(ref["pred_scores"], rel=1e-5, abs=1e-7)
+    assert max(t.score for t in result.tracks) > 0
+    for j, tr in enumerate(result.tracks):
+        assert (masks_of(tr) == ref["pred_masks"][j].numpy()).all()
 
 
 # ---------------------------------------------------------------------------------------------- memory

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidseg.checkpoints.detectron2 import vidseg_to_detectron2
-from vidseg.models import METHODS, get_cfg, load_config
+from vidseg.models import load_config
 from vidseg.models.grattvis.criterion import grattvis_criterion
 from vidseg.models.grattvis.model import GRAttVIS, OnlineState
 from vidseg.models.grattvis.vis_head import GRAttVISHead
@@ -69,12 +69,19 @@ def _official() -> dict[str, tuple[int, ...]]:
     return out
 
 
-def test_r50_model_has_every_official_key_and_shape_but_the_criteria_buffers():
+def _shipped(config: str) -> GRAttVIS:
+    """The model of a shipped GRAtt-VIS config, on the meta device (names and shapes, no memory)."""
+    from vidseg.models.grattvis.build import build_grattvis_model
+
+    cfg = load_config(config, ["MODEL.WEIGHTS", ""])
+    with torch.device("meta"):
+        return build_grattvis_model(cfg, int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+
+
+def test_ovis_r50_model_has_every_official_key_and_shape_but_the_criteria_buffers():
     official = _official()
     assert len(official) == 709
-    cfg = get_cfg("Mask2Former")
-    with torch.device("meta"):
-        m = GRAttVIS(build_mask2former(cfg, 25), GRAttVISHead(25))
+    m = _shipped("grattvis/ovis/grattvis_R50_bs8.yaml")
     ours = {k: tuple(v.shape) for k, v in vidseg_to_detectron2(m.state_dict()).items()}
     # The three [K+1] class-weight buffers of the official criteria are rebuilt from the config, not stored.
     recomputed = {"criterion.empty_weight", "vita_criterion.empty_weight", "genvis_criterion.empty_weight"}
@@ -84,6 +91,21 @@ def test_r50_model_has_every_official_key_and_shape_but_the_criteria_buffers():
     # The detector object is not a submodule: its keys would appear twice.
     assert not any(k.startswith("_detector") or k.startswith("detector.") for k in m.state_dict())
     assert m.detector.backbone is m.backbone and m.detector.sem_seg_head is m.sem_seg_head
+
+
+def test_ytvis19_r50_model_adds_the_memory_and_a_40_class_head():
+    official = _official()
+    ours = {k: tuple(v.shape) for k, v in vidseg_to_detectron2(_shipped(
+        "grattvis/youtubevis_2019/grattvis_R50_bs8.yaml").state_dict()).items()}  # fmt: skip
+    memory = {
+        f"vita_module.pre_{a}_embed_{b}.{p}"
+        for a in ("memory", "query")
+        for b in "kv"
+        for p in ("weight", "bias")
+    }
+    assert len(ours) == 714 and set(ours) - set(official) == memory  # 717 officially, with the 3 buffers
+    assert ours["vita_module.class_embed.weight"] == (41, 256)
+    assert ours["sem_seg_head.predictor.class_embed.weight"] == (41, 256)
 
 
 # ---------------------------------------------------------------------------------------- frozen detector
@@ -225,15 +247,10 @@ def test_online_step_refuses_training_mode_and_a_mismatched_state():
 
 
 # ---------------------------------------------------------------------------------------- builder
-# TEMPORARY: until the GRAtt-VIS config keys (issue 16, g-cfg) land and the method joins the table.
-needs_method = pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAtt-VIS is not in METHODS yet")
-
-
 def _tiny_cfg(*opts: str):
     return load_config("quickstart/grattvis_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(K), *opts])
 
 
-@needs_method
 def test_builder_maps_the_config_and_the_official_spelling_builds_the_same_method():
     from vidseg.models import build_model
 
@@ -254,7 +271,6 @@ def test_builder_maps_the_config_and_the_official_spelling_builds_the_same_metho
     assert gated["loss_genvis_gate"] == 1.0 and gated["loss_genvis_gate_1"] == 1.0
 
 
-@needs_method
 def test_param_groups_train_only_the_head_with_the_adamw_rule():
     from vidseg.models import build_model
 
@@ -275,7 +291,6 @@ def test_param_groups_train_only_the_head_with_the_adamw_rule():
     assert lrs["backbone"] == pytest.approx(1e-4) and lrs["head"] == 0.001
 
 
-@needs_method
 def test_builder_rejects_a_head_width_other_than_the_detector_s():
     from vidseg.models import build_model
 
@@ -283,7 +298,6 @@ def test_builder_rejects_a_head_width_other_than_the_detector_s():
         build_model(_tiny_cfg("MODEL.VITA.HIDDEN_DIM", "32"))
 
 
-@needs_method
 def test_without_deep_supervision_there_are_no_aux_outputs_nor_aux_losses():
     from vidseg.models import build_model
 
@@ -293,3 +307,15 @@ def test_without_deep_supervision_there_are_no_aux_outputs_nor_aux_losses():
     assert all(s["aux_outputs"] == [] for s in out["steps"])
     losses = bundle.criterion(out, batch.targets)
     assert not any(k.endswith(("_0", "_1")) for k in losses) and "loss_genvis_sim" in losses
+
+
+def test_online_steps_with_memory_grow_it_by_one_entry_per_frame_and_match_the_eval_forward():
+    m = tiny_model(use_mem=True).eval()
+    batch = clip_batch(b=1, t=3, seed=2)
+    with torch.no_grad():
+        whole = m(batch)
+        state = m.init_state(1)
+        for t in range(3):
+            out, state = m.online_step(batch.frames[:, t], state)
+            assert len(state.memory) == t + 1
+            torch.testing.assert_close(out["pred_logits"], whole["steps"][t]["pred_logits"][0])

@@ -26,16 +26,16 @@ The whole pipeline on a synthetic YouTube-VIS-format dataset, on CPU:
 
 EPILOG = """\
 shorter or longer:
-  --epochs N        training length (default 8; 2 gives a smoke test in about a minute, 30 a sharper model)
+  --epochs N        training length (default: DeVIS its config's, ToyVIS 8); the LR drop keeps its place
   --videos N        training videos (default 16); --val-videos N validation videos (default 6)
-  --frames F        frames per video (default 8); --clip-frames T frames per training clip (default 4)
+  --frames F        frames per video (default 8); --clip-frames T frames per clip (default: DeVIS 3, ToyVIS 4)
   --size HxW        frame size (default 96x160); smaller is faster
-  trailing KEY VALUE pairs override the training config, e.g. SOLVER.BASE_LR 0.002 MODEL.TOY.HIDDEN_DIM 64
+  trailing KEY VALUE pairs override the training config, e.g. SOLVER.BASE_LR 0.0006 MODEL.HIDDEN_DIM 64
 examples:
-  vidseg quickstart                                   # a few minutes on 2 cores
-  vidseg quickstart --epochs 2 --videos 8 --val-videos 2 --size 64x96      # about a minute
-  vidseg quickstart --epochs 30 --videos 64 --out runs/quick_long          # longer, better masks
-  vidseg quickstart --method DeVIS --clip-frames 3 --size 64x96           # the small DeVIS video model
+  vidseg quickstart                                   # DeVIS, about 10 minutes on 2 cores
+  vidseg quickstart --epochs 1 --videos 4 --val-videos 2 --frames 4 --clip-frames 2 --size 64x96   # seconds
+  vidseg quickstart --method ToyVIS                   # the toy model, about a minute
+  vidseg quickstart --epochs 30 --videos 32 --out runs/quick_long          # longer, better masks
 """
 
 

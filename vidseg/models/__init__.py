@@ -75,6 +75,12 @@ METHODS: dict[str, Method] = {
         "build_mask2former_bundle",
         tiny_config="quickstart/mask2former_tiny.yaml",
     ),
+    "GRAttVIS": Method(
+        "vidseg.models.grattvis",
+        "add_grattvis_config",
+        "build_grattvis",
+        tiny_config="quickstart/grattvis_tiny.yaml",
+    ),
 }
 
 # Other spellings of a method, as official configs write them: the GRAtt-VIS files say ``Grattvis`` (an

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models.bundle import ModelBundle, num_classes_from
@@ -19,9 +17,6 @@ from vidseg.models.grattvis.criterion import GRAttVISCriterion, grattvis_criteri
 from vidseg.models.grattvis.model import GRAttVIS
 from vidseg.models.grattvis.vis_head import GRAttVISHead
 from vidseg.models.mask2former.build import build_mask2former, build_param_groups
-from vidseg.structures.clip_batch import pad_frames
-from vidseg.structures.masks import encode_rle
-from vidseg.structures.results import Track, VideoResult
 
 __all__ = [
     "build_grattvis",
@@ -49,12 +44,7 @@ def resolve_use_mem(cfg: Any, num_classes: int | None = None) -> bool:
     weights = str(cfg.MODEL.WEIGHTS or "")
     if not weights:
         return use_mem
-    try:
-        from vidseg.checkpoints.grattvis import grattvis_weights_plan
-    except ModuleNotFoundError as e:  # TEMPORARY: until the checkpoint plan lands (issue 16, g-cfg)
-        if e.name != "vidseg.checkpoints.grattvis":
-            raise
-        return use_mem
+    from vidseg.checkpoints.grattvis import grattvis_weights_plan
 
     use_mem, notes = grattvis_weights_plan(
         weights, use_mem, gated_prop=bool(cfg.MODEL.GENVIS.GATED_PROP), num_classes=num_classes
@@ -75,6 +65,11 @@ def _check(cfg: Any) -> None:
     if bool(v.PRE_NORM):
         raise ValueError(
             "MODEL.VITA.PRE_NORM True: the GRAtt-VIS head is post-norm only (every official config)"
+        )
+    if not bool(v.FREEZE_DETECTOR):
+        logger.warning(
+            "MODEL.VITA.FREEZE_DETECTOR False: the detector trains through the head's losses only (the "
+            "official code also adds its per-frame Mask2Former losses; every GRAtt-VIS config freezes it)"
         )
     if float(v.DROPOUT) != 0.0:
         logger.warning(
@@ -148,12 +143,7 @@ def build_grattvis_criterion(cfg: Any, num_classes: int) -> GRAttVISCriterion:
 def build_grattvis_inference(cfg: Any, num_classes: int):
     """Online inference: ``TEST.DETECTIONS_PER_IMAGE`` tracks per video, test frames resized to
     ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``."""
-    try:
-        from vidseg.models.grattvis.inference import GRAttVISInference
-    except ModuleNotFoundError as e:  # TEMPORARY: until the online inference lands (issue 16, g-infer)
-        if e.name != "vidseg.models.grattvis.inference":
-            raise
-        GRAttVISInference = _WholeVideoInference
+    from vidseg.models.grattvis.inference import GRAttVISInference
 
     return GRAttVISInference(
         num_classes,
@@ -179,48 +169,3 @@ def build_grattvis(cfg: Any, metadata: Any = None) -> ModelBundle:
         build_grattvis_inference(cfg, k),
         param_groups=build_param_groups(cfg),
     )
-
-
-class _WholeVideoInference:
-    """TEMPORARY stand-in for ``inference.GRAttVISInference`` (same constructor): spec §5 on a test video
-    item (frames already resized and normalised) through the online API, every frame's outputs kept."""
-
-    def __init__(
-        self, num_classes: int, top_k: int = 10, min_size_test: int = 360, max_size_test: int = 1333
-    ) -> None:
-        self.num_classes, self.top_k = num_classes, top_k
-
-    @torch.no_grad()
-    def __call__(self, model: GRAttVIS, video: Any) -> VideoResult:
-        n = video.length() if callable(getattr(video, "length", None)) else int(video.length)
-        (h0, w0), (ih, iw) = (tuple(int(x) for x in s) for s in (video.orig_size, video.image_size))
-        device = next(model.parameters()).device
-        was = model.training
-        model.eval()
-        try:
-            state, steps = model.init_state(1), []
-            for t in range(n):
-                images, _ = pad_frames([video.frames[t][None]], size_divisibility=32)
-                out, state = model.online_step(images[:, 0].to(device), state)
-                steps.append(out)
-        finally:
-            model.train(was)
-        padded = tuple(images.shape[-2:])
-        probs = torch.stack([o["pred_logits"][0] for o in steps]).softmax(-1)[..., :-1]  # [T, Q, K]
-        scores, idx = probs.max(0).values.flatten().topk(min(self.top_k, probs[0].numel()))
-        labels, queries = idx % self.num_classes, idx // self.num_classes
-        num, den, rles = torch.zeros(len(idx)), torch.zeros(len(idx)), []
-        for o in steps:
-            m = torch.einsum("qc,chw->qhw", o["pred_mask_embed"][0][queries], o["mask_features"][0])
-            m = F.interpolate(m[None], size=padded, mode="bilinear", align_corners=False)[..., :ih, :iw]
-            soft = m[0].sigmoid().cpu()
-            num += (soft * (soft > 0.5)).flatten(1).sum(1)
-            den += (soft > 0.5).flatten(1).sum(1)
-            full = F.interpolate(m, size=(h0, w0), mode="bilinear", align_corners=False)[0] > 0
-            rles.append([encode_rle(x.cpu().numpy()) for x in full])
-        scores = scores.cpu() * num / (den + 1e-6)
-        result = VideoResult(video_id=int(video.video_id), height=h0, width=w0)
-        for j in range(len(idx)):
-            masks = [frame[j] for frame in rles]
-            result.tracks.append(Track(float(scores[j]), int(labels[j]), masks, track_id=j + 1))
-        return result

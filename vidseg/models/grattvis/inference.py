@@ -29,7 +29,7 @@ sets or sort them by score. Evaluation does not depend on the order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,10 +279,12 @@ class GRAttVISInference:
     # ------------------------------------------------------------------------------------------ outputs
     def __call__(self, model: nn.Module, video: Any) -> VideoResult:
         """The whole video -> :class:`VideoResult`: ``top_k`` tracks (the official order, see the module
-        docstring; ``track_id`` 1..k in that order), each with
-        one RLE per frame (empty frames included, as the official results writer does)."""
+        docstring; ``track_id`` 1..k in that order), each with one RLE per frame (empty frames included, as
+        the official results writer does)."""
         acc = self.run(model, video)
-        sel = self.select(acc)
+        return self._result(acc, self.select(acc), video)
+
+    def _result(self, acc: OnlineVideoState, sel: _Selection, video: Any) -> VideoResult:
         h0, w0 = acc.orig_size
         result = VideoResult(video_id=int(getattr(video, "video_id", 0)), height=h0, width=w0)
         for j, (score, label, query) in enumerate(zip(sel.scores, sel.labels, sel.queries)):
@@ -291,8 +293,13 @@ class GRAttVISInference:
             result.tracks.append(Track(float(score), int(label), masks, frame_scores, track_id=j + 1))
         return result
 
-    def stream(self, model: nn.Module, video: Any) -> Iterator[FrameOutput]:
-        """Per-frame outputs (the ``vidseg.inference`` streaming protocol).
+    # The stream returns the VideoResult of __call__ at its end (the protocol's final correction), so the
+    # predictor takes it as is rather than re-encoding the per-frame masks into a summary.
+    stream_returns_result = True
+
+    def stream(self, model: nn.Module, video: Any) -> Generator[FrameOutput, None, VideoResult]:
+        """Per-frame outputs (the ``vidseg.inference`` streaming protocol), then the video's
+        :class:`VideoResult` (the same as ``__call__``'s) as the generator's return value.
 
         The frames are processed online, one at a time, with bounded memory; but a track's score is a max
         over the whole video, so the tracks are only decided at its end: the frames are yielded then, decoded
@@ -309,3 +316,4 @@ class GRAttVISInference:
                 torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h0, w0), dtype=torch.bool)
             )
             yield FrameOutput(t, list(ids), stacked, list(sel.scores), list(sel.labels))
+        return self._result(acc, sel, video)
