@@ -27,7 +27,7 @@ from vidseg.data import generate_synthetic_dataset
 from vidseg.data.video_io import write_video
 from vidseg.inference import VideoPredictor
 from vidseg.inference.sources import open_source
-from vidseg.models import METHODS, build_model, load_config
+from vidseg.models import build_model, load_config
 
 TESTS = Path(__file__).resolve().parents[1]
 H, W, N = 64, 96, 3  # one DeVIS clip (T=3)
@@ -235,9 +235,6 @@ def test_a_vidseg_training_checkpoint_runs_through_eval_and_predict(video, tmp_p
 
 
 GRATT = "quickstart/grattvis_tiny.yaml"  # USE_MEM False, GATED_PROP True
-needs_grattvis = pytest.mark.skipif(
-    "GRAttVIS" not in METHODS, reason="TEMPORARY: until the GRAttVIS METHODS entry lands (issue 16, g-model)"
-)
 
 
 def _detectron2_file(path: Path, model: torch.nn.Module, *, vita: bool = False) -> dict[str, torch.Tensor]:
@@ -262,7 +259,6 @@ def _tiny_grattvis(use_mem: bool, seed: int) -> torch.nn.Module:
     return build_model(load_config(GRATT, opts)).model
 
 
-@needs_grattvis
 @pytest.mark.parametrize(
     "use_mem, config_says",
     [(True, False), pytest.param(False, True, marks=pytest.mark.slow)],
@@ -296,7 +292,6 @@ def test_an_official_grattvis_file_decides_the_memory_in_eval(video, tmp_path, c
     _same_results(expected, evaluated, exact=False)
 
 
-@needs_grattvis
 @pytest.mark.slow  # ~4 s: another file, model and eval
 def test_an_official_vita_file_initialises_grattvis_in_eval(video, tmp_path, capsys):
     """A VITA file (no ``prop_instance``, no memory; the official GRAtt-VIS training init): the gate starts
