@@ -237,17 +237,16 @@ def test_a_vidseg_training_checkpoint_runs_through_eval_and_predict(video, tmp_p
 GRATT = "quickstart/grattvis_tiny.yaml"  # USE_MEM False, GATED_PROP True
 
 
-def _detectron2_file(path: Path, model: torch.nn.Module, *, vita: bool = False) -> dict[str, torch.Tensor]:
+def _detectron2_file(path: Path, model: torch.nn.Module, *, gate: bool = True) -> dict[str, torch.Tensor]:
     """``model`` under the official detectron2 names (``vidseg_to_detectron2``), with the criteria's
-    ``empty_weight`` buffers the official files carry, saved as detectron2's checkpointer does; a VITA file
-    has no ``prop_instance``. Returns the file's ``model`` entry."""
+    ``empty_weight`` buffers the official files carry, saved as detectron2's checkpointer does; ``gate`` False
+    leaves out ``prop_instance`` (a VITA or GenVIS file). Returns the file's ``model`` entry."""
     sd = vidseg_to_detectron2(model.state_dict())
-    if vita:
+    if not gate:
         sd = {k: v for k, v in sd.items() if not k.startswith("vita_module.prop_instance.")}
     k1 = sd["vita_module.class_embed.weight"].shape[0]
-    for name in (
-        ("criterion", "vita_criterion") if vita else ("criterion", "vita_criterion", "genvis_criterion")
-    ):
+    memory = any(k.startswith("vita_module.pre_memory_embed_k.") for k in sd)
+    for name in ("criterion", "vita_criterion", *(("genvis_criterion",) if gate or memory else ())):
         sd[f"{name}.empty_weight"] = torch.cat([torch.ones(k1 - 1), torch.tensor([0.1])])
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     return official_files.write_detectron2_checkpoint(path, shapes, init=sd).state_dict()
@@ -259,14 +258,27 @@ def _tiny_grattvis(use_mem: bool, seed: int) -> torch.nn.Module:
     return build_model(load_config(GRATT, opts)).model
 
 
+def _warnings(log: str, text: str) -> list[str]:
+    return [ln for ln in log.splitlines() if text in ln and " WARNING " in ln]
+
+
+def _memory_decision(path: Path, use_mem: bool, config_says: bool) -> str:
+    return (
+        f"MODEL.WEIGHTS {path}: the checkpoint was trained with memory {'on' if use_mem else 'off'} "
+        f"(vita_module.pre_memory_embed_* {'present' if use_mem else 'absent'}) but MODEL.GENVIS.USE_MEM "
+        f"is {config_says}: building with MODEL.GENVIS.USE_MEM {use_mem}, as the checkpoint"
+    )
+
+
 @pytest.mark.parametrize(
     "use_mem, config_says",
     [(True, False), pytest.param(False, True, marks=pytest.mark.slow)],
     ids=["memory_file_config_off", "no_memory_file_config_on"],
 )
-def test_an_official_grattvis_file_decides_the_memory_in_eval(video, tmp_path, capsys, use_mem, config_says):
+def test_an_official_grattvis_file_decides_the_memory(video, tmp_path, capsys, use_mem, config_says):
     """A GRAtt-VIS file with (without) GenVIS's memory against ``MODEL.GENVIS.USE_MEM`` False (True): the
-    file wins, with one warning line, and eval gives the results of the model built as the file was."""
+    file wins, with one warning line, in eval and in predict, and both give the results of the model built as
+    the file was."""
     opts = _opts(video, devis=False)
     path = tmp_path / f"grattvis_r50_ovis{'_memory' if use_mem else ''}.pth"
     model = _tiny_grattvis(use_mem, seed=5)
@@ -281,37 +293,53 @@ def test_an_official_grattvis_file_decides_the_memory_in_eval(video, tmp_path, c
 
     trained = detectron2_to_vidseg(written, model.state_dict())[0]  # the criteria's empty_weight dropped
     expected = _in_python(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)], trained, video["mp4"])
-    evaluated, log = _eval(capsys, GRATT, path, [*opts, "MODEL.GENVIS.USE_MEM", str(config_says)], tmp_path)
-    decision = (
-        f"MODEL.WEIGHTS {path}: the checkpoint was trained with memory {'on' if use_mem else 'off'} "
-        f"(vita_module.pre_memory_embed_* {'present' if use_mem else 'absent'}) but MODEL.GENVIS.USE_MEM "
-        f"is {config_says}: building with MODEL.GENVIS.USE_MEM {use_mem}, as the checkpoint"
-    )
-    assert len([ln for ln in log.splitlines() if decision in ln and " WARNING " in ln]) == 1, log[-3000:]
-    assert f"weights {path}: format=detectron2; mapped {len(trained)} tensors" in log
+    run_opts = [*opts, "MODEL.GENVIS.USE_MEM", str(config_says)]
+    evaluated, log = _eval(capsys, GRATT, path, run_opts, tmp_path / "eval")
+    decision = _memory_decision(path, use_mem, config_says)
+    assert len(_warnings(log, decision)) == 1, log[-3000:]
+    loaded = f"weights {path}: format=detectron2; mapped {len(trained)} tensors"
+    assert loaded in log
+    # predict --weights: the model is built for that file too (not for the config's MODEL.WEIGHTS)
+    predicted, printed = _predict(capsys, video["mp4"], GRATT, path, run_opts, tmp_path / "pred")
+    assert len(_warnings(printed, decision)) == 1 and loaded in printed, printed[-3000:]
+    assert "not used by" not in printed  # every tensor of the file has a place in the model
     _same_results(expected, evaluated, exact=False)
+    _same_results(expected, predicted, exact=True)
 
 
-@pytest.mark.slow  # ~4 s: another file, model and eval
-def test_an_official_vita_file_initialises_grattvis_in_eval(video, tmp_path, capsys):
-    """A VITA file (no ``prop_instance``, no memory; the official GRAtt-VIS training init): the gate starts
-    fresh, with one warning line, and eval gives the results of that file loaded into the model in Python."""
+@pytest.mark.slow  # ~3 s each: another file, model and eval
+@pytest.mark.parametrize("method", ["vita", "genvis"])
+def test_an_official_vita_or_genvis_file_initialises_grattvis_in_eval(video, tmp_path, capsys, method):
+    """A VITA file (no ``prop_instance``, no memory; the official GRAtt-VIS training init) or a GenVIS file
+    (the memory, no gate): the gate starts fresh, with one warning line, and eval gives the results of that
+    file loaded into the model in Python (built, as eval builds it, after seeding with ``SEED``)."""
     from vidseg.engine.run_setup import seed_all
 
-    opts = _opts(video, devis=False)
-    path = tmp_path / "vita_r50_ovis.pth"
-    _detectron2_file(path, _tiny_grattvis(False, seed=6), vita=True)
+    use_mem = method == "genvis"
+    opts = _opts(video, devis=False)  # MODEL.GENVIS.USE_MEM False, GATED_PROP True
+    path = tmp_path / f"{method}_r50_ovis.pth"
+    _detectron2_file(path, _tiny_grattvis(use_mem, seed=6), gate=False)
     evaluated, log = _eval(capsys, GRATT, path, opts, tmp_path / "eval")
-    fresh = (
-        f"MODEL.WEIGHTS {path}: a VITA checkpoint (no prop_instance, no memory): vita_module.prop_instance "
-        "starts fresh (default init); everything else is loaded"
-    )
-    assert len([ln for ln in log.splitlines() if fresh in ln and " WARNING " in ln]) == 1, log[-3000:]
-    assert "GRAtt-VIS: the gate (vita_module.prop_instance) is not in this VITA file: default init" in log
-    # In Python: the model eval builds (seeded with SEED, as eval seeds it), the file loaded into it.
-    cfg = load_config(GRATT, opts)
+    if method == "vita":
+        fresh = (
+            f"MODEL.WEIGHTS {path}: a VITA checkpoint (no prop_instance, no memory): "
+            "vita_module.prop_instance starts fresh (default init); everything else is loaded"
+        )
+    else:
+        fresh = (
+            f"MODEL.WEIGHTS {path}: a GenVIS checkpoint (no vita_module.prop_instance): "
+            "the GRAtt gate starts fresh (default init)"
+        )
+        assert len(_warnings(log, _memory_decision(path, True, False))) == 1, log[-3000:]
+    assert len(_warnings(log, fresh)) == 1, log[-3000:]
+    kind = "VITA" if method == "vita" else "GenVIS"
+    assert f"GRAtt-VIS: the gate (vita_module.prop_instance) is not in this {kind} file: default init" in log
+    cfg = load_config(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)])
     seed_all(cfg.SEED)
     model = build_model(cfg).model
     report = load_weights(model, path)
     assert report.missing == ["vita_module.prop_instance.weight", "vita_module.prop_instance.bias"]
-    _same_results(_in_python(GRATT, opts, model.state_dict(), video["mp4"]), evaluated, exact=False)
+    expected = _in_python(
+        GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)], model.state_dict(), video["mp4"]
+    )
+    _same_results(expected, evaluated, exact=False)
