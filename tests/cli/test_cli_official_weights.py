@@ -343,3 +343,35 @@ def test_an_official_vita_or_genvis_file_initialises_grattvis_in_eval(video, tmp
         GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)], model.state_dict(), video["mp4"]
     )
     _same_results(expected, evaluated, exact=False)
+
+
+@pytest.mark.slow  # ~4 s: a file, its conversion and eval
+def test_a_grattvis_file_with_memory_converted_keeps_the_memory(video, tmp_path, capsys):
+    """``vidseg convert --config-file`` builds the model for IN as eval does: the memory linears of a file
+    trained with memory reach OUT (and eval of OUT gives the Python-loaded model's results)."""
+    opts = _opts(video, devis=False)
+    path, converted = tmp_path / "grattvis_r50_ovis_memory.pth", tmp_path / "grattvis_memory.safetensors"
+    model = _tiny_grattvis(True, seed=7)
+    trained = detectron2_to_vidseg(_detectron2_file(path, model), model.state_dict())[0]
+    assert (
+        main(
+            [
+                "convert",
+                str(path),
+                str(converted),
+                "--config-file",
+                GRATT,
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+                "2",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "left out: no place" not in printed and "format=detectron2" in printed, printed
+    assert set(safe_read(converted)["model"]) == set(trained)
+    expected = _in_python(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", "True"], trained, video["mp4"])
+    evaluated, log = _eval(capsys, GRATT, converted, opts, tmp_path / "eval")
+    assert len(_warnings(log, _memory_decision(converted, True, False))) == 1, log[-3000:]
+    assert f"weights {converted}: format=vidseg; mapped {len(trained)} tensors; nothing left out" in log
+    _same_results(expected, evaluated, exact=False)
