@@ -155,3 +155,30 @@ def test_the_joint_criterion_names_a_frozen_model_s_missing_detector_outputs(unf
         bundle.criterion(frozen_like, batch.targets)
     with pytest.raises(ValueError, match="both weigh"):
         GRAttVISJointCriterion(bundle.criterion.video, SimpleNamespace(weight_dict={"loss_genvis_ce": 1.0}))
+
+
+@pytest.mark.slow
+def test_vidseg_train_with_the_detector_unfrozen_logs_its_losses_and_moves_its_weights(tmp_path):
+    from test_gratt_train_e2e import _data, _metrics, _model_state, _run
+
+    from vidseg.checkpoints import write_weights
+    from vidseg.models import load_config
+
+    data = _data(tmp_path, train_videos=2, val_videos=1, frames=3)
+    torch.manual_seed(0)
+    cfg = load_config("quickstart/grattvis_tiny.yaml", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"])
+    init = build_model(cfg).model.state_dict()
+    write_weights(tmp_path / "init.pth", init)
+    out = _run(
+        "train", "quickstart/grattvis_tiny.yaml", tmp_path / "run", data,
+        *("MODEL.WEIGHTS", str(tmp_path / "init.pth"), "MODEL.VITA.FREEZE_DETECTOR", "False"),
+        *("SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(10,)", "SOLVER.GRAD_CLIP_MAX_NORM", "1.0"),
+        *("TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "0", "VISDOM_AND_LOG_INTERVAL", "1"),
+    )  # fmt: skip
+    train, _ = _metrics(out)
+    assert len(train) == 2 and all(r["loss"] == r["loss"] and r["loss"] > 0 for r in train), train
+    assert {"loss_ce", "loss_dice_2", "loss_genvis_ce", "loss_genvis_sim"} <= set(train[0]), sorted(train[0])
+    assert any(k.startswith("lr_backbone") for k in train[0])
+    final = _model_state(out / "checkpoint.pth")
+    for key in ("sem_seg_head.predictor.class_embed.weight", "sem_seg_head.pixel_decoder.adapter_1.weight"):
+        assert not torch.equal(final[key], init[key]), key
