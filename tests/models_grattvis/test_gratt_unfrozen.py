@@ -60,6 +60,18 @@ def test_the_loss_dict_holds_both_families_with_mask2former_and_grattvis_weights
     assert all(torch.isfinite(losses[k]) and losses[k].requires_grad for k in w)
 
 
+def test_without_mask2former_deep_supervision_only_the_final_detector_layer_has_losses(unfrozen):
+    from vidseg.models.grattvis.build import build_grattvis_criterion
+
+    _, batch, out = unfrozen
+    cfg = _tiny_cfg("MODEL.VITA.FREEZE_DETECTOR", "False", "MODEL.MASK_FORMER.DEEP_SUPERVISION", "False")
+    crit = build_grattvis_criterion(cfg, K)
+    assert {k for k in crit.weight_dict if not k.startswith("loss_genvis")} == set(DET_KEYS)
+    losses = crit(out, batch.targets)
+    assert set(DET_KEYS) <= set(losses) and not any(k.startswith(("loss_ce_", "loss_mask_")) for k in losses)
+    assert "loss_genvis_sim" in losses and "loss_genvis_ce_1" in losses  # the video losses keep theirs
+
+
 def test_the_detector_gets_gradients_from_its_losses_and_through_the_frame_queries(unfrozen):
     bundle, batch, out = unfrozen
     model, crit = bundle.model, bundle.criterion
