@@ -30,6 +30,7 @@ SKIPS: list[tuple[str, str]] = [  # (regex searched in the command, why it is no
     (r"\bpip install\b", "installs packages"),
     (r"--nproc_per_node=4|--num-gpus 4", "4 processes (a GPU machine); 2 ranks run in tests/engine (slow)"),
     (r"official_checkpoint\.pth", "needs an official checkpoint (docs/checkpoints.md); tests/checkpoints"),
+    (r"_checkpoint\.pth", "needs an official checkpoint; tests/cli/test_cli_official_weights.py runs these"),
     (r"r50_maskhead_coco\.pth", "needs COCO val2017 and the official mask-head weights"),
     (r"\[--", "a usage synopsis, not a command"),
     (r"^vidseg quickstart$", "the full quickstart takes minutes on 2 cores; the short form runs"),

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vidseg.checkpoints import safe_read
+from vidseg.checkpoints import detectron2_to_vidseg, load_weights, safe_read, vidseg_to_detectron2
 from vidseg.cli import main
 from vidseg.data import generate_synthetic_dataset
 from vidseg.data.video_io import write_video
@@ -85,14 +85,17 @@ def video(tmp_path_factory) -> dict[str, Path]:
     return {"dir": tmp, "mp4": mp4, "ann": ann, "images": images, **d}
 
 
-def _opts(video: dict[str, Path]) -> list[str]:
+def _opts(video: dict[str, Path], devis: bool = True) -> list[str]:
     """The overrides both commands get: CPU, the tiny val set, its class count, its test size."""
-    return [
-        *("MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "MODEL.NUM_CLASSES", "2"),
+    common = [
+        *("MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"),
         *("DATASETS.TEST", '("custom_val",)', "DATASETS.CUSTOM_VAL_JSON", str(video["ann"])),
-        *("DATASETS.CUSTOM_VAL_IMAGES", str(video["images"]), "MODEL.BACKBONE_PRETRAINED", "''"),
-        *("INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W), "TEST.NUM_OUT", "4"),
+        *("DATASETS.CUSTOM_VAL_IMAGES", str(video["images"])),
+        *("INPUT.MIN_SIZE_TEST", str(H), "INPUT.MAX_SIZE_TEST", str(W)),
     ]
+    if devis:
+        return [*common, "MODEL.NUM_CLASSES", "2", "TEST.NUM_OUT", "4", "MODEL.BACKBONE_PRETRAINED", "''"]
+    return [*common, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2", "TEST.DETECTIONS_PER_IMAGE", "4"]
 
 
 def _eval(capsys, config: str, weights: Path, opts: list[str], out: Path) -> tuple[list[dict], str]:
@@ -228,3 +231,146 @@ def test_a_vidseg_training_checkpoint_runs_through_eval_and_predict(video, tmp_p
         assert "format=vidseg" in printed
         _same_results(expected, evaluated, exact=False)
         _same_results(expected, predicted, exact=True)
+
+
+GRATT = "quickstart/grattvis_tiny.yaml"  # USE_MEM False, GATED_PROP True
+
+
+def _detectron2_file(path: Path, model: torch.nn.Module, *, gate: bool = True) -> dict[str, torch.Tensor]:
+    """``model`` under the official detectron2 names (``vidseg_to_detectron2``), with the criteria's
+    ``empty_weight`` buffers the official files carry, saved as detectron2's checkpointer does; ``gate`` False
+    leaves out ``prop_instance`` (a VITA or GenVIS file). Returns the file's ``model`` entry."""
+    sd = vidseg_to_detectron2(model.state_dict())
+    if not gate:
+        sd = {k: v for k, v in sd.items() if not k.startswith("vita_module.prop_instance.")}
+    k1 = sd["vita_module.class_embed.weight"].shape[0]
+    memory = any(k.startswith("vita_module.pre_memory_embed_k.") for k in sd)
+    for name in ("criterion", "vita_criterion", *(("genvis_criterion",) if gate or memory else ())):
+        sd[f"{name}.empty_weight"] = torch.cat([torch.ones(k1 - 1), torch.tensor([0.1])])
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    return official_files.write_detectron2_checkpoint(path, shapes, init=sd).state_dict()
+
+
+def _tiny_grattvis(use_mem: bool, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    opts = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2", "MODEL.GENVIS.USE_MEM", str(use_mem)]
+    return build_model(load_config(GRATT, opts)).model
+
+
+def _warnings(log: str, text: str) -> list[str]:
+    return [ln for ln in log.splitlines() if text in ln and " WARNING " in ln]
+
+
+def _memory_decision(path: Path, use_mem: bool, config_says: bool) -> str:
+    return (
+        f"MODEL.WEIGHTS {path}: the checkpoint was trained with memory {'on' if use_mem else 'off'} "
+        f"(vita_module.pre_memory_embed_* {'present' if use_mem else 'absent'}) but MODEL.GENVIS.USE_MEM "
+        f"is {config_says}: building with MODEL.GENVIS.USE_MEM {use_mem}, as the checkpoint"
+    )
+
+
+@pytest.mark.parametrize(
+    "use_mem, config_says",
+    [(True, False), pytest.param(False, True, marks=pytest.mark.slow)],
+    ids=["memory_file_config_off", "no_memory_file_config_on"],
+)
+def test_an_official_grattvis_file_decides_the_memory(video, tmp_path, capsys, use_mem, config_says):
+    """A GRAtt-VIS file with (without) GenVIS's memory against ``MODEL.GENVIS.USE_MEM`` False (True): the
+    file wins, with one warning line, in eval and in predict, and both give the results of the model built as
+    the file was."""
+    opts = _opts(video, devis=False)
+    path = tmp_path / f"grattvis_r50_ovis{'_memory' if use_mem else ''}.pth"
+    model = _tiny_grattvis(use_mem, seed=5)
+    written = _detectron2_file(path, model)
+    # The official names: those of the R-50 OVIS file (trained without memory), plus GenVIS's memory linears.
+    official = {
+        ln.split(" ", 1)[0] for ln in (TESTS / "spec_keys/grattvis-state-dict-keys-R50-OVIS.txt").open()
+    }
+    assert set(written) - official == (set(official_files.MEMORY_KEYS) if use_mem else set())
+    assert any(k.startswith("backbone.res2.") for k in written)
+    assert set(safe_read(path)) == {"model", "trainer", "iteration"}
+
+    trained = detectron2_to_vidseg(written, model.state_dict())[0]  # the criteria's empty_weight dropped
+    expected = _in_python(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)], trained, video["mp4"])
+    run_opts = [*opts, "MODEL.GENVIS.USE_MEM", str(config_says)]
+    evaluated, log = _eval(capsys, GRATT, path, run_opts, tmp_path / "eval")
+    decision = _memory_decision(path, use_mem, config_says)
+    assert len(_warnings(log, decision)) == 1, log[-3000:]
+    loaded = f"weights {path}: format=detectron2; mapped {len(trained)} tensors"
+    assert loaded in log
+    # predict --weights: the model is built for that file too (not for the config's MODEL.WEIGHTS)
+    predicted, printed = _predict(capsys, video["mp4"], GRATT, path, run_opts, tmp_path / "pred")
+    assert len(_warnings(printed, decision)) == 1 and loaded in printed, printed[-3000:]
+    assert "not used by" not in printed  # every tensor of the file has a place in the model
+    _same_results(expected, evaluated, exact=False)
+    _same_results(expected, predicted, exact=True)
+
+
+@pytest.mark.slow  # ~3 s each: another file, model and eval
+@pytest.mark.parametrize("method", ["vita", "genvis"])
+def test_an_official_vita_or_genvis_file_initialises_grattvis_in_eval(video, tmp_path, capsys, method):
+    """A VITA file (no ``prop_instance``, no memory; the official GRAtt-VIS training init) or a GenVIS file
+    (the memory, no gate): the gate starts fresh, with one warning line, and eval gives the results of that
+    file loaded into the model in Python (built, as eval builds it, after seeding with ``SEED``)."""
+    from vidseg.engine.run_setup import seed_all
+
+    use_mem = method == "genvis"
+    opts = _opts(video, devis=False)  # MODEL.GENVIS.USE_MEM False, GATED_PROP True
+    path = tmp_path / f"{method}_r50_ovis.pth"
+    _detectron2_file(path, _tiny_grattvis(use_mem, seed=6), gate=False)
+    evaluated, log = _eval(capsys, GRATT, path, opts, tmp_path / "eval")
+    if method == "vita":
+        fresh = (
+            f"MODEL.WEIGHTS {path}: a VITA checkpoint (no prop_instance, no memory): "
+            "vita_module.prop_instance starts fresh (default init); everything else is loaded"
+        )
+    else:
+        fresh = (
+            f"MODEL.WEIGHTS {path}: a GenVIS checkpoint (no vita_module.prop_instance): "
+            "the GRAtt gate starts fresh (default init)"
+        )
+        assert len(_warnings(log, _memory_decision(path, True, False))) == 1, log[-3000:]
+    assert len(_warnings(log, fresh)) == 1, log[-3000:]
+    kind = "VITA" if method == "vita" else "GenVIS"
+    assert f"GRAtt-VIS: the gate (vita_module.prop_instance) is not in this {kind} file: default init" in log
+    cfg = load_config(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)])
+    seed_all(cfg.SEED)
+    model = build_model(cfg).model
+    report = load_weights(model, path)
+    assert report.missing == ["vita_module.prop_instance.weight", "vita_module.prop_instance.bias"]
+    expected = _in_python(
+        GRATT, [*opts, "MODEL.GENVIS.USE_MEM", str(use_mem)], model.state_dict(), video["mp4"]
+    )
+    _same_results(expected, evaluated, exact=False)
+
+
+@pytest.mark.slow  # ~4 s: a file, its conversion and eval
+def test_a_grattvis_file_with_memory_converted_keeps_the_memory(video, tmp_path, capsys):
+    """``vidseg convert --config-file`` builds the model for IN as eval does: the memory linears of a file
+    trained with memory reach OUT (and eval of OUT gives the Python-loaded model's results)."""
+    opts = _opts(video, devis=False)
+    path, converted = tmp_path / "grattvis_r50_ovis_memory.pth", tmp_path / "grattvis_memory.safetensors"
+    model = _tiny_grattvis(True, seed=7)
+    trained = detectron2_to_vidseg(_detectron2_file(path, model), model.state_dict())[0]
+    assert (
+        main(
+            [
+                "convert",
+                str(path),
+                str(converted),
+                "--config-file",
+                GRATT,
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+                "2",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "left out: no place" not in printed and "format=detectron2" in printed, printed
+    assert set(safe_read(converted)["model"]) == set(trained)
+    expected = _in_python(GRATT, [*opts, "MODEL.GENVIS.USE_MEM", "True"], trained, video["mp4"])
+    evaluated, log = _eval(capsys, GRATT, converted, opts, tmp_path / "eval")
+    assert len(_warnings(log, _memory_decision(converted, True, False))) == 1, log[-3000:]
+    assert f"weights {converted}: format=vidseg; mapped {len(trained)} tensors; nothing left out" in log
+    _same_results(expected, evaluated, exact=False)

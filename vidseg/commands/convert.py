@@ -191,8 +191,13 @@ def _convert_through_model(args: argparse.Namespace, output: str) -> int:
     from vidseg.models import build_model, load_config
 
     cfg = load_config(args.config_file, ["MODEL.WEIGHTS", "", *args.opts])
+    # Built with MODEL.WEIGHTS IN, as eval and train build it: a builder may read the file to decide the
+    # architecture (GRAtt-VIS: the memory from its pre_memory_embed_* keys). OUT's config keeps the config's.
+    build_cfg = cfg.clone()
+    build_cfg.defrost()
+    build_cfg.MODEL.WEIGHTS = os.fspath(args.input)
     torch.manual_seed(0)  # the values of keys the file does not fill never reach OUT; keep the build quiet
-    model = build_model(cfg).model
+    model = build_model(build_cfg).model
     shift = args.shift_class_neuron or bool(cfg.MODEL.get("SHIFT_CLASS_NEURON", False))  # as MODEL.WEIGHTS
     report = load_weights(model, args.input, shift_class_neuron=shift)
     state = model.state_dict()
