@@ -9,6 +9,7 @@ head; nothing here inherits from another paper's class. Where each part goes:
 - ``uvla.py``: GenVIS's unified video label assignment.
 - ``vis_head.py``: input projection, object encoder, the decoder layers with the GRAtt block, the heads.
 - ``criterion.py``: the video losses (CE, mask BCE / dice on sampled points, similarity).
+- ``joint_criterion.py``: those plus the detector's per-frame Mask2Former losses (``FREEZE_DETECTOR False``).
 - ``model.py``: detector + head, training over clips of a video.
 - ``inference.py``: online inference, frame by frame, with the memory.
 - ``config.py`` / ``build.py``: keys (chaining to ``add_mask2former_config``) and builders.
@@ -24,6 +25,7 @@ __all__ = [
     "GRAttVISCriterion",
     "GRAttVISHead",
     "GRAttVISInference",
+    "GRAttVISJointCriterion",
     "OnlineState",
     "add_grattvis_config",
     "build_grattvis",
@@ -38,6 +40,7 @@ _EXPORTS = {
     "GRAttVISHead": "vis_head",
     "GRAttVISCriterion": "criterion",
     "grattvis_criterion": "criterion",
+    "GRAttVISJointCriterion": "joint_criterion",
     "GRAttVISInference": "inference",
     "add_grattvis_config": "config",
     "build_grattvis": "build",

@@ -14,9 +14,10 @@ from torch import nn
 
 from vidseg.models.bundle import ModelBundle, num_classes_from
 from vidseg.models.grattvis.criterion import GRAttVISCriterion, grattvis_criterion
+from vidseg.models.grattvis.joint_criterion import GRAttVISJointCriterion
 from vidseg.models.grattvis.model import GRAttVIS
 from vidseg.models.grattvis.vis_head import GRAttVISHead
-from vidseg.models.mask2former.build import build_mask2former, build_param_groups
+from vidseg.models.mask2former.build import build_criterion, build_mask2former, build_param_groups
 
 __all__ = [
     "build_grattvis",
@@ -66,11 +67,6 @@ def _check(cfg: Any) -> None:
         raise ValueError(
             "MODEL.VITA.PRE_NORM True: the GRAtt-VIS head is post-norm only (every official config)"
         )
-    if not bool(v.FREEZE_DETECTOR):
-        logger.warning(
-            "MODEL.VITA.FREEZE_DETECTOR False: the detector trains through the head's losses only (the "
-            "official code also adds its per-frame Mask2Former losses; every GRAtt-VIS config freezes it)"
-        )
     if float(v.DROPOUT) != 0.0:
         logger.warning(
             "MODEL.VITA.DROPOUT %s is ignored: the GRAtt-VIS head has no dropout (0 officially)", v.DROPOUT
@@ -119,10 +115,26 @@ def build_grattvis_model(cfg: Any, num_classes: int, use_mem: bool | None = None
     )
 
 
-def build_grattvis_criterion(cfg: Any, num_classes: int) -> GRAttVISCriterion:
+def build_grattvis_criterion(cfg: Any, num_classes: int) -> GRAttVISCriterion | GRAttVISJointCriterion:
     """The video criterion: ``MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT`` (2 / 5 / 5), point sampling,
     ``MODEL.VITA.{SIM_WEIGHT, NO_OBJECT_WEIGHT, SIM_USE_CLIP}``, aux losses for the first ``DEC_LAYERS - 1``
-    decoder layers with ``DEEP_SUPERVISION``, and ``MODEL.GENVIS.GATE_WEIGHT`` (only with ``GATED_PROP``)."""
+    decoder layers with ``DEEP_SUPERVISION``, and ``MODEL.GENVIS.GATE_WEIGHT`` (only with ``GATED_PROP``).
+
+    With ``MODEL.VITA.FREEZE_DETECTOR False`` it is joined by the per-frame Mask2Former criterion of the
+    detector (``vidseg.models.mask2former.build.build_criterion``: ``MODEL.MASK_FORMER.*`` weights 2 / 5 / 5,
+    ``NO_OBJECT_WEIGHT``, aux layers with ``MODEL.MASK_FORMER.DEEP_SUPERVISION``), as the official code does.
+    """
+    video = _video_criterion(cfg, num_classes)
+    if bool(cfg.MODEL.VITA.FREEZE_DETECTOR):
+        return video
+    logger.info(
+        "MODEL.VITA.FREEZE_DETECTOR False: the detector trains too, with its per-frame Mask2Former losses "
+        "(loss_ce / loss_mask / loss_dice, MODEL.MASK_FORMER.*_WEIGHT) added to the GRAtt-VIS ones"
+    )
+    return GRAttVISJointCriterion(video, build_criterion(cfg, num_classes).criterion)
+
+
+def _video_criterion(cfg: Any, num_classes: int) -> GRAttVISCriterion:
     f, v, g = cfg.MODEL.MASK_FORMER, cfg.MODEL.VITA, cfg.MODEL.GENVIS
     return grattvis_criterion(
         num_classes,
@@ -154,9 +166,10 @@ def build_grattvis_inference(cfg: Any, num_classes: int):
 
 
 def build_grattvis(cfg: Any, metadata: Any = None) -> ModelBundle:
-    """Model, video criterion, online inference and Mask2Former's optimizer groups (AdamW rule: backbone LR x
-    ``SOLVER.BACKBONE_MULTIPLIER``, ``WEIGHT_DECAY_NORM`` on norms, ``WEIGHT_DECAY_EMBED`` on embeddings;
-    frozen parameters, the whole detector by default, are left out).
+    """Model, video criterion (+ the detector's per-frame losses when it trains), online inference and
+    Mask2Former's optimizer groups (AdamW rule: backbone LR x ``SOLVER.BACKBONE_MULTIPLIER``,
+    ``WEIGHT_DECAY_NORM`` on norms, ``WEIGHT_DECAY_EMBED`` on embeddings; frozen parameters, the whole
+    detector by default, are left out).
 
     ``metadata``: the training dataset's metadata (its classes give K when
     ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` is 0).

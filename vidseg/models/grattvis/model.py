@@ -11,7 +11,8 @@ detectron2 file of VITA, GenVIS or GRAtt-VIS loads unchanged (``backbone.*`` thr
 
 Training (``model(batch)``) runs the detector on all B*T frames, then T/W head steps, each starting from the
 previous step's query (not detached: backpropagation runs through every step) and, with ``use_mem``, reading
-the memory the earlier steps wrote. The output is what :class:`.criterion.GRAttVISCriterion` reads.
+the memory the earlier steps wrote. The output is what :class:`.criterion.GRAttVISCriterion` reads, plus,
+when the detector trains, its own outputs for :class:`.joint_criterion.GRAttVISJointCriterion`.
 
 Online inference (:meth:`GRAttVIS.init_state`, :meth:`GRAttVIS.online_step`, :meth:`GRAttVIS.preprocess`)
 runs one frame per call and keeps only the propagated query and the memory.
@@ -60,7 +61,9 @@ class GRAttVIS(nn.Module):
             its keys would appear twice).
         vita_module: the VIS head.
         freeze_detector: the official ``MODEL.VITA.FREEZE_DETECTOR``: the detector's parameters get
-            ``requires_grad False``, it runs without autograd, and ``train()`` keeps it in eval mode.
+            ``requires_grad False``, it runs without autograd, and ``train()`` keeps it in eval mode. False:
+            the detector trains, through the frame queries the head reads and through its own per-frame
+            losses on ``"detector_outputs"`` (:class:`.joint_criterion.GRAttVISJointCriterion`).
         deep_supervision: ``MODEL.VITA.DEEP_SUPERVISION``: the steps keep their ``aux_outputs`` (the decoder
             layers before the last) for the aux losses; False empties them.
         pixel_mean / pixel_std: RGB 0-255 normalisation of :meth:`preprocess` (``MODEL.PIXEL_MEAN/STD``).
@@ -76,7 +79,10 @@ class GRAttVIS(nn.Module):
          "num_layers_copies": L,  # detector layers whose frame queries the head sees (3 training, 1 eval)
          "window": W,
          "pred_logits": [B, cQ, K+1],       # the last step's final layer, last detector-layer copy
-         "pred_masks": [B, cQ, T, H/4, W/4]}  # every frame's masks from its own step, last copy
+         "pred_masks": [B, cQ, T, H/4, W/4],  # every frame's masks from its own step, last copy
+         "detector_outputs": {"pred_logits" [B*T, fQ, K+1], "pred_masks" [B*T, fQ, H/4, W/4],
+                              "aux_outputs": [D-1 dicts of the same keys, oldest first]}}
+                             # only when the detector trains: the per-frame Mask2Former losses read it
 
     In eval mode the same call runs the steps with L = 1 and deterministic gates.
     """
@@ -200,16 +206,20 @@ class GRAttVIS(nn.Module):
             query = out["prop_query"]  # not detached: backpropagation through all the steps
             steps.append(out)
 
-        last = [*det["aux_outputs"], det][-num_l:]
-        frame_outputs = [{"pred_logits": o["pred_logits"], "pred_masks": o["pred_masks"]} for o in last]
-        return {
+        keys = ("pred_logits", "pred_masks")
+        layers = [{k: o[k] for k in keys} for o in (*det["aux_outputs"], det)]  # oldest first
+        result = {
             "steps": steps,
-            "frame_outputs": frame_outputs,
+            "frame_outputs": layers[-num_l:],
             "num_layers_copies": num_l,
             "window": w,
             "pred_logits": steps[-1]["pred_logits"][-1],
             "pred_masks": torch.cat([s["pred_masks"][-1] for s in steps], dim=2),
         }
+        if not self.freeze_detector:
+            # What the per-frame Mask2Former losses read (.joint_criterion); a frozen detector gets none.
+            result["detector_outputs"] = {**layers[-1], "aux_outputs": layers[:-1]}
+        return result
 
     # ------------------------------------------------------------------ online inference
     def preprocess(self, frames: Tensor) -> tuple[Tensor, tuple[int, int]]:
