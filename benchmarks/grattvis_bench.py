@@ -273,7 +273,7 @@ def run_grattvis(args) -> int:
     print("|---|---|---|---|")
     for name in names:
         cfg, model, inference = build(name, device)
-        n = args.fps_frames or (4 if cpu and name != "tiny" else (20 if cpu else 200))
+        n = args.fps_frames or (4 if cpu and name != "tiny" else (20 if cpu else 100))
         warmup = args.warmup if args.warmup is not None else (1 if cpu else 10)
         fps, model_fps = online_fps(cfg, model, inference, device, n, warmup)
         ih, iw = synthetic_video(cfg, 1, 360, 640).image_size

@@ -22,6 +22,7 @@ import types
 from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -97,7 +98,7 @@ def _merge_chain(cfg: CfgNode, path: Path) -> None:
     cfg.merge_from_other_cfg(_Node(data))
 
 
-def official_cfg(root: Path) -> CfgNode:
+def official_cfg(root: Path, config: str = spec.OFFICIAL_CONFIG, opts: list = spec.OPTS) -> CfgNode:
     """The official config functions on empty detectron2 nodes, then the official chain and the sizes."""
     from grattvis.config import add_genvis_config  # noqa: PLC0415 (the official code, from the temp copy)
     from mask2former.config import add_maskformer2_config  # noqa: PLC0415
@@ -108,8 +109,8 @@ def official_cfg(root: Path) -> CfgNode:
     add_vita_config(cfg)
     add_genvis_config(cfg)
     cfg.set_new_allowed(True)
-    _merge_chain(cfg, root / spec.OFFICIAL_CONFIG)
-    cfg.merge_from_list([x for kv in spec.OPTS for x in kv])
+    _merge_chain(cfg, root / config)
+    cfg.merge_from_list([x for kv in opts for x in kv])
     return cfg
 
 
@@ -147,47 +148,57 @@ def main() -> None:
         "clip_mask_features": clip_mask_features,
     }
     print({k: tuple(v.shape) for k, v in data.items() if torch.is_tensor(v)}, len(data["aux_outputs"]))
-    data["video"] = run_video(root, head)
+    data["videos"] = {name: run_video(root, path) for name, path in spec.VIDEO_CONFIGS.items()}
     save_fixture("gratt_detector.pt", data, commit, REPO)
 
 
-def run_video(root: Path, sem_seg_head: nn.Module) -> dict:
-    """The official ``Grattvis.inference`` (its source) with this detector head and the official head of
-    ``gratt_head.pt``; the backbone returns the maps of the frame whose index pixel (0, 0, 0) holds."""
-    import gratt_head  # noqa: PLC0415
+def run_video(root: Path, config: str) -> dict:
+    """The official ``Grattvis.inference`` (its source) with the detector head (``MaskFormerHead``) and the
+    VIS head (``GRAttVIS``) built from the official ``config`` chain; the backbone returns the maps of the
+    frame whose index pixel (0, 0, 0) holds. Masks are stored bit-packed (``np.packbits``)."""
     import gratt_inference  # noqa: PLC0415
-    from _official import FIXTURES  # noqa: PLC0415
+    from detectron2.layers import ShapeSpec  # noqa: PLC0415
     from grattvis.modeling.grattvis import GRAttVIS  # noqa: PLC0415
+    from mask2former.modeling.meta_arch.mask_former_head import MaskFormerHead  # noqa: PLC0415
 
-    head_fixture = torch.load(FIXTURES / "gratt_head.pt", weights_only=True)
-    vita_module = GRAttVIS(gratt_head.official_cfg(True, 1, 0))
-    vita_module.load_state_dict(
-        {k: v for k, v in head_fixture["weights"].items() if k in vita_module.state_dict()}, strict=True
-    )
-    vita_module.eval()
+    cfg = official_cfg(root, config, spec.OPTS + spec.VIDEO_OPTS)
+    shapes = {k: ShapeSpec(channels=c, stride=s) for k, (c, s) in spec.LEVELS.items()}
+    parts = nn.ModuleDict({"sem_seg_head": MaskFormerHead(cfg, shapes), "vita_module": GRAttVIS(cfg)})
+    template = parts.state_dict()
+    parts.load_state_dict(spec.generated_weights(template), strict=True)
+    parts.eval()
     feats = spec.backbone_features(seed=2, frames=spec.VIDEO_FRAMES)
 
     def backbone(images):
         idx = images[:, 0, 0, 0].round().long()
         return {k: v[idx] for k, v in feats.items()}
 
-    def detector(features):
-        out, frame_queries, mask_features = sem_seg_head(features)
-        return out, frame_queries, mask_features
+    class Detector:
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
 
-    detector.num_classes = spec.NUM_CLASSES
+        def __call__(self, features):
+            return parts["sem_seg_head"](features)
+
     self = types.SimpleNamespace(
         device=torch.device("cpu"), pixel_mean=torch.zeros(3, 1, 1), pixel_std=torch.ones(3, 1, 1),
-        size_divisibility=32, backbone=backbone, sem_seg_head=detector, vita_module=vita_module,
-        len_clip_window=1, num_queries=vita_module.num_queries, test_topk_per_image=spec.VIDEO_TOP_K,
+        size_divisibility=cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY, backbone=backbone, sem_seg_head=Detector(),
+        vita_module=parts["vita_module"], len_clip_window=cfg.MODEL.GENVIS.LEN_CLIP_WINDOW,
+        num_queries=cfg.MODEL.VITA.NUM_OBJECT_QUERIES, test_topk_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
     )  # fmt: skip
     images = [torch.full((3, *spec.VIDEO_IMAGE), float(t)) for t in range(spec.VIDEO_FRAMES)]
     batched = {"image": images, "height": spec.VIDEO_ORIG[0], "width": spec.VIDEO_ORIG[1]}
     with torch.no_grad():
         res = gratt_inference.official_inference(root)(self, batched)
-    print(f"video: scores {[round(s, 3) for s in res['pred_scores']]}, labels {res['pred_labels']}")
-    print(f"mask pixels per track {res['pred_masks'].flatten(1).sum(1).tolist()}")
-    return {k: res[k] for k in ("pred_scores", "pred_labels", "pred_masks")}
+    print(f"{config}: USE_MEM {cfg.MODEL.GENVIS.USE_MEM}, scores {[round(s, 3) for s in res['pred_scores']]}")
+    print(f"  labels {res['pred_labels']}, mask pixels {res['pred_masks'].flatten(1).sum(1).tolist()}")
+    return {
+        "use_mem": bool(cfg.MODEL.GENVIS.USE_MEM),
+        "official_keys": {k: list(v.shape) for k, v in template.items() if v.is_floating_point()},
+        "pred_scores": res["pred_scores"],
+        "pred_labels": res["pred_labels"],
+        "pred_masks_shape": list(res["pred_masks"].shape),
+        "pred_masks_packed": torch.from_numpy(np.packbits(res["pred_masks"].numpy())),
+    }
 
 
 if __name__ == "__main__":

@@ -149,13 +149,6 @@ def test_a_detectron2_mask2former_file_converts_to_vidseg_names(tmp_path, capsys
     _same_outputs(original, fresh, 1)
 
 
-def _gratt_merged() -> bool:
-    from vidseg.models import METHODS
-
-    return "GRAttVIS" in METHODS
-
-
-@pytest.mark.skipif(not _gratt_merged(), reason="the GRAtt-VIS model is not in METHODS yet")
 @pytest.mark.parametrize("method", ["grattvis", pytest.param("vita", marks=pytest.mark.slow)])
 def test_a_grattvis_or_vita_file_converts_and_gives_the_same_outputs(tmp_path, capsys, method):
     """GRAtt-VIS's own file loads strictly after conversion; a VITA file (no ``prop_instance``) gives a

@@ -1,8 +1,7 @@
 """Official checkpoint files, as the official code writes them, straight into ``vidseg eval``
 (``MODEL.WEIGHTS``) and ``vidseg predict --weights`` (issues 14 and 16): the command line recognises the file,
 says so in its log, and gives the results of the same weights loaded into the model in Python (scores,
-categories, every RLE).
-The same for a vidseg training checkpoint and for files ``vidseg convert`` wrote.
+categories, every RLE). The same for a vidseg training checkpoint and for files ``vidseg convert`` wrote.
 
 The files come from ``tests/checkpoints/official_files.py`` (the official save calls with real optimizers and
 schedulers), filled with the weights of a real tiny model so that its outputs mean something."""

@@ -211,14 +211,7 @@ def vita_weights(tmp_path_factory, data) -> Path:
     return path
 
 
-def _gratt_merged() -> bool:
-    from vidseg.models import METHODS
-
-    return "GRAttVIS" in METHODS
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _gratt_merged(), reason="the GRAtt-VIS model is not in METHODS yet")
 @pytest.mark.parametrize(
     "script", ["train_net_genvis.py", "train_net_grattvis.py", "train_net_grattvisvis.py"]
 )

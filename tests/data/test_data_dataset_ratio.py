@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,51 @@ def test_the_official_names_coco2ovis_and_ovis_train_under_the_official_layout(t
     ]  # Person, Vehical; traffic light dropped
     assert ovis_part[0]["targets"].labels.tolist() == [1]  # Bird
     assert ovis_part[0]["frames"].shape[0] == 5  # 5 frames drawn from a 3-frame video, with replacement
+
+
+@pytest.mark.slow
+def test_vidseg_train_mixes_coco_pseudo_videos_into_the_tiny_grattvis_run(tmp_path):
+    """``vidseg train`` of the tiny GRAtt-VIS on a COCO-format set (the first frames of synthetic videos) and
+    the videos, mixed 80/20 by DATASETS.DATASET_RATIO: it trains, and the log says how the sets are mixed."""
+    from vidseg.cli import main
+    from vidseg.data import generate_synthetic_dataset
+
+    kw = dict(height=64, width=96, num_classes=2, max_instances=2, progress=False)
+    d = generate_synthetic_dataset(
+        tmp_path / "a", seed=0, num_videos_train=2, num_videos_val=1, num_frames=3, **kw
+    )
+    v = json.loads(Path(d["train_json"]).read_text())
+    images = [
+        {"id": x["id"], "file_name": x["file_names"][0], "height": x["height"], "width": x["width"]}
+        for x in v["videos"]
+    ]
+    anns = [
+        {"id": a["id"], "image_id": a["video_id"], "category_id": a["category_id"], "iscrowd": 0,
+         "segmentation": a["segmentations"][0], "area": a["areas"][0], "bbox": a["bboxes"][0]}
+        for a in v["annotations"] if a["segmentations"][0] is not None
+    ]  # fmt: skip
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": images, "annotations": anns, "categories": v["categories"]}))
+    register_dataset("mix_e2e_coco", coco, d["train_images"], kind="coco")
+    register_dataset("mix_e2e_video", d["train_json"], d["train_images"], kind="ytvis")
+    out = tmp_path / "run"
+    try:
+        rc = main([
+            "train", "--config-file", "quickstart/grattvis_tiny.yaml", "--no-progress",
+            "OUTPUT_DIR", str(out),
+            "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2",
+            "DATASETS.TRAIN", '("mix_e2e_coco", "mix_e2e_video")', "DATASETS.DATASET_RATIO", "[1.0, 0.25]",
+            "DATASETS.TEST", "()", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
+            "INPUT.PSEUDO.MIN_SIZE_TRAIN", "(64,)", "INPUT.PSEUDO.MAX_SIZE_TRAIN", "96",
+            "INPUT.CROP.ENABLED", "False", "INPUT.PSEUDO.CROP.ENABLED", "False",
+            "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.BATCH_SIZE", "2",
+        ])  # fmt: skip
+    finally:
+        unregister_dataset("mix_e2e_coco")
+        unregister_dataset("mix_e2e_video")
+    log = (out / "log.txt").read_text()
+    assert rc == 0, log[-3000:]
+    assert (
+        "DATASETS.DATASET_RATIO [1.0, 0.25]: mix_e2e_coco 80% (2 items), mix_e2e_video 20% (2 items)" in log
+    )
+    assert (out / "checkpoint.pth").is_file()

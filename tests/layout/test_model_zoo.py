@@ -41,15 +41,7 @@ def _commands(row: list[str]) -> list[list[str]]:
     return [shlex.split(c) for cell in row for c in re.findall(r"`(vidseg [^`]+)`", cell)]
 
 
-# TEMPORARY (zoo branch, before the GRAtt-VIS configs are merged): their rows are skipped, not failed.
-PENDING = ("configs/grattvis/", "tests/models_grattvis/test_gratt_config.py")
-
-
 def _loadable(path: str):
-    from vidseg.models import METHODS
-
-    if path.startswith(PENDING) and (not (ROOT / path).exists() or "GRAttVIS" not in METHODS):
-        pytest.skip(f"{path}: the GRAtt-VIS configs or model are not merged yet")
     if not (ROOT / path).exists():
         pytest.fail(f"MODEL_ZOO.md names {path}, which does not exist")
     return load_config(str(ROOT / path))
@@ -106,4 +98,21 @@ def test_every_status_entry_is_in_the_legend():
         for entry in status.split(", "):
             assert entry in names, f"{title}: status {entry!r} is not in the legend"
     for test_file in re.findall(r"`(tests/[\w/]+\.py)`", legend):
-        assert (ROOT / test_file).exists() or test_file.startswith(PENDING), test_file
+        assert (ROOT / test_file).exists(), test_file
+
+
+def test_the_vidseg_forms_of_the_seed_commands_parse_and_match_them():
+    rows = _rows("The seeds' commands and their vidseg forms")
+    assert len(rows) == 4
+    for seed, ours in rows:
+        seed_words, words = shlex.split(seed.strip("`")), shlex.split(ours.strip("`"))
+        parser, _ = command_parser(words[1])
+        args = parser.parse_intermixed_args(words[2:])
+        # the same overrides, in the same order (the seed's KEY VALUE pairs end its command)
+        assert args.opts == seed_words[len(seed_words) - len(args.opts) :]
+        assert words[1] == ("eval" if "--eval-only" in seed_words else "train")
+        if words[1] == "train":  # 4 GPUs, as the seed's --num-gpus 4 / --nproc_per_node=4
+            assert args.num_gpus == 4 and ("--nproc_per_node=4" in seed_words or "4" in seed_words)
+        config = args.config_file.replace("configs/genvis/", "configs/grattvis/")
+        if not config.startswith("YOUR_MODEL_PATH"):
+            load_config(str(ROOT / config), args.opts)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from vidseg.checkpoints import load_weights
 from vidseg.models import load_config
 from vidseg.models.devis.build import build_clip_inference, build_devis_model
 from vidseg.models.devis.clip_inference import clip_result
@@ -73,6 +74,7 @@ MIN_ASSIGNMENT_MARGIN = 1e-3
 MAX_MASK_PIXELS_DIFF = 1e-4  # of all pixels of a video: a logit within float rounding of 0 may flip
 LEVELS = {"res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)}
 WEIGHT_SEED, FEATURE_SEED = 0, 1
+DUPLICATE = "def_detr.transformer.decoder.bbox_embed."  # the same module as def_detr.bbox_embed.*
 ATOL = 1e-4
 
 
@@ -80,7 +82,8 @@ def generated_weights(template: dict[str, torch.Tensor], seed: int = WEIGHT_SEED
     """Random weights for every floating tensor of ``template``, by sorted key from one seeded generator.
 
     Matrices and kernels ~ N(0, 1/fan_in); embeddings (query, level, temporal) ~ N(0, 1); 1-d weights (the
-    norms) 1 + N(0, 0.1^2); biases N(0, 0.1^2). Independent of how either model initialises itself.
+    norms) 1 + N(0, 0.1^2); biases N(0, 0.1^2). Independent of how either model initialises itself. The
+    decoder's ``bbox_embed`` copies equal ``def_detr.bbox_embed``, as in an official checkpoint.
     """
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -97,6 +100,10 @@ def generated_weights(template: dict[str, torch.Tensor], seed: int = WEIGHT_SEED
             out[key] = 1 + 0.1 * noise
         else:
             out[key] = 0.1 * noise
+    # One module under two names (spec §12.11): equal in every official checkpoint, so equal here.
+    for key in out:
+        if key.startswith(DUPLICATE):
+            out[key] = out[key.replace(DUPLICATE, "def_detr.bbox_embed.")]
     return out
 
 
@@ -215,8 +222,12 @@ class _Video:
 
 
 @pytest.mark.parametrize("name", list(VIDEOS))
-def test_video_tracks_match_the_official_tracker(official: dict, name: str) -> None:
-    """Model, clip post-processing and tracker together: the official ``Tracker`` with the official model."""
+def test_video_tracks_match_the_official_tracker(official: dict, name: str, tmp_path: Path) -> None:
+    """Model, clip post-processing and tracker together: the official ``Tracker`` with the official model.
+
+    The weights reach vidseg's model through ``load_weights`` from a file written as the official
+    ``main.py`` writes its checkpoints (``{"model": state_dict, ...}``), as ``MODEL.WEIGHTS`` would.
+    """
     n, size, orig = VIDEOS[name]
     video = official["videos"][name]
     want = video["tracks"]
@@ -226,6 +237,13 @@ def test_video_tracks_match_the_official_tracker(official: dict, name: str) -> N
     )
     feats = backbone_features(size, seed=VIDEO_FEATURE_SEED, frames=n)
     model = build_vidseg(YT19, feats, per_frame=True, extra=VIDEO_OPTS)
+    checkpoint = tmp_path / "checkpoint.pth"
+    weights = generated_weights(model.state_dict())
+    torch.save({"model": weights, "epoch": 9, "args": None}, checkpoint)
+    for p in model.parameters():  # forget the weights build_vidseg loaded
+        p.data.zero_()
+    report = load_weights(model, checkpoint, strict=True)
+    assert report.ok, report.summary()
     result = build_clip_inference(vidseg_config(YT19, VIDEO_OPTS))(model, _Video(n, size, orig))
     ours = result.tracks
     assert len(ours) == len(want) > 0, f"{name}: {len(ours)} tracks, official {len(want)}"

@@ -15,7 +15,6 @@ from torch import nn
 
 from vidseg.data.video_dataset import VideoFrames, VideoItem
 from vidseg.inference import supports_streaming
-from vidseg.models import METHODS
 from vidseg.models.grattvis.inference import (
     GRAttVISInference,
     encode_rles,
@@ -266,6 +265,18 @@ def test_raw_frames_are_resized_shortest_edge_and_preprocessed_by_the_model():
     assert tuple(model.outputs[0]["mask_features"].shape[-2:]) == (8, 16)
     with pytest.raises(ValueError, match=r"\[T, 3, H, W\]"):
         inf(model, raw[0])
+    # uint8 frames go through PIL bilinear, the resize of the dataset's VideoItem: the same result.
+    frames = raw.to(torch.uint8)
+    item = VideoItem(
+        0,
+        None,
+        VideoFrames([f.permute(1, 2, 0).numpy() for f in frames], (20, 40), MEAN, STD),
+        (48, 96),
+        (20, 40),
+    )
+    a, b = inf(FakeGRAtt(seed=2), frames), inf(FakeGRAtt(seed=2), item)
+    assert [t.score for t in a.tracks] == pytest.approx([t.score for t in b.tracks], rel=1e-6)
+    assert [t.masks for t in a.tracks] == [t.masks for t in b.tracks]
 
 
 def test_bad_constructor_arguments_name_the_setting():
@@ -275,7 +286,6 @@ def test_bad_constructor_arguments_name_the_setting():
         GRAttVISInference(num_classes=3, top_k=0)
 
 
-@pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAttVIS is not in models.METHODS yet (g-model)")
 def test_the_real_tiny_model_matches_the_reference():
     from vidseg.models import build_model, load_config
 

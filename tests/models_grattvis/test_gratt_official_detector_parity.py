@@ -6,23 +6,24 @@ official chain, and vidseg's Mask2Former head from ``configs/mask2former/frames_
 detector settings), with the same small sizes, get the same weights (:func:`generated_weights`, by official
 key and shape) and the same ResNet-50-shaped maps (the comparison starts after the backbone). Compared in
 eval mode: every decoder layer's class logits and mask logits, the frame queries the VIS head reads and the
-raw stride-4 features its ``vita_mask_features`` reads. Regenerate with
+raw stride-4 features its ``vita_mask_features`` reads. Then whole videos through the whole model and its
+online inference, built from the GRAtt-VIS configs on both sides. Regenerate with
 ``scripts/official_parity/gratt_detector.py``; the official repository is not needed here.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vidseg.checkpoints import load_weights
 from vidseg.models import load_config
-from vidseg.models.grattvis.inference import GRAttVISInference, OnlineVideoState
-from vidseg.models.grattvis.model import GRAttVIS
-from vidseg.models.grattvis.vis_head import GRAttVISHead
+from vidseg.models.grattvis.build import build_grattvis_inference, build_grattvis_model
 from vidseg.models.mask2former.build import build_mask2former
 from vidseg.structures.masks import decode_segmentation
 
@@ -47,7 +48,19 @@ LEVELS = {"res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048,
 SIZE, FRAMES = (64, 96), 2
 # A whole video through detector, head and online inference: frames whose pixel (0, 0, 0) is their index,
 # each with its own backbone maps; the resized image inside the 32-padded input, and the original size.
-VIDEO_FRAMES, VIDEO_IMAGE, VIDEO_ORIG, VIDEO_TOP_K = 4, (56, 90), (84, 135), 10
+VIDEO_FRAMES, VIDEO_IMAGE, VIDEO_ORIG = 4, (56, 90), (84, 135)
+# The seed's R-50 models without (OVIS) and with (YouTube-VIS 2019) the memory; the same sizes on both sides.
+VIDEO_CONFIGS = {
+    "ovis_R50": "configs/grattvis/ovis/grattvis_R50_bs8.yaml",
+    "youtubevis_2019_R50": "configs/grattvis/youtubevis_2019/grattvis_R50_bs8.yaml",
+}
+VIDEO_OPTS = [
+    ("MODEL.VITA.HIDDEN_DIM", 32),
+    ("MODEL.VITA.NHEADS", 4),
+    ("MODEL.VITA.DIM_FEEDFORWARD", 64),
+    ("MODEL.VITA.NUM_OBJECT_QUERIES", 10),
+    ("TEST.DETECTIONS_PER_IMAGE", 10),
+]
 ATOL = 1e-4
 
 
@@ -133,39 +146,48 @@ def test_detector_head_matches_the_official_head(official: dict) -> None:
     assert diffs[worst] <= ATOL, f"{worst} differs from the official by {diffs[worst]:.2e}"
 
 
-def test_video_results_match_the_official_model(official: dict) -> None:
-    """Detector, head and online inference together: ``GRAttVIS.online_step`` per frame, folded like
-    ``GRAttVISInference.run``, against the official ``Grattvis.inference`` with the official detector head
-    and the official head of ``gratt_head.pt``."""
-    want = official["video"]
-    detector, _ = build_detector()
-    detector.backbone = FrameIndexedBackbone(backbone_features(seed=2, frames=VIDEO_FRAMES))
-    head_data = torch.load(FIXTURE.parent / "gratt_head.pt", weights_only=True)
-    d = head_data["dims"]
-    vita_module = GRAttVISHead(
-        num_classes=d["K"], hidden_dim=d["C"], num_frame_queries=d["fQ"], num_queries=d["cQ"],
-        nheads=d["heads"], dim_feedforward=d["ffn"], enc_layers=d["enc"], dec_layers=d["dec"],
-        mask_dim=d["mask_dim"], sim_embed=True, gated_prop=True, use_mem=True, window=1, conv_dim=d["C"],
-    )  # fmt: skip
-    vita_module.load_state_dict(head_data["weights"], strict=True)
-    model = GRAttVIS(detector, vita_module).eval()
-    state, acc = model.init_state(1), OnlineVideoState(VIDEO_ORIG)
-    with torch.no_grad():
-        for t in range(VIDEO_FRAMES):
-            images = torch.zeros(1, 3, *SIZE)  # the 32-padded input; the image is its top-left VIDEO_IMAGE
-            images[:, :, : VIDEO_IMAGE[0], : VIDEO_IMAGE[1]] = t
-            out, state = model.online_step(images, state)
-            acc.add_frame(
-                out["pred_logits"][0], out["pred_mask_embed"][0], out["mask_features"][0], SIZE, VIDEO_IMAGE
-            )
-    sel = GRAttVISInference(NUM_CLASSES, VIDEO_TOP_K).select(acc)
-    assert sel.labels == want["pred_labels"]
-    assert sel.scores == pytest.approx(want["pred_scores"], abs=1e-5)
-    flipped = 0
-    for j, q in enumerate(sel.queries):
-        ours = torch.from_numpy(
-            np.stack([decode_segmentation(acc.rle(t, q), *VIDEO_ORIG) for t in range(VIDEO_FRAMES)])
-        )
-        flipped += int((ours != want["pred_masks"][j]).sum())
+class _Video:
+    """What ``GRAttVISInference`` reads of a ``VideoItem``: frames ``get([t]) -> [1, 3, h, w]`` (normalised by
+    the dataset; here pixel (0, 0, 0) is the index), length, original size, id."""
+
+    video_id = 1
+
+    def __init__(self) -> None:
+        self.length, self.orig_size = VIDEO_FRAMES, VIDEO_ORIG
+        self.frames = self
+
+    def get(self, indices: list[int]) -> torch.Tensor:
+        return torch.stack([torch.full((3, *VIDEO_IMAGE), float(t)) for t in indices])
+
+
+@pytest.mark.parametrize("config", list(VIDEO_CONFIGS))
+def test_video_results_match_the_official_model(official: dict, config: str, tmp_path: Path) -> None:
+    """The whole model from its config (``build_grattvis_model``: detector + VIS head) and its online
+    inference (``build_grattvis_inference``) on a video, against the official ``Grattvis.inference`` with the
+    official detector and VIS heads built from the official config of the same file. The weights reach the
+    model through ``load_weights`` from a detectron2 pickle (``{"model": {name: ndarray}}``), as an official
+    GRAtt-VIS file is."""
+    want = official["videos"][config]
+    opts = [str(x) for kv in OPTS + VIDSEG_ONLY_OPTS + VIDEO_OPTS for x in kv]
+    cfg = load_config(VIDEO_CONFIGS[config], opts)
+    model = build_grattvis_model(cfg, NUM_CLASSES)
+    assert model.vita_module.use_mem == want["use_mem"]
+    model.backbone = FrameIndexedBackbone(backbone_features(seed=2, frames=VIDEO_FRAMES))
+    template = model.state_dict()
+    ours_keys = {k: list(v.shape) for k, v in template.items() if v.is_floating_point()}
+    assert ours_keys == want["official_keys"], "state dict keys or shapes differ from the official"
+    checkpoint = tmp_path / "model_checkpoint.pkl"
+    with open(checkpoint, "wb") as f:
+        model_np = {k: v.numpy() for k, v in generated_weights(template).items()}
+        pickle.dump({"model": model_np, "__author__": "parity test", "matching_heuristics": True}, f)
+    report = load_weights(model, checkpoint, strict=True)
+    assert report.ok, report.summary()
+    result = build_grattvis_inference(cfg, NUM_CLASSES)(model, _Video())
+    assert [t.label for t in result.tracks] == want["pred_labels"]
+    assert [t.score for t in result.tracks] == pytest.approx(want["pred_scores"], abs=1e-5)
+    shape = want["pred_masks_shape"]  # [k, T, H0, W0], stored bit-packed
+    theirs = np.unpackbits(want["pred_masks_packed"].numpy(), count=math.prod(shape)).reshape(shape)
+    ours = np.stack([np.stack([decode_segmentation(m, *VIDEO_ORIG) for m in t.masks]) for t in result.tracks])
+    flipped = int((ours != theirs.astype(bool)).sum())
     # a mask logit within float rounding of 0 may flip a pixel
-    assert flipped <= 1e-4 * want["pred_masks"].numel(), f"{flipped} mask pixels differ"
+    assert flipped <= 1e-4 * theirs.size, f"{flipped} of {theirs.size} mask pixels differ"

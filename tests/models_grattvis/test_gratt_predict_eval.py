@@ -20,7 +20,7 @@ from vidseg.data import generate_synthetic_dataset
 from vidseg.data.video_io import write_video
 from vidseg.inference import VideoPredictor
 from vidseg.inference.sources import open_source
-from vidseg.models import METHODS, build_model, load_config
+from vidseg.models import build_model, load_config
 
 H, W, N = 64, 96, 6
 CONFIG = "quickstart/grattvis_tiny.yaml"
@@ -60,7 +60,6 @@ def _opts(out: Path, ann: Path, images: Path, weights: Path) -> list[str]:
     ]
 
 
-@pytest.mark.skipif("GRAttVIS" not in METHODS, reason="GRAttVIS is not in models.METHODS yet (g-model)")
 @pytest.mark.filterwarnings("ignore")
 def test_predict_on_mp4_gives_the_tracks_of_eval(tmp_path):
     mp4, ann, images = _same_frames(tmp_path)

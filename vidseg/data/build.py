@@ -232,7 +232,16 @@ def build_train_dataset(cfg: Any) -> Dataset:
     _check_label_spaces(names, metas)
     if len(parts) == 1:
         return parts[0]
-    return RatioMixedDataset(parts, ratio, seed=cfg.SEED) if ratio else ConcatClipDataset(parts)
+    if not ratio:
+        return ConcatClipDataset(parts)
+    mixed = RatioMixedDataset(parts, ratio, seed=cfg.SEED)
+    logger.info(
+        "DATASETS.DATASET_RATIO %s: %s of the %d clips of an epoch",
+        ratio,
+        ", ".join(f"{n} {p:.0%} ({len(d)} items)" for n, p, d in zip(names, mixed.probs, parts)),
+        len(mixed),
+    )
+    return mixed
 
 
 def build_test_dataset(cfg: Any, name: str) -> VideoDataset:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_util
 from torch import nn
 
-from vidseg.data.transforms import resize_clip, shortest_edge_size
+from vidseg.data.transforms import resize_clip, resize_image, shortest_edge_size
 from vidseg.structures.clip_batch import pad_frames
 from vidseg.structures.masks import RLE, decode_segmentation, encode_rle
 from vidseg.structures.results import FrameOutput, Track, VideoResult
@@ -194,6 +194,9 @@ class GRAttVISInference:
     """
 
     use_amp: bool = True
+    # The stream returns the VideoResult of __call__ at its end (the protocol's final correction), so the
+    # predictor takes it as is rather than re-encoding the per-frame masks into a summary.
+    stream_returns_result: bool = True
 
     def __init__(
         self, num_classes: int, top_k: int = 10, min_size_test: int = 360, max_size_test: int = 1333
@@ -215,7 +218,8 @@ class GRAttVISInference:
         """Every frame of ``video`` through ``model``, folded into an :class:`OnlineVideoState`.
 
         ``video`` is a ``vidseg.data.VideoItem`` (frames read one at a time) or raw frames
-        ``[T, 3, H0, W0]`` RGB 0-255.
+        ``[T, 3, H0, W0]`` RGB 0-255 (uint8: resized with PIL bilinear as the official test pipeline; float:
+        the antialiased bilinear of ``resize_clip``).
         """
         device = next(model.parameters()).device
         amp = self.use_amp and device.type == "cuda"
@@ -253,7 +257,11 @@ class GRAttVISInference:
             h0, w0 = (int(s) for s in video.shape[-2:])
             size = shortest_edge_size(h0, w0, self.min_size_test, self.max_size_test)
             for t in range(video.shape[0]):
-                frame, _ = resize_clip(video[t : t + 1].float(), None, size)
+                if video.dtype == torch.uint8:  # PIL bilinear on uint8, as the official test pipeline
+                    img = resize_image(video[t].permute(1, 2, 0).numpy(), size)
+                    frame = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()
+                else:
+                    frame, _ = resize_clip(video[t : t + 1].float(), None, size)
                 images, image_size = model.preprocess(frame)
                 yield images, tuple(int(s) for s in image_size), (h0, w0)
             return
@@ -292,10 +300,6 @@ class GRAttVISInference:
             frame_scores: list[float | None] = [float(score)] * len(masks)
             result.tracks.append(Track(float(score), int(label), masks, frame_scores, track_id=j + 1))
         return result
-
-    # The stream returns the VideoResult of __call__ at its end (the protocol's final correction), so the
-    # predictor takes it as is rather than re-encoding the per-frame masks into a summary.
-    stream_returns_result = True
 
     def stream(self, model: nn.Module, video: Any) -> Generator[FrameOutput, None, VideoResult]:
         """Per-frame outputs (the ``vidseg.inference`` streaming protocol), then the video's
