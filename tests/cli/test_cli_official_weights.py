@@ -374,3 +374,51 @@ def test_a_grattvis_file_with_memory_converted_keeps_the_memory(video, tmp_path,
     assert len(_warnings(log, _memory_decision(converted, True, False))) == 1, log[-3000:]
     assert f"weights {converted}: format=vidseg; mapped {len(trained)} tensors; nothing left out" in log
     _same_results(expected, evaluated, exact=False)
+
+
+@pytest.mark.slow  # ~8 s: a GRAtt-VIS training step from a VITA file, then eval of its checkpoint
+def test_a_vita_file_initialises_grattvis_training_and_its_checkpoint_evaluates(video, tmp_path, capsys):
+    """``vidseg train MODEL.WEIGHTS vita.pth`` (the official GRAtt-VIS recipe): the gate starts fresh with one
+    warning line, the frozen detector keeps the file's weights, and the run's ``checkpoint.pth`` goes through
+    ``vidseg eval`` with the results of its weights loaded in Python."""
+    path = tmp_path / "vita_r50_ovis.pth"
+    written = _detectron2_file(path, _tiny_grattvis(False, seed=8), gate=False)
+    opts = _opts(video, devis=False)
+    run = tmp_path / "run"
+    train = [
+        *("DATASETS.TRAIN", '("custom_train",)', "DATASETS.CUSTOM_TRAIN_JSON", str(video["train_json"])),
+        *("DATASETS.CUSTOM_TRAIN_IMAGES", str(video["train_images"]), "INPUT.MIN_SIZE_TRAIN", f"[{H}]"),
+        *(
+            "INPUT.MAX_SIZE_TRAIN",
+            str(W),
+            "SOLVER.MAX_ITER",
+            "1",
+            "SOLVER.STEPS",
+            "[]",
+            "TEST.EVAL_PERIOD",
+            "0",
+        ),
+        *("SOLVER.CHECKPOINT_PERIOD", "0", "MODEL.WEIGHTS", str(path), "OUTPUT_DIR", str(run)),
+    ]
+    argv = ["train", "--config-file", GRATT, "--no-progress", *opts, *train]
+    # One training video, a batch of 2 (the tiny config's SOLVER.BATCH_SIZE): one line naming the setting.
+    assert main([*argv[:-1], str(tmp_path / "refused")]) == 1
+    err = capsys.readouterr().err
+    assert "fewer than one global batch of 2 (SOLVER.BATCH_SIZE 2)" in err and "Traceback" not in err
+    assert main([*argv, "SOLVER.BATCH_SIZE", "1"]) == 0, capsys.readouterr().err[-3000:]
+    log = (run / "log.txt").read_text()
+    fresh = (
+        f"MODEL.WEIGHTS {path}: a VITA checkpoint (no prop_instance, no memory): "
+        "vita_module.prop_instance starts fresh (default init); everything else is loaded"
+    )
+    assert len(_warnings(log, fresh)) == 1, log[-3000:]
+    trained = safe_read(run / "checkpoint.pth")["model"]
+    mapped = detectron2_to_vidseg(written, trained)[0]
+    assert "vita_module.prop_instance.weight" in trained and "vita_module.prop_instance.weight" not in mapped
+    detector = [k for k in mapped if k.startswith(("backbone.", "sem_seg_head."))]
+    assert detector and all(torch.equal(trained[k], mapped[k]) for k in detector)  # FREEZE_DETECTOR
+
+    expected = _in_python(GRATT, opts, trained, video["mp4"])
+    evaluated, log = _eval(capsys, GRATT, run / "checkpoint.pth", opts, tmp_path / "eval")
+    assert f"format=vidseg; mapped {len(trained)} tensors; nothing left out" in log
+    _same_results(expected, evaluated, exact=False)

@@ -276,6 +276,12 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     scheduler = build_scheduler(optimizer, s.SCHEDULE, s.STEPS, s.GAMMA, s.WARMUP_ITERS, s.WARMUP_FACTOR)
     dataset, collate = data.train(cfg)
     batch = per_rank_batch_size(s.IMS_PER_BATCH, s.BATCH_SIZE, world)
+    if len(dataset) < batch * world:  # a setting to change: one line, not the sampler's traceback
+        key = "SOLVER.IMS_PER_BATCH" if s.IMS_PER_BATCH > 0 else "SOLVER.BATCH_SIZE"
+        raise ValueError(
+            f"DATASETS.TRAIN has {len(dataset)} clips, fewer than one global batch of {batch * world} "
+            f"({key} {s.IMS_PER_BATCH if s.IMS_PER_BATCH > 0 else s.BATCH_SIZE}): lower it or add videos"
+        )
     sampler = ResumableBatchSampler(len(dataset), batch, world, rank, seed=cfg.SEED)
     trainer = Trainer(
         model,
