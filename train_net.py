@@ -1,6 +1,6 @@
 """GRAtt-VIS / detectron2-compatible entry point.
 
-    python train_net.py --num-gpus 4 --config-file configs/grattvis/ovis/grattvis_R50_ovis.yaml [K V ...]
+    python train_net.py --num-gpus 4 --config-file configs/grattvis/ovis/grattvis_R50_bs8.yaml [K V ...]
     python train_net.py --num-gpus 4 --config-file X.yaml --eval-only MODEL.WEIGHTS model.pth
     python train_net.py --num-gpus 8 --num-machines 2 --machine-rank R --dist-url tcp://HOST:PORT ...
 
