@@ -249,3 +249,27 @@ def test_config_paths_in_help_texts_exist():
     assert paths, "no config path found: the pattern is broken"
     missing = sorted(f"{where}: {p}" for where, p in paths if not (ROOT / p).is_file())
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("missing.mp4", "source not found: {src}"),
+        ("fake.mp4", "cannot open video {src}: Invalid data found when processing input"),
+        ("notes.txt", "{src}: not a video file (.mp4, .avi"),
+        ("empty", "{src}: no image frames (.jpg, .jpeg, .png, .bmp, .webp) in the folder"),
+    ],
+)
+def test_predict_bad_sources_are_one_line(tmp_path, capsys, weights, source, expected):
+    src = tmp_path / source
+    if source == "fake.mp4":
+        src.write_text("not a video\n" * 10)
+    elif source == "notes.txt":
+        src.write_text("hello\n")
+    elif source == "empty":
+        src.mkdir()
+    opts = ["--weights", weights["gratt"], "--out", tmp_path / "o", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"]
+    rc, _, err = run_cli(capsys, "predict", src, "--config-file", GRATT_TINY, *opts, "--no-progress")
+    assert rc != 0
+    assert expected.format(src=src) in _one_error(err, "predict")
+    assert "[Errno" not in err
