@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import error_lines, run_cli
+from PIL import Image
 
 from vidseg.cli import command_parser
 
@@ -273,3 +274,26 @@ def test_predict_bad_sources_are_one_line(tmp_path, capsys, weights, source, exp
     assert rc != 0
     assert expected.format(src=src) in _one_error(err, "predict")
     assert "[Errno" not in err
+
+
+@pytest.mark.parametrize("flag", ["--topk", "--max-frames", "--clip-length", "--clip-stride", "--fps"])
+def test_predict_negative_numbers_are_refused(tmp_path, capsys, flag):
+    rc, _, err = run_cli(capsys, "predict", tmp_path, "--config-file", GRATT_TINY, flag, "-1")
+    assert rc != 0
+    assert _one_error(err, "predict") == f"vidseg predict: error: {flag} -1: must be >= 0"
+
+
+def test_predict_clip_length_on_a_streaming_method_warns(tmp_path, capsys, weights):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (48, 32), (40 * i, 80, 120)).save(frames / f"{i:05d}.jpg")
+    opts = ["--weights", weights["gratt"], "--out", tmp_path / "o", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"]
+    rc, _, err = run_cli(
+        capsys, "predict", frames, "--config-file", GRATT_TINY, *opts, "--clip-length", "2", "--no-render",
+        "--no-progress",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    warned = [ln for ln in err.splitlines() if "--clip-length" in ln]
+    assert warned == ["vidseg predict: warning: --clip-length 2 is ignored: GRAttVIS streams the video (its "
+                      "memory is bounded already)"]  # fmt: skip
