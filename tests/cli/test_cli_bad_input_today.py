@@ -297,3 +297,16 @@ def test_predict_clip_length_on_a_streaming_method_warns(tmp_path, capsys, weigh
     warned = [ln for ln in err.splitlines() if "--clip-length" in ln]
     assert warned == ["vidseg predict: warning: --clip-length 2 is ignored: GRAttVIS streams the video (its "
                       "memory is bounded already)"]  # fmt: skip
+
+
+def test_train_missing_weights_is_one_line_and_makes_no_run_folder(tmp_path, capsys):
+    out, missing = tmp_path / "run", tmp_path / "nope.pth"
+    data = ["DATASETS.TRAIN", '("custom_train",)', "DATASETS.CUSTOM_TRAIN_JSON", tmp_path / "absent.json"]
+    rc, _, err = run_cli(
+        capsys, "train", "--config-file", GRATT_TINY, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", *data,
+        "OUTPUT_DIR", out, "MODEL.WEIGHTS", missing, "--no-progress",
+    )  # fmt: skip
+    assert rc != 0
+    line = _one_error(err, "train")
+    assert line == f"vidseg train: error: MODEL.WEIGHTS {missing}: file not found (the weights to start from)"
+    assert not out.exists()
