@@ -310,3 +310,22 @@ def test_train_missing_weights_is_one_line_and_makes_no_run_folder(tmp_path, cap
     line = _one_error(err, "train")
     assert line == f"vidseg train: error: MODEL.WEIGHTS {missing}: file not found (the weights to start from)"
     assert not out.exists()
+
+
+def test_predict_weights_with_memory_under_use_mem_false_keep_the_memory(tmp_path, capsys, weights):
+    """--weights is what the builder sees (as MODEL.WEIGHTS is for eval): the file's memory is built and
+    loaded, not dropped as 'not used' tensors."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (48, 32), (40 * i, 80, 120)).save(frames / f"{i:05d}.jpg")
+    rc, _, err = run_cli(
+        capsys, "predict", frames, "--config-file", GRATT_TINY, "--weights", weights["gratt_mem"],
+        "--out", tmp_path / "o", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.GENVIS.USE_MEM", "False",
+        "--no-render", "--no-progress",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    assert "not used by" not in err and "unexpected" not in err
+    assert [ln for ln in err.splitlines() if "MODEL.GENVIS.USE_MEM" in ln][0].endswith(
+        "building with MODEL.GENVIS.USE_MEM True, as the checkpoint"
+    )

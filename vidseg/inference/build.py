@@ -99,6 +99,12 @@ def build_predictor_kwargs(
     from vidseg.models import build_model
 
     arch = cfg.MODEL.META_ARCHITECTURE
+    if weights and weights != cfg.MODEL.WEIGHTS:
+        # The builder sees the file it will load: GRAtt-VIS takes MODEL.GENVIS.USE_MEM from it (the file wins)
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = str(weights)
+        cfg.freeze()
     try:
         bundle = build_model(cfg)
     except (KeyError, ValueError) as e:
