@@ -329,3 +329,26 @@ def test_predict_weights_with_memory_under_use_mem_false_keep_the_memory(tmp_pat
     assert [ln for ln in err.splitlines() if "MODEL.GENVIS.USE_MEM" in ln][0].endswith(
         "building with MODEL.GENVIS.USE_MEM True, as the checkpoint"
     )
+
+
+def test_convert_never_replaces_its_input(tmp_path, capsys, weights):
+    src = tmp_path / "g.pth"
+    src.write_bytes(weights["gratt"].read_bytes())
+    before = src.read_bytes()
+    rc, _, err = run_cli(capsys, "convert", src, tmp_path / "." / "g.pth", "--format", "pth", "--overwrite")
+    assert rc != 0
+    assert "is IN itself" in _one_error(err, "convert")
+    assert src.read_bytes() == before
+    out = tmp_path / "g.safetensors"
+    out.write_text("mine")
+    rc, _, err = run_cli(capsys, "convert", src, out)
+    assert rc != 0 and _one_error(err, "convert").endswith("exists; pass --overwrite to replace it")
+    assert out.read_text() == "mine"
+
+
+def test_convert_format_typo_lists_the_formats(capsys, weights):
+    with pytest.raises(SystemExit) as e:
+        run_cli(capsys, "convert", weights["gratt"], "--format", "pt")
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert "invalid choice: 'pt' (choose from 'safetensors', 'pth')" in err and "Traceback" not in err
