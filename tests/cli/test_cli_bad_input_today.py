@@ -352,3 +352,18 @@ def test_convert_format_typo_lists_the_formats(capsys, weights):
     assert e.value.code != 0
     err = capsys.readouterr().err
     assert "invalid choice: 'pt' (choose from 'safetensors', 'pth')" in err and "Traceback" not in err
+
+
+def test_train_net_genvis_help_names_itself():
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "train_net_genvis.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "python train_net_genvis.py --num-gpus 4 --config-file configs/grattvis/ovis/" in p.stdout
+    assert "--eval-only" in p.stdout and "0 or 1: one" in p.stdout and p.stderr == ""
