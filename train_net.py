@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, epilog=LAUNCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    if p.prog.startswith("train_net"):  # train_net_genvis.py --help: its examples under its own name
+        p.description = __doc__.replace("train_net.py", p.prog)
     p.add_argument("--num-machines", type=int, default=1, help="machines taking part (multi-node)")
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0..num-machines-1)")
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (multi-node)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import error_lines, run_cli
+from PIL import Image
 
 from vidseg.cli import command_parser
 
@@ -249,3 +250,120 @@ def test_config_paths_in_help_texts_exist():
     assert paths, "no config path found: the pattern is broken"
     missing = sorted(f"{where}: {p}" for where, p in paths if not (ROOT / p).is_file())
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("missing.mp4", "source not found: {src}"),
+        ("fake.mp4", "cannot open video {src}: Invalid data found when processing input"),
+        ("notes.txt", "{src}: not a video file (.mp4, .avi"),
+        ("empty", "{src}: no image frames (.jpg, .jpeg, .png, .bmp, .webp) in the folder"),
+    ],
+)
+def test_predict_bad_sources_are_one_line(tmp_path, capsys, weights, source, expected):
+    src = tmp_path / source
+    if source == "fake.mp4":
+        src.write_text("not a video\n" * 10)
+    elif source == "notes.txt":
+        src.write_text("hello\n")
+    elif source == "empty":
+        src.mkdir()
+    opts = ["--weights", weights["gratt"], "--out", tmp_path / "o", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"]
+    rc, _, err = run_cli(capsys, "predict", src, "--config-file", GRATT_TINY, *opts, "--no-progress")
+    assert rc != 0
+    assert expected.format(src=src) in _one_error(err, "predict")
+    assert "[Errno" not in err
+
+
+@pytest.mark.parametrize("flag", ["--topk", "--max-frames", "--clip-length", "--clip-stride", "--fps"])
+def test_predict_negative_numbers_are_refused(tmp_path, capsys, flag):
+    rc, _, err = run_cli(capsys, "predict", tmp_path, "--config-file", GRATT_TINY, flag, "-1")
+    assert rc != 0
+    assert _one_error(err, "predict") == f"vidseg predict: error: {flag} -1: must be >= 0"
+
+
+def test_predict_clip_length_on_a_streaming_method_warns(tmp_path, capsys, weights):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (48, 32), (40 * i, 80, 120)).save(frames / f"{i:05d}.jpg")
+    opts = ["--weights", weights["gratt"], "--out", tmp_path / "o", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"]
+    rc, _, err = run_cli(
+        capsys, "predict", frames, "--config-file", GRATT_TINY, *opts, "--clip-length", "2", "--no-render",
+        "--no-progress",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    warned = [ln for ln in err.splitlines() if "--clip-length" in ln]
+    assert warned == ["vidseg predict: warning: --clip-length 2 is ignored: GRAttVIS streams the video (its "
+                      "memory is bounded already)"]  # fmt: skip
+
+
+def test_train_missing_weights_is_one_line_and_makes_no_run_folder(tmp_path, capsys):
+    out, missing = tmp_path / "run", tmp_path / "nope.pth"
+    data = ["DATASETS.TRAIN", '("custom_train",)', "DATASETS.CUSTOM_TRAIN_JSON", tmp_path / "absent.json"]
+    rc, _, err = run_cli(
+        capsys, "train", "--config-file", GRATT_TINY, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", *data,
+        "OUTPUT_DIR", out, "MODEL.WEIGHTS", missing, "--no-progress",
+    )  # fmt: skip
+    assert rc != 0
+    line = _one_error(err, "train")
+    assert line == f"vidseg train: error: MODEL.WEIGHTS {missing}: file not found (the weights to start from)"
+    assert not out.exists()
+
+
+def test_predict_weights_with_memory_under_use_mem_false_keep_the_memory(tmp_path, capsys, weights):
+    """--weights is what the builder sees (as MODEL.WEIGHTS is for eval): the file's memory is built and
+    loaded, not dropped as 'not used' tensors."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (48, 32), (40 * i, 80, 120)).save(frames / f"{i:05d}.jpg")
+    rc, _, err = run_cli(
+        capsys, "predict", frames, "--config-file", GRATT_TINY, "--weights", weights["gratt_mem"],
+        "--out", tmp_path / "o", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.GENVIS.USE_MEM", "False",
+        "--no-render", "--no-progress",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    assert "not used by" not in err and "unexpected" not in err
+    assert [ln for ln in err.splitlines() if "MODEL.GENVIS.USE_MEM" in ln][0].endswith(
+        "building with MODEL.GENVIS.USE_MEM True, as the checkpoint"
+    )
+
+
+def test_convert_never_replaces_its_input(tmp_path, capsys, weights):
+    src = tmp_path / "g.pth"
+    src.write_bytes(weights["gratt"].read_bytes())
+    before = src.read_bytes()
+    rc, _, err = run_cli(capsys, "convert", src, tmp_path / "." / "g.pth", "--format", "pth", "--overwrite")
+    assert rc != 0
+    assert "is IN itself" in _one_error(err, "convert")
+    assert src.read_bytes() == before
+    out = tmp_path / "g.safetensors"
+    out.write_text("mine")
+    rc, _, err = run_cli(capsys, "convert", src, out)
+    assert rc != 0 and _one_error(err, "convert").endswith("exists; pass --overwrite to replace it")
+    assert out.read_text() == "mine"
+
+
+def test_convert_format_typo_lists_the_formats(capsys, weights):
+    with pytest.raises(SystemExit) as e:
+        run_cli(capsys, "convert", weights["gratt"], "--format", "pt")
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert "invalid choice: 'pt' (choose from 'safetensors', 'pth')" in err and "Traceback" not in err
+
+
+def test_train_net_genvis_help_names_itself():
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "train_net_genvis.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "python train_net_genvis.py --num-gpus 4 --config-file configs/grattvis/ovis/" in p.stdout
+    assert "--eval-only" in p.stdout and "0 or 1: one" in p.stdout and p.stderr == ""

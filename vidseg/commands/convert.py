@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     output = _output_path(args)
     if output is None:
         return 1
+    if os.path.exists(output) and os.path.samefile(output, args.input):  # even with --overwrite
+        return _error(f"{output} is IN itself: write the conversion to another file (IN is never replaced)")
     if os.path.exists(output) and not args.overwrite:
         return _error(f"{output} exists; pass --overwrite to replace it")
     if args.config_file:

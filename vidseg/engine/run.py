@@ -239,6 +239,8 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     out = Path(cfg.OUTPUT_DIR)
     # Rank 0 decides (resume or not) and tells the others, so a shared folder gives one answer.
     resume = dist.all_gather_object(decide_resume(cfg, opts.resume, opts.overwrite) if rank == 0 else None)[0]
+    if cfg.MODEL.WEIGHTS and not resume and not Path(cfg.MODEL.WEIGHTS).is_file():  # before the run folder
+        raise ValueError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: file not found (the weights to start from)")
     stale: list[Path] = []
     if rank == 0:
         stale = remove_stale_temporaries(out)  # left by a kill during a checkpoint write of this folder
