@@ -219,9 +219,9 @@ def _convert_through_model(args: argparse.Namespace, output: str) -> int:
     }
     if notes:
         extra["notes"] = notes
-    config = config_to_dict(cfg)
-    config["MODEL"]["WEIGHTS"] = ""  # OUT is the weights; IN's path means nothing where OUT is used
-    write_weights(output, sd, config=config, overwrite=args.overwrite, format=args.format, **extra)
+    write_weights(
+        output, sd, config=config_to_dict(cfg), overwrite=args.overwrite, format=args.format, **extra
+    )
     _print_result(args.input, report.converted_from, output, sd, report)
     if report.missing:
         print(
