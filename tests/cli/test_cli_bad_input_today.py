@@ -367,3 +367,38 @@ def test_train_net_genvis_help_names_itself():
     assert p.returncode == 0, p.stderr[-2000:]
     assert "python train_net_genvis.py --num-gpus 4 --config-file configs/grattvis/ovis/" in p.stdout
     assert "--eval-only" in p.stdout and "0 or 1: one" in p.stdout and p.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "train"])
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, weights, command):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    if command == "predict":
+        argv = [
+            "predict",
+            tmp_path,
+            "--config-file",
+            GRATT_TINY,
+            "--weights",
+            weights["gratt"],
+            "--out",
+            taken,
+        ]
+        expected = f"--out {taken}: is a file, expected a folder"
+    else:
+        argv = [command, "--config-file", GRATT_TINY, *GRATT_K3, "OUTPUT_DIR", taken]
+        expected = f"OUTPUT_DIR {taken}: is a file, expected a folder"
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc != 0
+    assert _one_error(err, command).endswith(expected)
+    assert taken.read_text() == "mine"
+
+
+def test_a_file_where_a_folder_is_made_is_an_expected_error(tmp_path):
+    from vidseg.utils.errors import expected_error_line
+
+    taken = tmp_path / "f"
+    taken.write_text("x")
+    with pytest.raises(FileExistsError) as e:
+        taken.mkdir(parents=True, exist_ok=True)
+    assert expected_error_line(e.value) == f"{taken}: is a file, expected a folder"

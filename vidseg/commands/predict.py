@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     configure_threads(cfg_threads=cfg.MODEL.CPU_THREADS)
     out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
+    if out.exists() and not out.is_dir():  # before the model runs, not when the results are written
+        return _error(f"--out {out}: is a file, expected a folder")
     video_out = _video_path(source, out, args.no_render)
     outputs = [out / "results.json", out / "results.zip", *([video_out] if video_out else [])]
     existing = [str(p) for p in outputs if p.exists()]

@@ -79,6 +79,9 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
             f"{prog}: error: --num-gpus {args.num_gpus}: must be >= 0 (0 or 1: one process)", file=sys.stderr
         )
         return 2
+    if os.path.isfile(cfg.OUTPUT_DIR):
+        print(f"{prog}: error: OUTPUT_DIR {cfg.OUTPUT_DIR}: is a file, expected a folder", file=sys.stderr)
+        return 2
     evaluating = eval_only or getattr(args, "eval_only", False)
     weights = str(cfg.MODEL.WEIGHTS or "")
     if evaluating and weights and not os.path.isfile(weights):  # before minutes of model building

@@ -87,6 +87,8 @@ def _clean(text: str) -> str:
 
 
 def _os_line(e: OSError) -> str | None:
+    if e.errno == errno.EEXIST and e.filename is not None and os.path.isfile(e.filename):
+        return f"{e.filename}: is a file, expected a folder"  # mkdir(exist_ok=True) of an output folder
     what = _OS_ERRNOS.get(e.errno or -1)
     if what is None:
         return None
