@@ -91,5 +91,7 @@ def test_default_grattvis_quickstart_reaches_a_clearly_non_trivial_ap(tmp_path, 
     metrics = [r for r in rows if r.get("type") == "eval"][-1]
     per_class = {k: v for k, v in metrics.items() if k.startswith("segm/AP-") and v == v}
     print(f"GRAtt-VIS quickstart: segm/AP {metrics['segm/AP']:.1f}, by class {per_class}")
+    # Measured (seed 0, shared 2-core CPU, 11 min 29 s): segm/AP 36.9, AP50 63.4; ellipse 40.2, rectangle
+    # 35.0, triangle 2.4, star 70.0 (triangles are the hard class of the tiny detector).
     assert metrics["segm/AP"] > 30.0
     assert per_class and all(v > 0 for v in per_class.values()), per_class
