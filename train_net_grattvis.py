@@ -9,7 +9,7 @@ train_net_genvis.py); each runs here, as typed:
     python3 train_net_grattvis.py --num-gpus 1 --config-file YOUR_MODEL_PATH/config.yaml --eval-only \\
         MODEL.WEIGHTS YOUR_MODEL_PATH/model_checkpoint.pth OUTPUT_DIR your_output_dir
 
-The canonical forms: ``vidseg train --num-gpus 4 --config-file configs/grattvis/ovis/grattvis_R50_ovis.yaml
+The canonical forms: ``vidseg train --num-gpus 4 --config-file configs/grattvis/ovis/grattvis_R50_bs8.yaml
 ...`` and ``vidseg eval --config-file ... MODEL.WEIGHTS ...`` (MODEL_ZOO.md lists both for every model).
 """
 

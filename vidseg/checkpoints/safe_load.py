@@ -201,6 +201,18 @@ def _load_plain_pickle(path: str) -> Any:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
 
 
+def _known_damage(path: str) -> str | None:
+    """What is wrong with a file torch could not load, in a few words, when its first bytes tell (torch's own
+    message is a paragraph); None when they look like a torch file or a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "a truncated or damaged torch zip file: download or copy it again"
+    if head[:1] not in (b"P", b"\x80"):
+        return "neither a torch file, a pickle nor a .safetensors file"
+    return None
+
+
 def safe_read(path: str | os.PathLike) -> Any:
     """Load a checkpoint on CPU without running arbitrary code.
 
@@ -229,13 +241,16 @@ def safe_read(path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as first:
         weights_only_error = first
     except Exception as e:  # noqa: BLE001  (torch raises RuntimeError/EOFError/... for corrupt files)
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        why = _known_damage(path) or f"{type(e).__name__}: {str(e).split('. ')[0]}"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from e
     try:
         with open(path, "rb") as fh:
             obj = torch.load(fh, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001
+        if _known_damage(path):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_known_damage(path)})") from e
         raise CheckpointError(
             f"{path}: could not be read safely ({type(e).__name__}: {e}); "
             f"weights_only load said: {str(weights_only_error).splitlines()[0]}"

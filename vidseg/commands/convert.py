@@ -19,7 +19,7 @@ EPILOG = """examples:
   vidseg convert r50_deformable_detr_plus_iterative_bbox_refinement.pth ddetr_r50.safetensors \\
       --shift-class-neuron
   vidseg convert r50_devis_yt-19.pth --config-file configs/devis/YT-19/devis_R_50_YT-19.yaml
-  vidseg convert grattvis_r50_ovis.pth --config-file configs/grattvis/ovis/grattvis_R50_ovis.yaml
+  vidseg convert grattvis_r50_ovis.pth --config-file configs/grattvis/ovis/grattvis_R50_bs8.yaml
   vidseg convert r50_deformable_detr_segmentation.pth devis_coco_r50.pth --format pth
   vidseg convert devis_coco_r50.pth devis_yt19_init.safetensors --to devis-video --num-frames 6 \\
       --num-queries 60 --num-classes 40
@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="rotate class_embed rows by one (official Deformable DETR weights, trained with "
         "label=category_id); ignored, with a warning, for any other file (they are never shifted twice)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT.pth if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     g = p.add_argument_group("devis-video options")
     g.add_argument("--num-frames", type=int, default=6, help="T (MODEL.DEVIS.NUM_FRAMES)")
     g.add_argument("--num-queries", type=int, default=0, help="T x queries per frame (MODEL.NUM_QUERIES)")
@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     output = _output_path(args)
     if output is None:
         return 1
+    if os.path.exists(output) and os.path.samefile(output, args.input):  # even with --overwrite
+        return _error(f"{output} is IN itself: write the conversion to another file (IN is never replaced)")
     if os.path.exists(output) and not args.overwrite:
         return _error(f"{output} exists; pass --overwrite to replace it")
     if args.config_file:
@@ -217,9 +219,9 @@ def _convert_through_model(args: argparse.Namespace, output: str) -> int:
     }
     if notes:
         extra["notes"] = notes
-    write_weights(
-        output, sd, config=config_to_dict(cfg), overwrite=args.overwrite, format=args.format, **extra
-    )
+    config = config_to_dict(cfg)
+    config["MODEL"]["WEIGHTS"] = ""  # OUT is the weights; IN's path means nothing where OUT is used
+    write_weights(output, sd, config=config, overwrite=args.overwrite, format=args.format, **extra)
     _print_result(args.input, report.converted_from, output, sd, report)
     if report.missing:
         print(

@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.inference import PredictorError, VideoPredictor, render_result_streaming
     from vidseg.models import load_config
 
+    for flag in ("topk", "max_frames", "clip_length", "clip_stride", "fps"):
+        if getattr(args, flag) < 0:  # 0 is each one's default (all / the source's); below is a typo
+            return _error(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: must be >= 0")
     source = Path(args.source)
     if not source.exists():
         return _error(f"source not found: {source}")
@@ -124,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
             )
         for w in caught:  # one line each, without the source line Python's default format adds
             print(f"vidseg predict: warning: {w.message}", file=sys.stderr)
+        if args.clip_length > 0 and predictor.streaming:
+            print(
+                f"vidseg predict: warning: --clip-length {args.clip_length} is ignored: "
+                f"{cfg.MODEL.META_ARCHITECTURE} streams the video (its memory is bounded already)",
+                file=sys.stderr,
+            )
         state = predictor.init_state(source, video_id=args.video_id, max_frames=args.max_frames or None)
         mode = "streaming" if predictor.streaming else "whole video"
         print(
