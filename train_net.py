@@ -1,6 +1,6 @@
 """GRAtt-VIS / detectron2-compatible entry point.
 
-    python train_net.py --num-gpus 4 --config-file configs/grattvis/ovis/grattvis_R50_ovis.yaml [K V ...]
+    python train_net.py --num-gpus 4 --config-file configs/grattvis/ovis/grattvis_R50_bs8.yaml [K V ...]
     python train_net.py --num-gpus 4 --config-file X.yaml --eval-only MODEL.WEIGHTS model.pth
     python train_net.py --num-gpus 8 --num-machines 2 --machine-rank R --dist-url tcp://HOST:PORT ...
 
@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, epilog=LAUNCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    if p.prog.startswith("train_net"):  # train_net_genvis.py --help: its examples under its own name
+        p.description = __doc__.replace("train_net.py", p.prog)
     p.add_argument("--num-machines", type=int, default=1, help="machines taking part (multi-node)")
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0..num-machines-1)")
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (multi-node)")

@@ -2,7 +2,9 @@
 
 Prints clips/s for: loading only (JPEG decode + RLE decode + targets, the baseline), + DeVIS geometric
 augmentation (flip, RandomSelect resize/crop), + GRAtt-VIS moving crop, + per-frame photometric distortion
-(the full DeVIS recipe); ratios are against the baseline measured in the same run.
+(the full DeVIS recipe), and Mask2Former's large-scale jitter (flip, ResizeScale 0.1-2.0, FixedSizeCrop 1024
+padded; the COCO detector stage, here on the same clips); ratios are against the baseline measured in the same
+run.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_data_pipeline.py [--size 360x640] [--frames 6]
 """
@@ -16,6 +18,7 @@ import time
 import torch
 
 from vidseg.data.clip_dataset import ClipTrainDataset
+from vidseg.data.large_scale_jitter import LargeScaleJitter
 from vidseg.data.synthetic import generate_split
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.ytvis import load_ytvis_json
@@ -50,6 +53,7 @@ def main() -> None:
                 **base, photometric=False, moving_crop=True
             ),
             "+ photometric (full DeVIS recipe)": ClipAugmentation(**base, photometric=True),
+            "+ LSJ 1024 (Mask2Former COCO)": LargeScaleJitter(image_size=1024, min_scale=0.1, max_scale=2.0),
         }
         rows = []
         for name, aug in setups.items():

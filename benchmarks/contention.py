@@ -7,8 +7,7 @@
 Workloads, each in a fresh process:
 
 - ``quickstart``: ``vidseg quickstart --method ToyVIS --epochs 2 --no-render`` (synthetic data, ToyVIS
-  training, evaluation)
-  in a temporary folder; the figure is the wall time of the whole command.
+  training, evaluation) in a temporary folder; the figure is the wall time of the whole command.
 - ``devis-step``: one training step of the DeVIS image stage (``MODEL.META_ARCHITECTURE DeformableDETRSegm``,
   the CPU-sized ``quickstart/deformable_mask_head_tiny.yaml``: ResNet-18, 2+2 layers, hidden 128; batch 2 at
   160x224) on a synthetic batch; the figure is the median of 3 timed steps after one warm-up step. The DeVIS

@@ -9,6 +9,9 @@ with ``--devis`` the DeVIS video model at the YT-19 R50 setting (T=6, 60 queries
     python benchmarks/models.py --device cuda        # GPU FPS, against DeVIS's 12.1 FPS for this model
     python benchmarks/models.py --quick --mdc-legacy # also time the former modulated-deformable-conv path
     python benchmarks/models.py --model mask2former  # GRAtt-VIS's per-frame detector (R50), 360x640 frames
+    python benchmarks/models.py --model grattvis [--full] [--train]  # GRAtt-VIS online FPS at 360x640 (tiny;
+                                                     # --full: also R50 OVIS), peak memory at 100 vs 1,000
+                                                     # frames; --train: an OVIS R50 training step
     python benchmarks/models.py --device cuda --size 360 640 --train   # + training step time, peak memory
 
 The baseline measured in the same run is the ResNet-50 backbone alone on the same input; the table gives each
@@ -277,8 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--model",
         default="devis",
-        choices=["devis", "mask2former"],
-        help="devis (the image stage; --devis: the video model) or mask2former (the GRAtt-VIS detector)",
+        choices=["devis", "mask2former", "grattvis"],
+        help="devis (the image stage; --devis: the video model), mask2former (the GRAtt-VIS detector) or "
+        "grattvis (online inference: benchmarks/grattvis_bench.py)",
+    )
+    ap.add_argument("--full", action="store_true", help="grattvis: also the R50 OVIS config")
+    ap.add_argument("--fps-frames", type=int, default=None, help="grattvis: frames of the FPS video")
+    ap.add_argument(
+        "--mem-frames", type=int, nargs="+", default=[100, 1000], help="grattvis: video lengths for memory"
+    )
+    ap.add_argument(
+        "--mem-size", type=int, nargs=2, default=[96, 160], metavar=("H", "W"), help="grattvis: memory frames"
     )
     ap.add_argument("--train", action="store_true", help="also time one training step (and its peak memory)")
     ap.add_argument("--train-batch", type=int, default=2, help="images per training step (default 2)")
@@ -290,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         from mask2former_bench import run_mask2former
 
         return run_mask2former(args)
+    if args.model == "grattvis":
+        from grattvis_bench import run_grattvis
+
+        return run_grattvis(args)
 
     if args.threads:
         torch.set_num_threads(args.threads)

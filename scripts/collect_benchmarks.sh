@@ -21,6 +21,7 @@ This file is rebuilt by `scripts/collect_benchmarks.sh` from
 | `benchmarks/models.py` | DeformableDETRSegm R50 forward time, parameter counts | [models](#models) |
 | `benchmarks/models.py --devis` | DeVIS R50 YT-19 training step, peak memory and forward per clip | [DeVIS video model](#devis-video) |
 | `benchmarks/models.py --model mask2former` | Mask2Former R50 (GRAtt-VIS detector) per frame, parameters vs spec | [mask2former](#mask2former) |
+| `benchmarks/models.py --model grattvis` | GRAtt-VIS online FPS at 360x640, peak memory at 100 vs 1,000 frames | [grattvis](#grattvis) |
 | `benchmarks/backbones.py` | backbone forward time | [backbones](#backbones) |
 | `benchmarks/heads.py` | mask head, matcher, criterion | [heads](#heads) |
 | `benchmarks/bench_data_pipeline.py` | clip loading and augmentation throughput | [data pipeline](#data-pipeline) |
@@ -29,7 +30,7 @@ This file is rebuilt by `scripts/collect_benchmarks.sh` from
 | `benchmarks/contention.py` | CPU threads: quiet vs beside busy processes, `--num-gpus 2` on a CPU | [contention](#contention) |
 | `scripts/gpu_check.sh` | every GPU check in one run, one report | [GPU check](#gpu-check) |
 EOF
-for n in evaluator msda models devis_video mask2former backbones heads data_pipeline predictor monitoring contention gpu_check; do
+for n in evaluator msda models devis_video mask2former grattvis backbones heads data_pipeline predictor monitoring contention gpu_check; do
   f="benchmarks/results/$n.md"
   [ -f "$f" ] || continue
   printf '\n<a id="%s"></a>\n\n' "${n//_/-}"

@@ -7,7 +7,10 @@
 #   4. msda-fp32       benchmarks/msda.py --device cuda, float32 (per-level vs torch vs triton; bf16 error check)
 #   5. msda-bf16       benchmarks/msda.py --device cuda, bfloat16 (DeVIS shape)
 #   6. models          benchmarks/models.py on CUDA: FPS at 360x640, training step time, peak memory
-#   7. engine-gpu      AMP (bf16, fp16 + grad scaler) and NCCL engine tests (tests/engine -m gpu)
+#   7. mask2former     the GRAtt-VIS detector per frame, and its pixel decoder in fp32 against bf16 (Triton)
+#   8. devis-video     DeVIS R50 YT-19: training step, peak memory, near-online FPS (seed: 18.4 FPS)
+#   9. grattvis        GRAtt-VIS online FPS at 360x640 (tiny and R50 OVIS), peak memory at 100 vs 1,000 frames
+#  10. engine-gpu      AMP (bf16, fp16 + grad scaler) and NCCL engine tests (tests/engine -m gpu)
 # It stops at the first failure with one line naming the step, skips a step that does not apply (no Triton, no
 # bf16 support), and prints where the report is.
 #
@@ -37,13 +40,16 @@ PYTEST="$PY -m pytest -q -x -rs -p no:cacheprovider"
 
 # name | seconds allowed (all together under 10 minutes) | needs (cuda, triton, bf16) | command
 STEPS=(
-  "env|30|cuda|$PY -c 'import torch, platform; print(\"torch\", torch.__version__, \"CUDA\", torch.version.cuda, \"python\", platform.python_version()); [print(\"GPU\", i, torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i), round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1), \"GiB\") for i in range(torch.cuda.device_count())]; import importlib.util as u; print(\"triton\", __import__(\"triton\").__version__ if u.find_spec(\"triton\") else \"not installed\")'"
-  "triton-gpu|120|triton|TRITON_INTERPRET=0 $PYTEST tests/ops -m gpu"
-  "triton-small|90|triton|TRITON_INTERPRET=0 $PYTEST tests/ops/test_ops_msda_triton.py -m 'not gpu and not slow'"
-  "msda-fp32|120|cuda|$PY benchmarks/msda.py --device cuda --dtype float32 --rounds 1 --repeats 5"
-  "msda-bf16|60|bf16|$PY benchmarks/msda.py --device cuda --dtype bfloat16 --shapes devis --rounds 1 --repeats 5"
-  "models|90|cuda|$PY benchmarks/models.py --device cuda --size 360 640 --iters 20 --train --train-batch 2"
-  "engine-gpu|80|cuda|$PYTEST tests/engine -m gpu"
+  "env|20|cuda|$PY -c 'import torch, platform; print(\"torch\", torch.__version__, \"CUDA\", torch.version.cuda, \"python\", platform.python_version()); [print(\"GPU\", i, torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i), round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1), \"GiB\") for i in range(torch.cuda.device_count())]; import importlib.util as u; print(\"triton\", __import__(\"triton\").__version__ if u.find_spec(\"triton\") else \"not installed\")'"
+  "triton-gpu|100|triton|TRITON_INTERPRET=0 $PYTEST tests/ops -m gpu"
+  "triton-small|60|triton|TRITON_INTERPRET=0 $PYTEST tests/ops/test_ops_msda_triton.py -m 'not gpu and not slow'"
+  "msda-fp32|90|cuda|$PY benchmarks/msda.py --device cuda --dtype float32 --rounds 1 --repeats 5"
+  "msda-bf16|45|bf16|$PY benchmarks/msda.py --device cuda --dtype bfloat16 --shapes devis --rounds 1 --repeats 5"
+  "models|60|cuda|$PY benchmarks/models.py --device cuda --size 360 640 --iters 20 --train --train-batch 2"
+  "mask2former|45|cuda|$PY benchmarks/models.py --model mask2former --device cuda"
+  "devis-video|60|cuda|$PY benchmarks/models.py --devis --device cuda --iters 5"
+  "grattvis|60|cuda|$PY benchmarks/models.py --model grattvis --full --device cuda"
+  "engine-gpu|55|cuda|$PYTEST tests/engine -m gpu"
 )
 
 if [ "$DRY" = 1 ]; then

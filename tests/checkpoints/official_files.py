@@ -41,9 +41,10 @@ def match_name_keywords(name: str, keywords: list[str]) -> bool:
     return any(k in name for k in keywords)
 
 
-def _filled(model: nn.Module, seed: int) -> nn.Module:
+def _filled(model: nn.Module, seed: int, init: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Random numbers, or ``init`` (a real model's weights, e.g. for files whose outputs are compared)."""
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.load_state_dict(random_state_dict(shapes, seed=seed))
+    model.load_state_dict(random_state_dict(shapes, seed=seed) if init is None else init)
     return model
 
 
@@ -116,11 +117,19 @@ def devis_param_dicts(model: nn.Module, cfg: CfgNode) -> list[dict]:
 
 
 def write_devis_checkpoint(
-    path: Path, shapes: dict[str, tuple[int, ...]], *, video: bool, seed: int = 0, epochs: int = 3
+    path: Path,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    video: bool,
+    seed: int = 0,
+    epochs: int = 3,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """Train ``epochs`` epochs of one step each and save as DeVIS ``main.py`` does. Returns the model."""
+    """Train ``epochs`` epochs of one step each and save as DeVIS ``main.py`` does. Returns the model.
+
+    ``init``: start from these weights (under the names of ``shapes``) instead of random numbers."""
     cfg = devis_cfg(video, steps=(2,))
-    model = _filled(module_tree(shapes, TIE), seed)
+    model = _filled(module_tree(shapes, TIE), seed, init)
     for n, p in model.named_parameters():
         if match_name_keywords(n, cfg.SOLVER.FROZEN_PARAMS):
             p.requires_grad_(False)
@@ -313,9 +322,12 @@ def write_detectron2_checkpoint(
     iterations: int = 2,
     freeze_detector: bool = True,
     old_trainer: bool = False,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """Train ``iterations`` steps (AMP scaler, per-iteration scheduler) and save as detectron2 does."""
-    model = _filled(module_tree(shapes, is_buffer=_detectron2_buffer), seed)
+    """Train ``iterations`` steps (AMP scaler, per-iteration scheduler) and save as detectron2 does.
+
+    ``init``: start from these weights (under the names of ``shapes``) instead of random numbers."""
+    model = _filled(module_tree(shapes, is_buffer=_detectron2_buffer), seed, init)
     if freeze_detector:  # GRAtt-VIS FREEZE_DETECTOR: only the VIS head trains
         for n, p in model.named_parameters():
             p.requires_grad_(n.startswith("vita_module."))

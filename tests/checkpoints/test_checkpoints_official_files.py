@@ -203,17 +203,25 @@ def test_model_weights_loads_every_official_file(files, name, caplog):
     assert str(f.path) in caplog.text
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
 @pytest.mark.parametrize("name", ALL)
-def test_vidseg_convert_reads_every_official_file(files, name, tmp_path, capsys):
+def test_vidseg_convert_reads_every_official_file(files, name, fmt, tmp_path, capsys):
     f = files[name]
-    dst = tmp_path / "converted.pth"
-    assert main(["convert", str(f.path), str(dst)]) == 0
+    dst = tmp_path / f"converted.{fmt}"
+    assert main(["convert", str(f.path), str(dst), "--format", fmt]) == 0
     printed = capsys.readouterr().out
     assert f"mapped {f.n_mapped} tensors" in printed
     if f.left_out:
         assert f"left out {len(f.left_out)}" in printed
-    obj = torch.load(dst, weights_only=True)  # plain, safe format
-    assert obj["class_neuron_shifted"] is False
+    if fmt == "pth":
+        obj = torch.load(dst, weights_only=True)  # plain, safe format
+    else:
+        from safetensors import safe_open
+
+        with safe_open(dst, framework="pt") as st:  # the hubs' reader sees the tensors and the provenance
+            assert len(list(st.keys())) == f.n_mapped and st.metadata()["format"] == "pt"
+        obj = safe_read(dst)
+    assert obj["class_neuron_shifted"] is False and obj["source_file"] == f.path.name
     model = f.make_model()
     text = str(load_weights(model, str(dst)))
     _assert_loaded(model, f.expected)
@@ -258,11 +266,11 @@ def test_shift_class_neuron_is_not_applied_on_the_video_path(files):
 
 def test_shift_happens_exactly_once_through_convert(files, tmp_path, capsys):
     f = files["deformable_detr"]
-    once, never = tmp_path / "shifted.pth", tmp_path / "plain.pth"
+    once, never = tmp_path / "shifted.safetensors", tmp_path / "plain.safetensors"
     assert main(["convert", str(f.path), str(once), "--shift-class-neuron"]) == 0
     assert "class rows shifted in 12" in capsys.readouterr().out
     assert main(["convert", str(f.path), str(never)]) == 0
-    assert torch.load(once, weights_only=True)["class_neuron_shifted"] is True
+    assert safe_read(once)["class_neuron_shifted"] is True
     for path in (once, never):  # MODEL.SHIFT_CLASS_NEURON True on both: each ends up shifted once
         model = f.make_model()
         text = str(load_weights(model, str(path), shift_class_neuron=True))
@@ -271,10 +279,10 @@ def test_shift_happens_exactly_once_through_convert(files, tmp_path, capsys):
             assert torch.equal(st[k], _rotated(v) if "class_embed" in k else v), (path.name, k)
         assert ("not applied" in text) == (path == once)
     # and converting the shifted file again with the flag does not shift it twice
-    twice = tmp_path / "twice.pth"
+    twice = tmp_path / "twice.safetensors"
     assert main(["convert", str(once), str(twice), "--shift-class-neuron"]) == 0
     assert "SHIFT_CLASS_NEURON not applied" in capsys.readouterr().err
-    a, b = torch.load(once, weights_only=True)["model"], torch.load(twice, weights_only=True)["model"]
+    a, b = safe_read(once)["model"], safe_read(twice)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -305,7 +313,7 @@ def test_code_running_globals_are_refused_with_a_way_out(tmp_path, kind, capsys)
     text = str(info.value)
     assert "posix.system" in text or "os.system" in text
     assert str(path) in text and "If you trust this file" in text and "weights_only=False" in text
-    assert main(["convert", str(path), str(tmp_path / "out.pth")]) == 1
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "system" in err and "If you trust this file" in err
     assert not marker.exists()

@@ -1,10 +1,11 @@
-"""Every command in README.md and docs/*.md runs as written.
+"""Every command in README.md, docs/*.md and MODEL_ZOO.md runs as written.
 
-The fenced shell blocks are read from the files; each line that starts a command (``vidseg``, ``python``,
-``torchrun``, ``make``, ``pip``) is one test, run in one shared folder in document order (README first), so
-that later commands use what earlier ones wrote (``datasets/synth``, ``output/run1``). ``vidseg`` commands run
-in this process through ``vidseg.cli.main``. A command that cannot run on a CPU in seconds is skipped with
-its reason, listed in the test summary (``-ra``): add a reason to ``SKIPS`` when you document such a command.
+The fenced shell blocks are read from the files (MODEL_ZOO.md: its inline ``vidseg ...`` commands); each line
+that starts a command (``vidseg``, ``python``, ``torchrun``, ``make``, ``pip``) is one test, run in one shared
+folder in document order (README first), so that later commands use what earlier ones wrote
+(``datasets/synth``, ``output/run1``). ``vidseg`` commands run in this process through ``vidseg.cli.main``. A
+command that cannot run on a CPU in seconds is skipped with its reason, listed in the test summary (``-ra``):
+add a reason to ``SKIPS`` when you document such a command.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 from vidseg.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "MODEL_ZOO.md"]
+INLINE = {"MODEL_ZOO.md"}  # its commands are inline code in the tables: `vidseg eval --config-file ...`
 STARTS = ("vidseg", "python", "torchrun", "make", "pip", "PIP_CONSTRAINT=")
 
 SKIPS: list[tuple[str, str]] = [  # (regex searched in the command, why it is not run here)
@@ -30,12 +32,26 @@ SKIPS: list[tuple[str, str]] = [  # (regex searched in the command, why it is no
     (r"\bpip install\b", "installs packages"),
     (r"--nproc_per_node=4|--num-gpus 4", "4 processes (a GPU machine); 2 ranks run in tests/engine (slow)"),
     (r"official_checkpoint\.pth", "needs an official checkpoint (docs/checkpoints.md); tests/checkpoints"),
+    (r"_checkpoint\.pth", "needs an official checkpoint; tests/cli/test_cli_official_weights.py runs these"),
     (r"r50_maskhead_coco\.pth", "needs COCO val2017 and the official mask-head weights"),
     (r"\[--", "a usage synopsis, not a command"),
     (r"^vidseg quickstart$", "the full quickstart takes minutes on 2 cores; the short form runs"),
     (r"--epochs 30", "minutes of training"),
     (r"--fetch-only", "needs the npm tarballs (a registry or --from DIR)"),
     (r"visdom", "starts a server that runs until stopped"),
+    (
+        r"model_checkpoint\.pth|weights/grattvis_",
+        "needs OVIS / YouTube-VIS data and the released GRAtt-VIS weights "
+        "(tests/checkpoints/test_gratt_checkpoints.py)",
+    ),
+    (r"--ytvis2022 datasets/ytvis_2022/", "needs the YouTube-VIS 2022 validation GT, split short / long"),
+    (
+        r"weights/(r50|r101|swinL)_(devis|deformable_detr)",
+        "needs the seed's released weights (the table's links) and the dataset; "
+        "tests/cli/test_cli_official_weights.py runs eval / predict on tiny files of the official layout",
+    ),
+    (r"output/ablation[\d-]+/checkpoint\.pth", "needs a trained run of the ablation config (GPU hours)"),
+    (r"<config>|GT\.json|GT_short\.json", "placeholders (<config>, GT.json), not a command"),
 ]
 
 
@@ -72,6 +88,12 @@ def doc_commands() -> list[DocCommand]:
                     out.append(
                         DocCommand(f"{path.relative_to(ROOT)}:{first_line + start}", shlex.join(words))
                     )
+        if path.name in INLINE:
+            for m in re.finditer(r"`(vidseg [^`]+)`", text):
+                words = shlex.split(m.group(1))
+                if len(words) >= 3 and not words[-1].startswith("--"):  # not `vidseg convert --config-file`
+                    line = text[: m.start()].count("\n") + 1
+                    out.append(DocCommand(f"{path.relative_to(ROOT)}:{line}", shlex.join(words)))
     return out
 
 
@@ -80,7 +102,7 @@ COMMANDS = doc_commands()
 
 def test_the_docs_have_commands():
     where = {c.where.split(":")[0] for c in COMMANDS}
-    assert {"README.md", "docs/training.md", "docs/datasets.md", "docs/inference.md"} <= where
+    assert {"README.md", "docs/training.md", "docs/datasets.md", "docs/inference.md", "MODEL_ZOO.md"} <= where
     assert not [c for c in COMMANDS if "last.pth" in c.text]  # no run writes it
 
 

@@ -76,7 +76,7 @@ class VisdomServer:
         self.proc = subprocess.Popen(
             cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        wait_for(lambda: port_open(self.port), self.proc, 120, "the visdom server")
+        wait_for(lambda: port_open(self.port), self.proc, 1200, "the visdom server")
         return self
 
     def kill(self) -> None:

@@ -1,5 +1,6 @@
-"""``vidseg eval`` and ``VideoPredictor.predict`` on an mp4 run DeVIS through the same clip tracker: the same
-frames give the same tracks (scores, categories, masks), over several overlapping clips."""
+"""``vidseg eval`` and ``vidseg predict`` / ``VideoPredictor.predict`` on an mp4 run DeVIS through the same
+clip tracker: the same frames give the same tracks (scores, categories, masks), over several overlapping
+clips. Prediction streams (``ClipInference.stream``); its final tracks are the stream's own final result."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from vidseg.checkpoints import write_weights
+from vidseg.cli import main as vidseg_main
 from vidseg.data import generate_synthetic_dataset
 from vidseg.data.video_io import write_video
 from vidseg.inference import VideoPredictor
@@ -87,16 +89,29 @@ def test_predict_on_mp4_gives_the_tracks_of_eval(tmp_path):
 
     cfg = load_config("quickstart/devis_tiny.yaml", opts)
     predictor = VideoPredictor.from_config(cfg, str(weights), device="cpu")
-    result = predictor.predict(mp4, video_id=1, progress=False)
+    assert predictor.streaming  # DeVIS streams clip by clip, not the whole-video fallback
+    state = predictor.init_state(mp4, video_id=1)
+    result = predictor.predict(state=state, source=mp4, progress=False)
+    assert result is state.result and {t.track_id for t in result.tracks} == set(state.tracks)
+    assert all(state.tracks[t.track_id].final for t in result.tracks)
     predicted = result.to_official(predictor.category_ids(result))
 
-    assert 0 < len(evaluated) <= 4 and len(predicted) == len(evaluated)
+    # the command line: same config and weights, the mp4 as the source
+    pred_out = tmp_path / "pred"
+    argv = ["predict", str(mp4), "--config-file", "quickstart/devis_tiny.yaml", "--out", str(pred_out)]
+    argv += ["--no-render", "--no-progress", "--video-id", "1", "--device", "cpu", *opts]
+    assert vidseg_main(argv) == 0
+    from_cli = json.loads((pred_out / "results.json").read_text())
+
+    assert 0 < len(evaluated) <= 4 and len(predicted) == len(evaluated) == len(from_cli)
     assert all(any(s is not None for s in e["segmentations"]) for e in evaluated)
     key = lambda e: -e["score"]  # noqa: E731
-    for a, b in zip(sorted(evaluated, key=key), sorted(predicted, key=key)):
-        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
-        assert a["category_id"] == b["category_id"]
+    for a, b, c in zip(sorted(evaluated, key=key), sorted(predicted, key=key), sorted(from_cli, key=key)):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6) and c["score"] == b["score"]
+        assert a["category_id"] == b["category_id"] == c["category_id"]
         assert len(a["segmentations"]) == len(b["segmentations"]) == N
-        assert [s and s["counts"] for s in a["segmentations"]] == [
-            s and s["counts"] for s in b["segmentations"]
-        ]
+        assert (
+            [s and s["counts"] for s in a["segmentations"]]
+            == [s and s["counts"] for s in b["segmentations"]]
+            == [s and s["counts"] for s in c["segmentations"]]
+        )

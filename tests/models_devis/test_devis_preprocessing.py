@@ -2,8 +2,8 @@
 
 Official code (acaelles97/DeVIS): ``src/datasets/vis.py:make_val_vis_transforms`` resizes every val frame
 with ``vis_transforms.py:VISRandomClipResize([360], max_size=640)`` ->
-``coco_transforms.py:get_size_with_aspect_ratio`` (no padding for VIS); frames come from
-``vis.py:VISValDataset`` via PIL.
+``coco_transforms.py:get_size_with_aspect_ratio`` (no padding for VIS) and PIL bilinear (torchvision
+``F.resize`` on PIL frames); frames come from ``vis.py:VISValDataset`` via PIL.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vidseg.data.transforms import resize_clip, shortest_edge_size
+from vidseg.data.transforms import resize_clip, resize_image, shortest_edge_size
+from vidseg.data.video_dataset import VideoFrames
 from vidseg.data.video_io import load_image
 from vidseg.models.devis.postprocess import upsample_masks
 
@@ -72,3 +73,35 @@ def test_masks_upsampled_bilinearly_before_the_threshold():
     torch.testing.assert_close(prob[0, 0], torch.tensor([-3.0, -2.0, 0.0, 1.0]).sigmoid())
     mask = upsample_masks(logits, (1, 2), (1, 2), (1, 4), threshold=0.5)
     assert mask[0, 0].tolist() == [False, False, False, True]
+
+
+def test_frames_resized_with_pil_bilinear_by_hand():
+    # Official vis_transforms.py:resize_clip -> torchvision F.resize on a PIL frame = PIL BILINEAR, which when
+    # shrinking by 2 is a triangle filter of support 2: output 0 (centre 1.0 in source pixels) weighs pixels
+    # 0, 1, 2 by 0.75, 0.75, 0.25 -> (7.5 + 15 + 7.5) / 1.75 = 17.14 -> uint8 17; output 1 (centre 3.0) weighs
+    # pixels 1, 2, 3 by 0.25, 0.75, 0.75 -> (5 + 22.5 + 30) / 1.75 = 32.86 -> 33.
+    row = np.array([10, 20, 30, 40], dtype=np.uint8)
+    img = np.repeat(row[None, :, None], 3, axis=2)  # [1, 4, 3]
+    out = resize_image(img, (1, 2))
+    assert out.dtype == np.uint8 and out[0, :, 0].tolist() == [17, 33]
+    # the float (antialiased) tensor resize gives the same filter without the uint8 rounding
+    flt, _ = resize_clip(torch.from_numpy(img).permute(2, 0, 1)[None].float(), None, (1, 2))
+    torch.testing.assert_close(flt[0, 0, 0], torch.tensor([30 / 1.75, 57.5 / 1.75]))
+    assert resize_image(img, (1, 4)) is img  # a frame that fits is not touched
+
+
+def test_inference_frames_are_the_official_val_pipeline():
+    # make_val_vis_transforms: PIL resize -> ToTensor (/255) -> Normalize(ImageNet mean/std in 0..1).
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (9, 16, 3), dtype=np.uint8)
+    frame = np.asarray(Image.fromarray(small).resize((200, 113), Image.BICUBIC))  # a smooth 113x200 frame
+    size = shortest_edge_size(113, 200, 90, 160)
+    assert size == (90, 159)  # 200/113*90 = 159.29 <= 160 -> long side int(159.29)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    frames = VideoFrames([frame, frame[::-1].copy()], size, [m * 255 for m in mean], [s * 255 for s in std])
+    got = frames.get([0, 1])
+    for k, src in enumerate([frame, frame[::-1]]):
+        pil = np.asarray(Image.fromarray(np.ascontiguousarray(src)).resize((159, 90), Image.BILINEAR))
+        ref = torch.from_numpy(pil.copy()).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]
+        ref = ref / torch.tensor(std)[:, None, None]
+        torch.testing.assert_close(got[k], ref, rtol=0, atol=1e-5)

@@ -14,7 +14,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-STEPS = ["env", "triton-gpu", "triton-small", "msda-fp32", "msda-bf16", "models", "engine-gpu"]
+STEPS = [
+    "env", "triton-gpu", "triton-small", "msda-fp32", "msda-bf16", "models", "mask2former", "devis-video",
+    "grattvis", "engine-gpu",
+]  # fmt: skip
 LINE = re.compile(r"^step (\d+)/(\d+) (\S+) \(needs (\w+), at most (\d+) s\): (.*)$")
 
 
@@ -50,6 +53,10 @@ def test_dry_run_lists_every_gpu_check_within_ten_minutes(steps):
     models = cmds["models"]
     assert models[models.index("--size") + 1 : models.index("--size") + 3] == ["360", "640"]
     assert "--train" in models and models[models.index("--device") + 1] == "cuda"
+    for name, model_flag in (("mask2former", "mask2former"), ("grattvis", "grattvis")):
+        cmd = cmds[name]
+        assert cmd[cmd.index("--model") + 1] == model_flag and cmd[cmd.index("--device") + 1] == "cuda"
+    assert "--devis" in cmds["devis-video"] and "--full" in cmds["grattvis"]
 
 
 def _script_and_flags(cmd: list[str]) -> tuple[Path, list[str]]:

@@ -51,7 +51,9 @@ def detectron2_to_vidseg(
             dropped.append(k)
             continue
         new = k.replace(_OLD_QUERY, _NEW_QUERY) if _OLD_QUERY in k else k
-        if found is not None and k.startswith("backbone."):
+        if k in model_keys:  # already the model's name (a file converted before): renaming is idempotent
+            pass
+        elif found is not None and k.startswith("backbone."):
             prefix, naming = found
             leaf = k[len("backbone.") :]
             if naming == "torchvision" and leaf.startswith(("stem.", "res")):

@@ -11,7 +11,9 @@ Formats (``detect_format``):
     ``detectron2_imagenet``  detectron2 ImageNet ``.pkl`` (``{"model": numpy arrays, "__author__": ...}``,
                           ``stem.conv1.*``, ``res2.0.*``).
     ``torchvision_resnet``   torchvision ImageNet ResNet (``conv1.weight``, ``layer1.0.*``, ``fc.*``).
-    ``swin_imagenet``     original Swin ImageNet file (``patch_embed.*``, ``layers.*``, ``head.*``).
+    ``swin_imagenet``     original Swin ImageNet file (``patch_embed.*``, ``layers.*``, ``head.*``), also as
+                          Mask2Former's ``.pkl`` (``convert-pretrained-swin-model-to-d2.py``: same names,
+                          plain-pickled tensors, ``__author__: third_party``).
     ``state_dict``        anything else: a plain state dict loaded by name.
 """
 
@@ -103,14 +105,15 @@ def detect_format(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str,
             return "deformable_detr"
     if any(k.startswith(DETECTRON2_TOP) for k in keys):
         return "detectron2"
+    # Before the ``__author__`` rule: Mask2Former's Swin .pkl files carry ``__author__`` with original names.
+    if "patch_embed.proj.weight" in state_dict and any(k.startswith("layers.") for k in keys):
+        return "swin_imagenet"
     if "__author__" in metadata or (
         "stem.conv1.weight" in state_dict and any(k.startswith("res2.") for k in keys)
     ):
         return "detectron2_imagenet"
     if "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in keys):
         return "torchvision_resnet"
-    if "patch_embed.proj.weight" in state_dict and any(k.startswith("layers.") for k in keys):
-        return "swin_imagenet"
     return "state_dict"
 
 

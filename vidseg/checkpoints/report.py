@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+_INDEX = re.compile(r"(?<=[.a-z])\d+(?=\.|$)")
+
+
+def group_names(names: list[str]) -> list[str]:
+    """Tensor names folded over their layer indices: ``layer*.*.bn*.num_batches_tracked (x20)``.
+
+    Every name is covered (a pattern stands for all the names it folds); patterns keep first-seen order.
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for n in names:
+        pattern = _INDEX.sub("*", n)
+        counts[pattern] = counts.get(pattern, 0) + 1
+        first.setdefault(pattern, n)
+    return [f"{p} (x{c})" if c > 1 else first[p] for p, c in counts.items()]
 
 
 @dataclass
@@ -77,3 +94,20 @@ class LoadReport:
         if self.notes:
             parts.append("; ".join(self.notes))
         return "; ".join(parts)
+
+    def details(self) -> list[str]:
+        """One line per way a tensor did not arrive, every name included (folded by :func:`group_names`),
+        saying why; then the unused top-level entries and the notes."""
+        lines = []
+        for label, xs in (
+            ("dropped on purpose (classifier heads, recomputed buffers)", self.dropped),
+            ("left out: no place for them in the model", self.unexpected),
+            ("left out: same name, other shape (the model keeps its own)", self.mismatched),
+            ("missing: the model's tensors the file does not hold", self.missing),
+        ):
+            if xs:
+                lines.append(f"{label} ({len(xs)}): " + ", ".join(group_names(xs)))
+        if self.not_weights:
+            lines.append("not weights, not used: " + ", ".join(self.not_weights))
+        lines += [f"note: {n}" for n in self.notes]
+        return lines

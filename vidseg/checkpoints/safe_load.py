@@ -15,6 +15,7 @@ from __future__ import annotations
 import _codecs
 import _compat_pickle
 import collections
+import io
 import os
 import pickle
 import types
@@ -59,6 +60,13 @@ def _latin1_encode(obj: str, encoding: str = "latin1", errors: str = "strict") -
     return _codecs.encode(obj, encoding, errors)
 
 
+def _storage_from_bytes(b: bytes) -> Any:
+    # A torch tensor put through plain ``pickle.dump`` (Mask2Former's convert-pretrained-swin-model-to-d2.py
+    # writes its Swin .pkl files so) stores each storage as the bytes of a small legacy torch file, which
+    # ``torch.storage._load_from_bytes`` reads with a full unpickler; read it with ``weights_only`` instead.
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
 def _torch_allowed() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
@@ -75,6 +83,7 @@ def _torch_allowed() -> dict[tuple[str, str], Any]:
         ("builtins", "slice"): slice,
         ("_codecs", "encode"): _latin1_encode,
         ("argparse", "Namespace"): NamespaceStub,
+        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     }
     if hasattr(torch._utils, "_rebuild_tensor_v3"):
         allowed[("torch._utils", "_rebuild_tensor_v3")] = torch._utils._rebuild_tensor_v3
@@ -192,33 +201,56 @@ def _load_plain_pickle(path: str) -> Any:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
 
 
+def _known_damage(path: str) -> str | None:
+    """What is wrong with a file torch could not load, in a few words, when its first bytes tell (torch's own
+    message is a paragraph); None when they look like a torch file or a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "a truncated or damaged torch zip file: download or copy it again"
+    if head[:1] not in (b"P", b"\x80"):
+        return "neither a torch file, a pickle nor a .safetensors file"
+    return None
+
+
 def safe_read(path: str | os.PathLike) -> Any:
     """Load a checkpoint on CPU without running arbitrary code.
 
-    First ``torch.load(weights_only=True)``; if the file holds other objects (a yacs ``CfgNode``, an
-    ``argparse.Namespace``) it is re-read with :class:`RestrictedUnpickler`. A plain pickle that is not a
-    torch file (a detectron2 ``.pkl`` of numpy arrays) is read with :class:`RestrictedUnpickler` directly.
-    Config objects come back as plain dicts. Raises ``FileNotFoundError`` for a missing file,
-    :class:`UnsafeCheckpointError` for a global outside the allow-list (the message names the global and says
-    how to convert a file you trust) and :class:`CheckpointError` for a file that cannot be read; all messages
-    name the file.
+    A ``.safetensors`` file (recognised by its header) is read with safetensors:
+    ``{"model": tensors, **metadata}``. Otherwise first ``torch.load(weights_only=True)``; if the file holds
+    other objects (a yacs ``CfgNode``, an ``argparse.Namespace``) it is re-read with
+    :class:`RestrictedUnpickler`. A plain pickle that is not a torch file (a detectron2 ``.pkl`` of numpy
+    arrays) is read with :class:`RestrictedUnpickler` directly. Config objects come back as plain dicts.
+    Raises ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for a global outside the
+    allow-list (the message names the global and says how to convert a file you trust) and
+    :class:`CheckpointError` for a file that cannot be read; all messages name the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    from vidseg.checkpoints.safetensors_file import is_safetensors, read_safetensors
+
+    if is_safetensors(path):  # by content, whatever the file is called
+        return read_safetensors(path)
     if _is_plain_pickle(path):
         return to_plain(_load_plain_pickle(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch 2.13 reads a path ending in .safetensors as safetensors.
+        with open(path, "rb") as fh:
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:
         weights_only_error = first
     except Exception as e:  # noqa: BLE001  (torch raises RuntimeError/EOFError/... for corrupt files)
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        why = _known_damage(path) or f"{type(e).__name__}: {str(e).split('. ')[0]}"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+        with open(path, "rb") as fh:
+            obj = torch.load(fh, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001
+        if _known_damage(path):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_known_damage(path)})") from e
         raise CheckpointError(
             f"{path}: could not be read safely ({type(e).__name__}: {e}); "
             f"weights_only load said: {str(weights_only_error).splitlines()[0]}"

@@ -24,9 +24,12 @@ from vidseg.checkpoints.formats import (
     reconcile_duplicated_bbox_embed,
 )
 from vidseg.checkpoints.formats import shift_class_neuron as shift_class_neuron_rows
+from vidseg.checkpoints.grattvis import grattvis_load_notes
 from vidseg.checkpoints.imagenet import map_imagenet_into_model, normalise_imagenet_names
 from vidseg.checkpoints.report import LoadReport
 from vidseg.checkpoints.safe_load import CheckpointError, safe_read
+from vidseg.checkpoints.safetensors_file import SUFFIX as SAFETENSORS_SUFFIX
+from vidseg.checkpoints.safetensors_file import safetensors_bytes
 from vidseg.utils.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -175,7 +178,8 @@ def load_weights(
         sd = align_prefix(ck.state_dict, model_state)
         if len(sd) == len(before):  # align_prefix keeps the order (unless two names collapsed into one)
             origin = {new: origin.get(old, old) for old, new in zip(before, sd)}
-        if ck.format == "detectron2":  # detectron2 backbone names -> the model's backbone body
+        from_d2 = str(ck.metadata.get("converted_from", "")).startswith("detectron2")
+        if ck.format == "detectron2" or from_d2:  # detectron2 backbone names -> the model's backbone body
             sd, d2_renamed, d2_dropped = detectron2_to_vidseg(sd, model_state)
             dropped += [origin.get(k, k) for k in d2_dropped]
             for old, new in d2_renamed.items():
@@ -193,6 +197,7 @@ def load_weights(
     for k in mismatched:
         notes.append(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_state[k].shape)}")
         del sd[k]
+    notes += grattvis_load_notes(model_state, sd)  # VITA / GenVIS files into GRAtt-VIS: what starts fresh
     result = model.load_state_dict(sd, strict=False)
     mapped = [k for k in sd if k in model_state]
     report = LoadReport(
@@ -225,30 +230,45 @@ def load_weights(
     return report
 
 
+def weights_format(path: str | os.PathLike) -> str:
+    """``"safetensors"`` for a ``*.safetensors`` name, else ``"pth"`` (a torch zipfile)."""
+    return "safetensors" if os.fspath(path).endswith(SAFETENSORS_SUFFIX) else "pth"
+
+
 def write_weights(
     path: str | os.PathLike,
     state_dict: Mapping[str, torch.Tensor],
     *,
     config: Any = None,
     overwrite: bool = False,
+    format: str | None = None,
     **extra: Any,
 ) -> None:
-    """Write ``{"model": state_dict, "config": config?, **extra}`` atomically in the zipfile format.
+    """Write a vidseg weights file atomically: ``state_dict`` plus ``config`` (if given) and ``extra``.
 
-    ``config`` is the resolved vidseg config as a plain dict or YAML string (omitted when None).
+    ``format`` ``"safetensors"`` writes the tensors with safetensors and every other entry as a JSON string
+    in its metadata (:mod:`vidseg.checkpoints.safetensors_file`); ``"pth"`` writes ``{"model": state_dict,
+    "config": config?, **extra}`` with torch's zipfile format. Default: from the name (``*.safetensors``, else
+    pth). ``config`` is the resolved vidseg config as a plain dict or YAML string (omitted when None).
 
-    Everything stored must be tensors or plain Python values, so the file loads with ``weights_only=True``.
-    Refuses to replace an existing file unless ``overwrite``.
+    Everything stored must be tensors or plain Python values, so either form loads without running code
+    (the torch file with ``weights_only=True``). Refuses to replace an existing file unless ``overwrite``.
     """
     path = os.fspath(path)
+    fmt = format or weights_format(path)
+    if fmt not in ("safetensors", "pth"):
+        raise ValueError(f"{path}: unknown weights format {fmt!r} (safetensors or pth)")
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
             f"{path} exists; pass overwrite=True (vidseg convert --overwrite) to replace it"
         )
+    entries: dict[str, Any] = {} if config is None else {"config": config}
+    entries.update(extra)
+    if fmt == "safetensors":
+        atomic_write_bytes(path, safetensors_bytes(state_dict, entries, path), durable=True)
+        return
     obj: dict[str, Any] = {"model": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}
-    if config is not None:
-        obj["config"] = config
-    obj.update(extra)
+    obj.update(entries)
     buf = io.BytesIO()
     torch.save(obj, buf)  # new zipfile serialization (the default)
     atomic_write_bytes(path, buf.getbuffer(), durable=True)

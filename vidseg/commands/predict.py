@@ -82,11 +82,18 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.inference import PredictorError, VideoPredictor, render_result_streaming
     from vidseg.models import load_config
 
+    for flag in ("topk", "max_frames", "clip_length", "clip_stride", "fps"):
+        if getattr(args, flag) < 0:  # 0 is each one's default (all / the source's); below is a typo
+            return _error(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: must be >= 0")
     source = Path(args.source)
     if not source.exists():
         return _error(f"source not found: {source}")
-    if not Path(args.config_file).is_file():
-        return _error(f"config file not found: {args.config_file}")
+    from vidseg.config.config import resolve_config_path
+
+    try:  # a file, or a config shipped with the package (as `vidseg eval` and `vidseg train` accept)
+        resolve_config_path(args.config_file)
+    except ConfigError as e:
+        return _error(e)
     try:
         cfg = load_config(args.config_file, args.opts)
     except ConfigError as e:
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     configure_threads(cfg_threads=cfg.MODEL.CPU_THREADS)
     out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
+    if out.exists() and not out.is_dir():  # before the model runs, not when the results are written
+        return _error(f"--out {out}: is a file, expected a folder")
     video_out = _video_path(source, out, args.no_render)
     outputs = [out / "results.json", out / "results.zip", *([video_out] if video_out else [])]
     existing = [str(p) for p in outputs if p.exists()]
@@ -102,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
         return _error(
             f"would replace {', '.join(existing)}; pass --overwrite to replace, or choose another --out"
         )
+    from vidseg.engine.run_setup import setup_logging
+
+    # INFO lines on the console, as eval and train print them: which format the weights file was recognised
+    # as, how many tensors were mapped and what was left out (predict writes no log.txt).
+    setup_logging(None)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -115,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
             )
         for w in caught:  # one line each, without the source line Python's default format adds
             print(f"vidseg predict: warning: {w.message}", file=sys.stderr)
+        if args.clip_length > 0 and predictor.streaming:
+            print(
+                f"vidseg predict: warning: --clip-length {args.clip_length} is ignored: "
+                f"{cfg.MODEL.META_ARCHITECTURE} streams the video (its memory is bounded already)",
+                file=sys.stderr,
+            )
         state = predictor.init_state(source, video_id=args.video_id, max_frames=args.max_frames or None)
         mode = "streaming" if predictor.streaming else "whole video"
         print(

@@ -39,7 +39,7 @@ examples:
 """
 
 
-METHODS = ("DeVIS", "ToyVIS")
+METHODS = ("DeVIS", "ToyVIS", "GRAttVIS")  # GRAttVIS: the two-stage run of quickstart_grattvis.py
 DEVIS_CONFIG = "quickstart/devis_quickstart.yaml"
 TOY_EPOCHS, TOY_CLIP_FRAMES = 8, 4  # ToyVIS: seconds per epoch
 DEMO_FRAMES = 24  # the rendered demo video: 24 frames at 6 fps (4 s), upscaled to >= 320 px wide
@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         default="DeVIS",
         choices=METHODS,
-        help=f"DeVIS (default; configs/{DEVIS_CONFIG}) or ToyVIS (a toy model trained in seconds)",
+        type=lambda s: {m.lower(): m for m in METHODS}.get(s.lower(), s),  # --method grattvis works too
+        help=f"DeVIS (default; configs/{DEVIS_CONFIG}), ToyVIS (a toy model trained in seconds) or GRAttVIS",
     )
     p.add_argument(
         "--epochs",
@@ -226,6 +227,10 @@ def choose_folders(out: Path, data_settings: dict, overwrite: bool) -> tuple[Pat
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method == "GRAttVIS":  # a detector stage, then the head: its own pipeline
+        from vidseg.commands.quickstart_grattvis import run as run_grattvis
+
+        return run_grattvis(args)
     from vidseg.data import generate_synthetic_dataset
     from vidseg.engine.run import RunOptions, run_train
 

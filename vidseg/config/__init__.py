@@ -12,6 +12,7 @@ from vidseg.config.config import (
     get_cfg,
     load_config,
     merge_overrides,
+    register_alias,
     resolve_config_path,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "get_cfg",
     "load_config",
     "merge_overrides",
+    "register_alias",
     "resolve_config_path",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "get_cfg",
     "load_config",
+    "register_alias",
     "resolve_config_path",
     "PACKAGE_CONFIG_DIR",
 ]
@@ -152,6 +153,10 @@ def _coerce(key: str, old: Any, new: Any, source: str) -> Any:
         )
     if old is None or new is None:
         return new
+    if isinstance(new, str) and not isinstance(old, (str, bool)):
+        # yacs / detectron2 read a yaml string as a Python literal: the official ``TRAIN: ("a", "b")``,
+        # ``STEPS: (100000,)`` and ``BASE_LR: 5e-5`` (a string to YAML 1.1).
+        new = _parse_value(new)
     if isinstance(old, bool):
         if isinstance(new, bool):
             return new
@@ -178,7 +183,53 @@ def _suggest(key: str, cfg: _YacsNode) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
-def _set(cfg: _YacsNode, key: str, value: Any, source: str) -> None:
+# ------------------------------------------------------------------------------------------------ aliases
+# A method may declare another project's spelling of a vidseg key (GRAtt-VIS: the official
+# ``INPUT.SAMPLING_FRAME_NUM`` for ``INPUT.NUM_FRAMES``). official key -> (vidseg key, convert);
+# ``convert(value, cfg)`` gives the vidseg value, or None for "leave it". Merging either spelling sets both,
+# in source order, so the last one given wins; setting the vidseg key directly resets the official one to None
+# ("not given").
+AliasConvert = Callable[[Any, _YacsNode], Any]
+_ALIASES: dict[str, tuple[str, AliasConvert | None]] = {}
+_ALIAS_OF: dict[str, str] = {}  # vidseg key -> the official key that mirrors it one to one (reset on a set)
+
+
+def register_alias(
+    official: str, target: str, convert: AliasConvert | None = None, *, mirror: bool = True
+) -> None:
+    """Declare ``official`` (a key the method adds, default None) as another spelling of ``target``.
+
+    ``mirror``: ``official`` holds the same value as ``target`` (reset to None when ``target`` is set
+    directly); False for a key that only sometimes decides it (``CLIP_GRADIENTS.ENABLED False`` means no
+    clipping). Idempotent.
+    """
+    _ALIASES[official] = (target, convert)
+    if mirror:
+        _ALIAS_OF[target] = official
+
+
+def _has(cfg: _YacsNode, key: str) -> bool:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, _YacsNode) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _apply_alias(cfg: _YacsNode, key: str, source: str) -> None:
+    if key in _ALIASES:
+        target, convert = _ALIASES[key]
+        value = _get(cfg, key)
+        if value is not None and convert is not None:
+            value = convert(value, cfg)
+        if value is not None and _has(cfg, target):
+            _set(cfg, target, value, f"{source} ({key})", alias=False)
+    elif key in _ALIAS_OF and _has(cfg, _ALIAS_OF[key]):
+        _set(cfg, _ALIAS_OF[key], None, source, alias=False)
+
+
+def _set(cfg: _YacsNode, key: str, value: Any, source: str, alias: bool = True) -> None:
     node = cfg
     parts = key.split(".")
     for part in parts[:-1]:
@@ -189,6 +240,8 @@ def _set(cfg: _YacsNode, key: str, value: Any, source: str) -> None:
     if leaf not in node:
         raise ConfigError(f"{source}: unknown config key {key!r}{_suggest(key, cfg)}")
     node[leaf] = _coerce(key, node[leaf], value, source)
+    if alias and (_ALIASES or _ALIAS_OF):
+        _apply_alias(cfg, key, source)
 
 
 def _get(cfg: _YacsNode, key: str) -> Any:

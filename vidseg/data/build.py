@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,9 +13,10 @@ from torch.utils.data import ConcatDataset, Dataset
 from vidseg.data.catalog import get_dataset_metadata, get_dataset_spec, load_dataset
 from vidseg.data.clip_dataset import ClipTrainDataset
 from vidseg.data.collate import collate_clips
+from vidseg.data.dataset_ratio import RatioMixedDataset, check_dataset_ratio
 from vidseg.data.errors import DatasetError
 from vidseg.data.large_scale_jitter import LargeScaleJitter
-from vidseg.data.pseudo_video import PseudoVideoAugmentation
+from vidseg.data.pseudo_video import PseudoVideoAugmentation, RotationPseudoVideo
 from vidseg.data.records import DatasetMetadata
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_dataset import VideoDataset
@@ -27,6 +29,8 @@ __all__ = [
     "get_dataset_metadata",
     "ConcatClipDataset",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class ConcatClipDataset(ConcatDataset):
@@ -42,6 +46,10 @@ def _devis_key(cfg: Any, group: str, key: str, default: Any) -> Any:
     node = getattr(cfg, group)
     return node.DEVIS.get(key, default) if "DEVIS" in node else default
 
+
+# INPUT.RANDOM_FLIP values that flip (p=0.5, one draw per clip): VITA's configs say "flip_by_clip", which is
+# what vidseg's "horizontal" already does.
+FLIP_VALUES = ("horizontal", "flip_by_clip")
 
 # INPUT.DATASET_MAPPER_NAME values (Mask2Former's names): the LSJ mapper, and those meaning the clip pipeline.
 LSJ_MAPPER = "coco_instance_lsj"
@@ -70,7 +78,7 @@ def _large_scale_jitter(cfg: Any) -> LargeScaleJitter | None:
             image_size=int(node.IMAGE_SIZE),
             min_scale=float(node.MIN_SCALE),
             max_scale=float(node.MAX_SCALE),
-            flip=inp.RANDOM_FLIP == "horizontal",
+            flip=inp.RANDOM_FLIP in FLIP_VALUES,
         )
     except ValueError as e:
         raise DatasetError(f"INPUT{'.LSJ_AUG' if node is not inp else ''}: {e}") from None
@@ -89,8 +97,10 @@ def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
     def scale(v: Sequence[int]) -> tuple[int, ...]:
         return tuple(int(s * x) for x in v)
 
-    if inp.RANDOM_FLIP not in ("none", "horizontal"):
-        raise DatasetError(f"INPUT.RANDOM_FLIP must be 'none' or 'horizontal', got {inp.RANDOM_FLIP!r}")
+    if inp.RANDOM_FLIP not in ("none", *FLIP_VALUES):
+        raise DatasetError(
+            f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'flip_by_clip', got {inp.RANDOM_FLIP!r}"
+        )
     lsj = _large_scale_jitter(cfg)
     if lsj is not None:
         return lsj
@@ -99,7 +109,7 @@ def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
         return ClipAugmentation(
             min_sizes=scale(range(480, 769, 32)),
             max_size=int(s * 800),
-            flip=inp.RANDOM_FLIP == "horizontal",
+            flip=inp.RANDOM_FLIP in FLIP_VALUES,
             crop_resize_sizes=scale(inp.CROP.RESIZE_SIZES),
             crop_size=scale(inp.CROP.SIZE),
             photometric=bool(inp.PHOTOMETRIC),
@@ -110,7 +120,7 @@ def build_augmentation(cfg: Any) -> ClipAugmentation | LargeScaleJitter:
     return ClipAugmentation(
         min_sizes=scale(inp.MIN_SIZE_TRAIN),
         max_size=int(s * inp.MAX_SIZE_TRAIN) if inp.MAX_SIZE_TRAIN else None,
-        flip=inp.RANDOM_FLIP == "horizontal",
+        flip=inp.RANDOM_FLIP in FLIP_VALUES,
         crop=bool(inp.CROP.ENABLED),
         crop_resize_sizes=scale(inp.CROP.RESIZE_SIZES),
         crop_size=scale(inp.CROP.SIZE),
@@ -131,6 +141,33 @@ def _check_label_spaces(names: Sequence[str], metas: Sequence[DatasetMetadata]) 
 
 # DeVIS COCO joint training keeps COCO images with at most this many annotations (devis.md §3.8).
 MAX_PSEUDO_VIDEO_INSTANCES = 25
+# INPUT.PSEUDO.AUGMENTATIONS entries implemented (VITA also knows brightness / contrast / saturation, which
+# no official config uses).
+PSEUDO_AUGMENTATIONS = ("rotation",)
+
+
+def _vita_pseudo_video(cfg: Any, aug: Any) -> tuple[RotationPseudoVideo | None, Any]:
+    """VITA's COCO pseudo-videos (``INPUT.PSEUDO.*``, added by the GRAtt-VIS keys): the clip pipeline with the
+    ``PSEUDO`` sizes and crop and no photometric distortion, then a rotation per frame when
+    ``PSEUDO.AUGMENTATIONS`` has "rotation". Large-scale jitter is kept as it is (VITA's LSJ recipe)."""
+    p = cfg.INPUT.PSEUDO
+    unknown = [a for a in p.AUGMENTATIONS if a not in PSEUDO_AUGMENTATIONS]
+    if unknown:
+        logger.warning(
+            "INPUT.PSEUDO.AUGMENTATIONS %s: not implemented, ignored (implemented: %s)",
+            unknown,
+            list(PSEUDO_AUGMENTATIONS),
+        )
+    if isinstance(aug, ClipAugmentation):
+        aug = dataclasses.replace(
+            aug,
+            min_sizes=tuple(int(x) for x in p.MIN_SIZE_TRAIN),
+            max_size=int(p.MAX_SIZE_TRAIN) or None,
+            crop=bool(p.CROP.ENABLED),
+            crop_size=tuple(int(x) for x in p.CROP.SIZE),
+            photometric=False,
+        )
+    return (RotationPseudoVideo() if "rotation" in p.AUGMENTATIONS else None), aug
 
 
 def build_train_dataset(cfg: Any) -> Dataset:
@@ -139,10 +176,17 @@ def build_train_dataset(cfg: Any) -> Dataset:
 
     With ``DATASETS.DEVIS.COCO_JOINT_TRAINING`` the COCO sets (``coco2ytvis2019_train`` ...) become moving
     pseudo-videos (:class:`PseudoVideoAugmentation`): images with at most 25 annotations, no photometric
-    distortion. ``INPUT.DEVIS.SAMPLE_EACH_FRAME`` lets every frame start a clip."""
+    distortion. ``INPUT.DEVIS.SAMPLE_EACH_FRAME`` lets every frame start a clip.
+
+    With the VITA / GRAtt-VIS keys (``INPUT.PSEUDO``), COCO sets become VITA's pseudo-videos
+    (:func:`_vita_pseudo_video`), and ``DATASETS.DATASET_RATIO`` (one weight per name) mixes the sets by
+    ratio (:class:`RatioMixedDataset`) instead of concatenating them."""
     names = list(cfg.DATASETS.TRAIN)
     if not names:
         raise DatasetError("DATASETS.TRAIN is empty: name at least one dataset (see docs/datasets.md)")
+    ratio = list(cfg.DATASETS.get("DATASET_RATIO", None) or [])
+    if ratio:
+        ratio = check_dataset_ratio(ratio, names)
     parts, metas = [], []
     aug = build_augmentation(cfg)
     joint = bool(_devis_key(cfg, "DATASETS", "COCO_JOINT_TRAINING", False))
@@ -153,8 +197,15 @@ def build_train_dataset(cfg: Any) -> Dataset:
             raise DatasetError(f"DATASETS.TRAIN: {name!r} ({meta.json_file}) has no annotations")
         is_coco = get_dataset_spec(name, cfg).kind == "coco"
         pseudo = PseudoVideoAugmentation() if joint and is_coco else None
+        part_aug = (
+            dataclasses.replace(aug, photometric=False)
+            if pseudo is not None and isinstance(aug, ClipAugmentation)
+            else aug
+        )
         if pseudo is not None:
             records = [r for r in records if len(r.instances) <= MAX_PSEUDO_VIDEO_INSTANCES]
+        elif is_coco and "PSEUDO" in cfg.INPUT:
+            pseudo, part_aug = _vita_pseudo_video(cfg, aug)
         if cfg.DATASETS.TRAIN_SUBSET > 0:
             records = records[: cfg.DATASETS.TRAIN_SUBSET]
         parts.append(
@@ -165,9 +216,7 @@ def build_train_dataset(cfg: Any) -> Dataset:
                 frame_range=cfg.INPUT.SAMPLING_FRAME_RANGE,
                 shuffle_frames=cfg.INPUT.SAMPLING_FRAME_SHUFFLE,
                 # DeVIS drops the photometric distortion for the pseudo-videos (they have their own shifts).
-                augmentation=dataclasses.replace(aug, photometric=False)
-                if pseudo is not None and isinstance(aug, ClipAugmentation)
-                else aug,
+                augmentation=part_aug,
                 pixel_mean=cfg.MODEL.PIXEL_MEAN,
                 pixel_std=cfg.MODEL.PIXEL_STD,
                 input_format=cfg.INPUT.FORMAT,
@@ -181,7 +230,18 @@ def build_train_dataset(cfg: Any) -> Dataset:
         )
         metas.append(meta)
     _check_label_spaces(names, metas)
-    return parts[0] if len(parts) == 1 else ConcatClipDataset(parts)
+    if len(parts) == 1:
+        return parts[0]
+    if not ratio:
+        return ConcatClipDataset(parts)
+    mixed = RatioMixedDataset(parts, ratio, seed=cfg.SEED)
+    logger.info(
+        "DATASETS.DATASET_RATIO %s: %s of the %d clips of an epoch",
+        ratio,
+        ", ".join(f"{n} {p:.0%} ({len(d)} items)" for n, p, d in zip(names, mixed.probs, parts)),
+        len(mixed),
+    )
+    return mixed
 
 
 def build_test_dataset(cfg: Any, name: str) -> VideoDataset:

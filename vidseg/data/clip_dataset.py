@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from vidseg.data.errors import DatasetError
 from vidseg.data.frame_sampling import consecutive_clip, consecutive_items, reference_range_clip
 from vidseg.data.large_scale_jitter import LargeScaleJitter
-from vidseg.data.pseudo_video import PseudoVideoAugmentation
+from vidseg.data.pseudo_video import PseudoVideoAugmentation, RotationPseudoVideo
 from vidseg.data.records import VideoRecord
 from vidseg.data.transforms import ClipAugmentation
 from vidseg.data.video_io import load_image
@@ -85,7 +85,9 @@ class ClipTrainDataset(Dataset):
         sample_each_frame: with ``"consecutive"``, every frame starts an item (DeVIS SAMPLE_EACH_FRAME); clips
             running past the end are padded with reflected frames (``f, ..., n-1, n-2, ...``).
         pseudo_video: turns one-frame records (COCO images) into moving pseudo-videos before ``augmentation``
-            (DeVIS COCO joint training); None: such clips repeat the image.
+            (DeVIS COCO joint training), or after it for one with ``after_augmentation`` (VITA's
+            :class:`RotationPseudoVideo`; before it with large-scale jitter, as VITA's LSJ recipe); None:
+            such clips repeat the image.
 
     Item ``i`` is a dict:
         ``frames``: ``[T, 3, H, W]`` float normalised; ``targets``: :class:`ClipTargets` (masks
@@ -111,7 +113,7 @@ class ClipTrainDataset(Dataset):
         min_area: int = 2,
         filter_empty: bool = False,
         sample_each_frame: bool = False,
-        pseudo_video: PseudoVideoAugmentation | None = None,
+        pseudo_video: PseudoVideoAugmentation | RotationPseudoVideo | None = None,
     ) -> None:
         if sampler not in ("consecutive", "reference_range"):
             raise ValueError(f"INPUT.SAMPLER must be 'consecutive' or 'reference_range', got {sampler!r}")
@@ -181,19 +183,30 @@ class ClipTrainDataset(Dataset):
         return frames, masks, insts
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.draw(i, 0)
+
+    def draw(self, i: int, repeat: int = 0) -> dict[str, Any]:
+        """Item ``i`` with the random draws of its ``repeat``-th use in the epoch (``self[i]`` is repeat 0):
+        a dataset mixed by ``DATASETS.DATASET_RATIO`` may use a small set's items many times per epoch."""
         if not 0 <= i < len(self.items):
             raise IndexError(i)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        key = [self.seed, self.epoch, i] + ([repeat] if repeat else [])
+        rng = np.random.default_rng(key)
         rec = self.records[self.items[i][0]]
         idx = self.frame_indices(i, rng)
         frames, masks, insts = self._load(rec, idx)
-        if self.pseudo_video is not None and rec.length == 1:
-            frames, masks = self.pseudo_video(frames, masks, rng)
+        pseudo = self.pseudo_video if rec.length == 1 else None
+        lsj = isinstance(self.augmentation, LargeScaleJitter)
+        after = pseudo is not None and getattr(pseudo, "after_augmentation", False) and not lsj
+        if pseudo is not None and not after:
+            frames, masks = pseudo(frames, masks, rng)
         valid = None
-        if isinstance(self.augmentation, LargeScaleJitter):
+        if lsj:
             frames, masks, valid = self.augmentation(frames, masks, rng)
         elif self.augmentation is not None:
             frames, masks = self.augmentation(frames, masks, rng)
+        if after:
+            frames, masks = pseudo(frames, masks, rng)
         targets = build_clip_targets(
             masks,
             torch.tensor([x.label for x in insts], dtype=torch.int64),

@@ -1,4 +1,8 @@
-"""COCO images as T-frame pseudo-videos: random geometric motion per frame (DeVIS COCO joint training).
+"""COCO images as T-frame pseudo-videos: random geometric motion per frame.
+
+Two recipes: DeVIS's (:class:`PseudoVideoAugmentation`, below) and VITA / GenVIS / GRAtt-VIS's per-frame
+rotation (:class:`RotationPseudoVideo`, at the end of this module, applied after the clip's resize / crop /
+flip as the official ``build_pseudo_augmentation`` orders them).
 
 DeVIS (spec devis.md §3.8, after SeqFormer) turns a COCO image into a clip: frame 0 is the image, each other
 frame is the image under its own random draw of [brightness and/or hue-saturation shift] -> perspective
@@ -30,6 +34,8 @@ __all__ = [
     "warp",
     "motion_blur_kernel",
     "PseudoVideoAugmentation",
+    "RotationPseudoVideo",
+    "rotation_matrix",
 ]
 
 
@@ -170,3 +176,54 @@ class PseudoVideoAugmentation:
         frames = torch.stack([outs[k] for k in order])
         masks = torch.stack([outm[k] for k in order], 1)
         return frames, masks
+
+
+def rotation_matrix(h: int, w: int, angle: float, center: tuple[float, float]) -> np.ndarray:
+    """Rotation by ``angle`` degrees counter-clockwise (as displayed, y pointing down) about ``center``
+    ``(x, y)`` in pixels; ``[3, 3]``, input -> output (OpenCV's ``getRotationMatrix2D``, which detectron2's
+    ``RotationTransform`` uses). ``h, w`` are unused but keep the signature of the other matrices."""
+    del h, w
+    a, b = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    cx, cy = center
+    return np.array([[a, b, (1 - a) * cx - b * cy], [-b, a, b * cx + (1 - a) * cy], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class RotationPseudoVideo:
+    """VITA's ``RandomRotationClip`` on a clip of T copies of one image (``INPUT.PSEUDO.AUGMENTATIONS
+    ["rotation"]``, grattvis.md §4.2): one angle per frame from ``U(angle_range)``, sorted (the order reversed
+    with p=``reverse_prob``), so the object turns steadily through the clip; one centre per clip, uniform in
+    ``center_range`` (fractions of ``(w, h)``); the image keeps its size (``expand=False``) and what comes
+    from outside it is 0. Masks are rotated with nearest-neighbour sampling.
+
+    ``after_augmentation``: :class:`~vidseg.data.clip_dataset.ClipTrainDataset` applies it after the clip's
+    resize / crop / flip (the official order), where DeVIS's pseudo-videos come before.
+    """
+
+    angle_range: tuple[float, float] = (-15.0, 15.0)
+    center_range: tuple[tuple[float, float], tuple[float, float]] = ((0.4, 0.4), (0.6, 0.6))
+    reverse_prob: float = 0.5
+    after_augmentation: bool = True
+
+    def angles(self, t: int, rng: np.random.Generator) -> np.ndarray:
+        """The ``[t]`` angles of one clip (sorted ascending, or descending with p=``reverse_prob``)."""
+        angle = np.sort(rng.uniform(self.angle_range[0], self.angle_range[1], size=t))
+        return angle[::-1].copy() if rng.random() < self.reverse_prob else angle
+
+    def __call__(
+        self, frames: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``frames [T, 3, H, W]`` float 0..255, ``masks [N, T, H, W]`` bool -> the same, rotated."""
+        t, _, h, w = frames.shape
+        (x0, y0), (x1, y1) = self.center_range
+        center = (float(rng.uniform(x0, x1)) * w, float(rng.uniform(y0, y1)) * h)
+        outs, outm = [], []
+        for k, angle in enumerate(self.angles(t, rng)):
+            if float(angle) % 360 == 0:  # detectron2 returns a no-op for these
+                outs.append(frames[k])
+                outm.append(masks[:, k])
+                continue
+            m = rotation_matrix(h, w, float(angle), center)
+            outs.append(warp(frames[k], m).clamp(0, 255))
+            outm.append(warp(masks[:, k].float(), m, mode="nearest") > 0.5 if masks.shape[0] else masks[:, k])
+        return torch.stack(outs), torch.stack(outm, 1)

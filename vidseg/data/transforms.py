@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-__all__ = ["shortest_edge_size", "resize_clip", "photometric_distort", "ClipAugmentation"]
+__all__ = ["shortest_edge_size", "resize_image", "resize_clip", "photometric_distort", "ClipAugmentation"]
 
 
 def shortest_edge_size(h: int, w: int, size: int, max_size: int | None) -> tuple[int, int]:
@@ -37,6 +38,22 @@ def shortest_edge_size(h: int, w: int, size: int, max_size: int | None) -> tuple
     if w < h:
         return int(size * h / w), size
     return size, int(size * w / h)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The official test-time frame resize: ``uint8 [H, W, 3]`` -> ``uint8 [h, w, 3]`` with PIL bilinear.
+
+    DeVIS ``src/datasets/vis.py:make_val_vis_transforms`` -> ``vis_transforms.py:resize_clip`` calls
+    torchvision ``F.resize`` on each PIL frame, i.e. PIL ``Image.resize(..., BILINEAR)`` (an antialiased
+    triangle filter when shrinking, uint8 after each of its two passes); detectron2's ``ResizeTransform``
+    (GRAtt-VIS, VITA, Mask2Former) does the same on uint8 frames. ``resize_clip`` on float frames differs from
+    it by up to 1 grey level (mean 0.3, docs/inference.md), so inference resizes with PIL. A frame already at
+    ``size`` is returned as it is (PIL's resize to the own size is a copy).
+    """
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    h, w = size
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
 
 
 def resize_clip(

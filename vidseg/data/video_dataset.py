@@ -13,7 +13,7 @@ from vidseg.data.clip_dataset import normalize_frames
 from vidseg.data.errors import DatasetError
 from vidseg.data.frame_sampling import InferenceClip, overlapping_clips
 from vidseg.data.records import DatasetMetadata, VideoRecord
-from vidseg.data.transforms import resize_clip, shortest_edge_size
+from vidseg.data.transforms import resize_image, shortest_edge_size
 from vidseg.data.video_io import FrameSource, open_frame_source
 
 __all__ = ["VideoFrames", "VideoItem", "VideoDataset", "video_item_from_source"]
@@ -55,8 +55,9 @@ class VideoFrames:
         return img
 
     def get(self, indices: Sequence[int]) -> torch.Tensor:
-        frames = torch.from_numpy(np.stack([self.raw(int(t)) for t in indices])).permute(0, 3, 1, 2).float()
-        frames, _ = resize_clip(frames, None, self.image_size)
+        # Each uint8 frame is resized with PIL bilinear, as the official val pipelines do (see resize_image).
+        frames = [resize_image(self.raw(int(t)), self.image_size) for t in indices]
+        frames = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
         return normalize_frames(frames, self.pixel_mean, self.pixel_std, self.input_format)
 
     def __getitem__(self, t: int) -> torch.Tensor:

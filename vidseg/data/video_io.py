@@ -50,7 +50,8 @@ def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as e:
-        raise DatasetError(f"cannot open video {path}: {e}") from None
+        # FFmpegError's str() starts with "[Errno 1094995529]": its strerror is the words
+        raise DatasetError(f"cannot open video {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
         if not container.streams.video:
             raise DatasetError(f"{path}: no video stream")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,8 +39,8 @@ def add_launch_arguments(
         type=int,
         default=1,
         metavar="N",
-        help="local processes to spawn, one per GPU (without GPUs: N gloo CPU processes); "
-        "ignored under torchrun",
+        help="local processes to spawn, one per GPU (without GPUs: N gloo CPU processes; 0 or 1: one "
+        "process); ignored under torchrun",
     )
     if training and eval_only_flag:
         p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS instead of training")
@@ -73,6 +74,20 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
             file=sys.stderr,
         )
         return 2
+    if args.num_gpus < 0:
+        print(
+            f"{prog}: error: --num-gpus {args.num_gpus}: must be >= 0 (0 or 1: one process)", file=sys.stderr
+        )
+        return 2
+    if os.path.isfile(cfg.OUTPUT_DIR):
+        print(f"{prog}: error: OUTPUT_DIR {cfg.OUTPUT_DIR}: is a file, expected a folder", file=sys.stderr)
+        return 2
+    evaluating = eval_only or getattr(args, "eval_only", False)
+    weights = str(cfg.MODEL.WEIGHTS or "")
+    if evaluating and weights and not os.path.isfile(weights):  # before minutes of model building
+        what = "is a folder, expected a checkpoint file" if os.path.isdir(weights) else "file not found"
+        print(f"{prog}: error: MODEL.WEIGHTS {weights}: {what}", file=sys.stderr)
+        return 2
     opts = RunOptions(
         resume=getattr(args, "resume", False),
         overwrite=getattr(args, "overwrite", False),
@@ -80,7 +95,7 @@ def run_from_args(args: argparse.Namespace, eval_only: bool = False, extra_opts:
         progress=not args.no_progress,
     )
     try:
-        if eval_only or getattr(args, "eval_only", False):
+        if evaluating:
             return run_eval(cfg, opts)
         return run_train(cfg, opts)
     except RunDirError as e:

@@ -239,6 +239,8 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     out = Path(cfg.OUTPUT_DIR)
     # Rank 0 decides (resume or not) and tells the others, so a shared folder gives one answer.
     resume = dist.all_gather_object(decide_resume(cfg, opts.resume, opts.overwrite) if rank == 0 else None)[0]
+    if cfg.MODEL.WEIGHTS and not resume and not Path(cfg.MODEL.WEIGHTS).is_file():  # before the run folder
+        raise ValueError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: file not found (the weights to start from)")
     stale: list[Path] = []
     if rank == 0:
         stale = remove_stale_temporaries(out)  # left by a kill during a checkpoint write of this folder
@@ -264,8 +266,7 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     bundle = build_model(cfg, _model_metadata(cfg, data))
     model = bundle.model
     if cfg.MODEL.WEIGHTS and not resume:
-        report = str(load_weights(model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg)))
-        logger.info("MODEL.WEIGHTS: %s", report)
+        logger.info("MODEL.WEIGHTS: %s", _load_model_weights(model, cfg, evaluating=False))
     frozen = freeze_parameters(model, cfg.SOLVER.FROZEN_PARAMS)
     if frozen:
         logger.info("frozen %d parameters (SOLVER.FROZEN_PARAMS)", len(frozen))
@@ -276,6 +277,12 @@ def train_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = Non
     scheduler = build_scheduler(optimizer, s.SCHEDULE, s.STEPS, s.GAMMA, s.WARMUP_ITERS, s.WARMUP_FACTOR)
     dataset, collate = data.train(cfg)
     batch = per_rank_batch_size(s.IMS_PER_BATCH, s.BATCH_SIZE, world)
+    if len(dataset) < batch * world:  # a setting to change: one line, not the sampler's traceback
+        key = "SOLVER.IMS_PER_BATCH" if s.IMS_PER_BATCH > 0 else "SOLVER.BATCH_SIZE"
+        raise ValueError(
+            f"DATASETS.TRAIN has {len(dataset)} clips, fewer than one global batch of {batch * world} "
+            f"({key} {s.IMS_PER_BATCH if s.IMS_PER_BATCH > 0 else s.BATCH_SIZE}): lower it or add videos"
+        )
     sampler = ResumableBatchSampler(len(dataset), batch, world, rank, seed=cfg.SEED)
     trainer = Trainer(
         model,
@@ -358,10 +365,9 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
         raise ValueError("eval: DATASETS.TEST is empty; name the dataset(s) to evaluate")
     bundle = build_model(cfg, _model_metadata(cfg, data))
     if cfg.MODEL.WEIGHTS:
-        report = str(load_weights(bundle.model, cfg.MODEL.WEIGHTS, shift_class_neuron=_shift(cfg)))
-        logger.info("MODEL.WEIGHTS: %s", report)
-    else:
-        warnings.warn("eval: MODEL.WEIGHTS is empty, evaluating a randomly initialised model", stacklevel=2)
+        logger.info("MODEL.WEIGHTS: %s", _load_model_weights(bundle.model, cfg, evaluating=True))
+    else:  # one log line (a Python warning would print this file's source line under it)
+        logger.warning("eval: MODEL.WEIGHTS is empty, evaluating a randomly initialised model")
     model = bundle.model.to(device)
     eval_fn = _make_eval_fn(cfg, bundle, data, model, opts.progress)
     metrics = eval_fn("", 0, 0)
@@ -371,6 +377,29 @@ def eval_worker(cfg_dict: dict, opts: RunOptions, data: DataSource | None = None
         (root / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
         logger.info("results in %s; metrics: %s", root.resolve(), metrics or "none (no ground truth)")
     return 0
+
+
+def _load_model_weights(model: torch.nn.Module, cfg: CfgNode, evaluating: bool) -> str:
+    """Load ``MODEL.WEIGHTS`` into ``model``; the report's line. A file none of whose tensors fit the model
+    (another method's checkpoint) is an error; when ``evaluating`` so are tensors of another shape (the
+    scores would be those of a partly random model; training starts from such files on purpose)."""
+    path = cfg.MODEL.WEIGHTS
+    report = load_weights(model, path, shift_class_neuron=_shift(cfg))
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if not report.mapped and model.state_dict():
+        raise ValueError(
+            f"MODEL.WEIGHTS {path}: none of its tensors fit the {arch} model (format "
+            f"{report.converted_from}, {len(report.left_out)} left out): a checkpoint of another method "
+            "or config?"
+        )
+    if evaluating and report.mismatched:
+        # load_weights notes each one as "KEY: checkpoint (shape) vs model (shape)"
+        shapes = [n for n in report.notes if n.split(":")[0] in report.mismatched]
+        raise ValueError(
+            f"MODEL.WEIGHTS {path}: {len(report.mismatched)} tensor(s) of another shape than in the {arch} "
+            f"model (is it the checkpoint of this config?): {'; '.join(shapes[:3])}"
+        )
+    return str(report)
 
 
 def _exit_code(rc: Any) -> int:

@@ -99,15 +99,23 @@ def build_predictor_kwargs(
     from vidseg.models import build_model
 
     arch = cfg.MODEL.META_ARCHITECTURE
+    weights = cfg.MODEL.WEIGHTS if weights is None else weights
+    if weights and str(weights) != cfg.MODEL.WEIGHTS:
+        # The builder sees the file it is built for, as in eval: GRAtt-VIS takes its memory on/off from the
+        # file's keys (pre_memory_embed_*), which MODEL.WEIGHTS names.
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = str(weights)
+        cfg.freeze()
     try:
         bundle = build_model(cfg)
     except (KeyError, ValueError) as e:
         # Unknown method, or settings the method's builder rejects (e.g. no class count): a config problem.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise PredictorError(f"cannot build the model {arch!r} from the config: {msg}") from e
-    weights = cfg.MODEL.WEIGHTS if weights is None else weights
     if weights:
-        logger.info("weights %s: %s", weights, load_predictor_weights(bundle.model, weights, arch))
+        # debug: load_weights already logs the same line at INFO (format, tensors mapped, left out)
+        logger.debug("weights %s: %s", weights, load_predictor_weights(bundle.model, weights, arch))
     else:
         warnings.warn(
             f"no weights given (MODEL.WEIGHTS is empty): predicting with a randomly initialised {arch}",

@@ -11,7 +11,12 @@ Contract of ``stream`` (see docs/inference.md):
 - it reads frames lazily (``video.frames.get(indices)`` or ``video.clips(T, stride)``) and keeps at most a
   bounded window of frames and features, so memory does not grow with the video's length;
 - ``track_ids`` are stable across frames (a track keeps its id from the frame it appears on);
-- ``masks`` are bool ``[N, H0, W0]`` at the original size ``video.orig_size`` on the CPU.
+- ``masks`` are bool ``[N, H0, W0]`` at the original size ``video.orig_size`` on the CPU;
+- optionally, a final correction: a method whose track scores or categories are whole-video policies (DeVIS)
+  returns its final :class:`VideoResult` from the generator (``StopIteration.value``); the predictor
+  then uses it as the video's result instead of summarising the per-frame outputs. Such a method may set
+  the class attribute ``stream_returns_result = True``, so that ``predict`` does not RLE-encode the per-frame
+  masks for a summary it will not need.
 
 Methods without ``stream`` are run whole through :func:`frames_from_result`.
 """
@@ -19,7 +24,6 @@ Methods without ``stream`` are run whole through :func:`frames_from_result`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +31,7 @@ import torch
 from torch import nn
 
 from vidseg.structures.masks import decode_segmentation
-from vidseg.structures.results import VideoResult
+from vidseg.structures.results import FrameOutput, VideoResult  # there, method packages can yield it
 
 __all__ = [
     "FrameOutput",
@@ -36,37 +40,6 @@ __all__ = [
     "assign_track_ids",
     "frames_from_result",
 ]
-
-
-@dataclass
-class FrameOutput:
-    """The tracks present on one frame.
-
-    Attributes:
-        frame_idx: index of the frame in the video.
-        track_ids: ``[N]`` stable track ids.
-        masks: bool ``[N, H0, W0]`` at the original frame size (CPU).
-        scores: ``[N]`` confidence of each track as known at this frame (online methods may revise it later).
-        labels: ``[N]`` contiguous class labels (0..K-1).
-    """
-
-    frame_idx: int
-    track_ids: list[int]
-    masks: torch.Tensor
-    scores: list[float] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.track_ids)
-        if self.masks.ndim != 3 or self.masks.shape[0] != n:
-            raise ValueError(
-                f"frame {self.frame_idx}: masks must be [N={n}, H, W], got {list(self.masks.shape)}"
-            )
-        if len(self.scores) != n or len(self.labels) != n:
-            raise ValueError(
-                f"frame {self.frame_idx}: {n} track ids but {len(self.scores)} scores and "
-                f"{len(self.labels)} labels"
-            )
 
 
 @runtime_checkable

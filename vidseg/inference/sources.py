@@ -47,7 +47,8 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float]:
             if n <= 0:
                 n = sum(1 for p in container.demux(stream) if p.size)
     except (av.FFmpegError, OSError) as e:
-        raise DatasetError(f"cannot open video {path}: {e}") from None
+        # FFmpegError's str() starts with "[Errno 1094995529]": its strerror is the words
+        raise DatasetError(f"cannot open video {path}: {getattr(e, 'strerror', None) or e}") from None
     if n <= 0:
         raise DatasetError(f"{path}: the video has no frames")
     return n, fps

@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "METHODS",
+    "METHOD_ALIASES",
     "Method",
     "add_method_config",
     "build_model",
@@ -74,7 +75,17 @@ METHODS: dict[str, Method] = {
         "build_mask2former_bundle",
         tiny_config="quickstart/mask2former_tiny.yaml",
     ),
+    "GRAttVIS": Method(
+        "vidseg.models.grattvis",
+        "add_grattvis_config",
+        "build_grattvis",
+        tiny_config="quickstart/grattvis_tiny.yaml",
+    ),
 }
+
+# Other spellings of a method, as official configs write them: the GRAtt-VIS files say ``Grattvis`` (an
+# earlier commit ``Genvis``).
+METHOD_ALIASES: dict[str, str] = {"Grattvis": "GRAttVIS", "Genvis": "GRAttVIS"}
 
 
 def method_names() -> list[str]:
@@ -85,6 +96,7 @@ def method_names() -> list[str]:
 def _method(name: str) -> Method:
     if not name:
         raise KeyError(f"MODEL.META_ARCHITECTURE is empty; set it in the config (one of {method_names()})")
+    name = METHOD_ALIASES.get(name, name)
     if name not in METHODS:
         raise KeyError(f"MODEL.META_ARCHITECTURE: unknown method {name!r}; known: {method_names()}")
     return METHODS[name]

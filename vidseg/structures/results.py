@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 RLE = dict[str, Any]  # {"size": [h, w], "counts": str} (compressed, utf-8 string counts)
 
 
@@ -53,6 +55,38 @@ class VideoResult:
                 }
             )
         return out
+
+
+@dataclass
+class FrameOutput:
+    """The tracks present on one frame: what a streaming inference yields (see ``vidseg.inference.protocol``;
+    it lives here, below ``models``, so that a method's own ``stream`` can build it).
+
+    Attributes:
+        frame_idx: index of the frame in the video.
+        track_ids: ``[N]`` stable track ids.
+        masks: bool ``[N, H0, W0]`` at the original frame size (CPU).
+        scores: ``[N]`` confidence of each track as known at this frame (online methods may revise it later).
+        labels: ``[N]`` contiguous class labels (0..K-1).
+    """
+
+    frame_idx: int
+    track_ids: list[int]
+    masks: torch.Tensor
+    scores: list[float] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.track_ids)
+        if self.masks.ndim != 3 or self.masks.shape[0] != n:
+            raise ValueError(
+                f"frame {self.frame_idx}: masks must be [N={n}, H, W], got {list(self.masks.shape)}"
+            )
+        if len(self.scores) != n or len(self.labels) != n:
+            raise ValueError(
+                f"frame {self.frame_idx}: {n} track ids but {len(self.scores)} scores and "
+                f"{len(self.labels)} labels"
+            )
 
 
 def one_frame_tracks(inst: dict, t: int, n: int) -> list[Track]:

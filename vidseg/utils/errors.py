@@ -87,6 +87,8 @@ def _clean(text: str) -> str:
 
 
 def _os_line(e: OSError) -> str | None:
+    if e.errno == errno.EEXIST and e.filename is not None and os.path.isfile(e.filename):
+        return f"{e.filename}: is a file, expected a folder"  # mkdir(exist_ok=True) of an output folder
     what = _OS_ERRNOS.get(e.errno or -1)
     if what is None:
         return None
@@ -106,6 +108,8 @@ def expected_error_line(exc: BaseException) -> str | None:
             return _clean(str(exc) if e is not exc and str(exc) else str(e))
         if type(e) in (ValueError, RuntimeError) and _SETTING.search(str(e)):
             return _clean(str(e))
+        if isinstance(e, FileNotFoundError) and e.errno is None and str(e):
+            return _clean(str(e))  # raised by vidseg with a message that names the file (no errno)
         if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)):
             line = _os_line(e)
             if line is not None:

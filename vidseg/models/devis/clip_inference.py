@@ -4,12 +4,23 @@ The video is cut into overlapping clips of T frames (``overlapping_clips(n, T, S
 last T frames, with its ``last_real_idx``; a video shorter than T is one ping-pong padded clip, cut to n).
 Each clip's top-k (trajectory, class) candidates go to the multi-cue :class:`ClipTracker`, which links them
 to the tracks of the earlier clips.
+
+Two entry points share one clip loop:
+
+- ``inference(model, video) -> VideoResult`` (evaluation);
+- ``inference.stream(model, video)``, the streaming protocol of :mod:`vidseg.inference.protocol`: clips are
+  read lazily (``video.clips(T, S)``, one clip of frames at a time), and each frame's
+  :class:`~vidseg.structures.results.FrameOutput` is yielded as soon as no later clip covers it (after the
+  clip whose successor starts past it). Its masks, per-frame scores and labels are final; the track scores,
+  categories and the ``MIN_DETECTIONS`` / ``MIN_TRACK_SCORE`` filters are whole-video policies of the
+  official tracker, so they are only known at the end: the generator's return value (``StopIteration.value``,
+  what ``yield from`` gives) is the final :class:`VideoResult`, identical to ``inference(model, video)``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import torch
@@ -20,7 +31,7 @@ from vidseg.models.devis.postprocess import upsample_masks
 from vidseg.models.devis.tracker import ClipTracker
 from vidseg.structures.box_ops import box_cxcywh_to_xyxy
 from vidseg.structures.clip_batch import ClipBatch, pad_frames
-from vidseg.structures.results import VideoResult
+from vidseg.structures.results import FrameOutput, VideoResult
 
 __all__ = ["ClipInference", "clip_result", "new_positions"]
 
@@ -101,6 +112,9 @@ class ClipInference:
         tracker_kwargs: the :class:`ClipTracker` keyword arguments (costs, policies, filters).
     """
 
+    # The stream returns the final VideoResult (see :meth:`stream`): the predictor uses it as it is.
+    stream_returns_result = True
+
     def __init__(
         self,
         num_frames: int,
@@ -121,29 +135,71 @@ class ClipInference:
         secs = self.timing["model_s"] + self.timing["stitch_s"]
         return self.timing["frames"] / secs if secs > 0 else 0.0
 
-    def tracker(self, num_video_frames: int, height: int, width: int) -> ClipTracker:
-        """A fresh tracker for one video."""
+    def tracker(
+        self, num_video_frames: int, height: int, width: int, keep_released: bool = False
+    ) -> ClipTracker:
+        """A fresh tracker for one video (``keep_released``: streaming, see :meth:`ClipTracker.pop_frame`)."""
         return ClipTracker(
-            num_video_frames, height, width, self.num_frames, self.stride, **self.tracker_kwargs
+            num_video_frames,
+            height,
+            width,
+            self.num_frames,
+            self.stride,
+            keep_released=keep_released,
+            **self.tracker_kwargs,
         )
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, video: Any) -> VideoResult:
-        n = video.length() if callable(getattr(video, "length", None)) else int(video.length)
-        oh, ow = (int(v) for v in video.orig_size)
+        n, (oh, ow) = _length(video), (int(v) for v in video.orig_size)
         tracker = self.tracker(n, oh, ow)
+        for _ in self._run(model, video, tracker):
+            pass
+        return VideoResult(video_id=int(video.video_id), height=oh, width=ow, tracks=tracker.finish())
+
+    def stream(self, model: nn.Module, video: Any) -> Generator[FrameOutput, None, VideoResult]:
+        """One :class:`FrameOutput` per frame, in order, each as soon as no later clip can change it.
+
+        ``track_ids`` are the tracker's track indices (the ``track_id`` of the final tracks); ``scores`` and
+        ``labels`` are per-frame (the frame's detection score and class), ``masks`` bool ``[N, H0, W0]`` at
+        the original size. Memory: one clip of frames, the tracker's soft masks of the overlap (at most T
+        frames) and the bool masks of the frames about to be yielded. Returns the final
+        :class:`VideoResult` (the value of the ``StopIteration``), the same as ``self(model, video)``:
+        tracks listed per frame may be dropped there by ``MIN_DETECTIONS`` / ``MIN_TRACK_SCORE``.
+        """
+        n, (oh, ow) = _length(video), (int(v) for v in video.orig_size)
+        tracker = self.tracker(n, oh, ow, keep_released=True)
+        emitted = 0
+        # No grad-mode context around the yields (it would leak into the caller): _run disables it per clip.
+        for final in self._run(model, video, tracker):
+            while emitted < final:
+                dets = tracker.pop_frame(emitted)
+                empty = torch.zeros(0, oh, ow, dtype=torch.bool)
+                masks = torch.stack([m for _, m, _, _ in dets]) if dets else empty
+                yield FrameOutput(
+                    emitted, [d[0] for d in dets], masks, [d[2] for d in dets], [d[3] for d in dets]
+                )
+                emitted += 1
+        return VideoResult(video_id=int(video.video_id), height=oh, width=ow, tracks=tracker.finish())
+
+    def _run(self, model: nn.Module, video: Any, tracker: ClipTracker) -> Iterator[int]:
+        """Run every clip of ``video`` through the model and ``tracker``; after each clip, yield
+        ``tracker.final_frames`` (the frames no later clip covers). Frames are read one clip at a time."""
+        n = _length(video)
         was_training = model.training
         model.eval()
         try:
             for clip, frames in _clips(video, n, self.num_frames, self.stride):
-                res = self.run_clip(model, clip, frames, tuple(video.image_size), (oh, ow))
+                with torch.no_grad():
+                    orig = (tracker.height, tracker.width)
+                    res = self.run_clip(model, clip, frames, tuple(video.image_size), orig)
                 t0 = time.perf_counter()
                 tracker.update(res)
                 self.timing["stitch_s"] += time.perf_counter() - t0
+                yield tracker.final_frames
             self.timing["frames"] += n
         finally:
             model.train(was_training)
-        return VideoResult(video_id=int(video.video_id), height=oh, width=ow, tracks=tracker.finish())
 
     def run_clip(
         self, model: nn.Module, clip: InferenceClip, frames: torch.Tensor, image_size: tuple, orig_size: tuple
@@ -162,6 +218,10 @@ class ClipInference:
         res = clip_result(out["clip_topk"][0], out["pred_masks"][0], padded.shape[-2:], image_size, orig_size)
         res["clip"] = clip
         return res
+
+
+def _length(video: Any) -> int:
+    return video.length() if callable(getattr(video, "length", None)) else int(video.length)
 
 
 def _sync(device: torch.device) -> None:

@@ -90,6 +90,8 @@ class ClipTracker:
         final_class_policy: ``"most_common"`` | ``"score_weighting"``; final_score_policy: ``"mean"`` |
             ``"median"``.
         min_frame_score, min_detections, min_track_score: the final filters.
+        keep_released: also keep the binary mask of each frame as it is encoded, until :meth:`pop_frame`
+            takes it (streaming; the caller pops every released frame, so at most one clip's frames wait).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class ClipTracker:
         min_frame_score: float = 0.001,
         min_detections: int = 1,
         min_track_score: float = 0.002,
+        keep_released: bool = False,
     ) -> None:
         if final_class_policy not in ("most_common", "score_weighting"):
             raise ValueError(f"TEST.CLIP_TRACKING.FINAL_CLASS_POLICY: unknown {final_class_policy!r}")
@@ -127,6 +130,9 @@ class ClipTracker:
         self.clips = overlapping_clips(self.n, self.t, self.s)
         self.index = 0
         self.tracks: list[_VideoTrack] = []
+        self.keep_released = bool(keep_released)
+        self._released: dict[int, dict[int, torch.Tensor]] = {}  # frame -> {track index: bool [H, W]}
+        self._by_class: dict[int, list[int]] = {}  # per-class: class -> live track indices (birth order)
 
     # ------------------------------------------------------------------ per clip
     def update(self, clip_result: dict[str, Any]) -> None:
@@ -150,6 +156,7 @@ class ClipTracker:
         overlap = overlap_positions(clip, self.index, self.t, self.s)
         if self.index == 0:
             for j in range(dets["k"]):
+                self._by_class.setdefault(int(dets["labels"][0, j]), []).append(len(self.tracks))
                 self.tracks.append(self._new_track(dets, j, clip, 0))
         else:
             self._stitch(dets, clip, overlap)
@@ -186,7 +193,10 @@ class ClipTracker:
         pos = self._positions(clip)
         over = pos[:overlap]
         alive = [i for i, tr in enumerate(self.tracks) if tr.alive]
-        cost = self._cost_matrix([self.tracks[i] for i in alive], dets, over)
+        # The cost looks at the last T - S overlap frames only, also for a last clip that overlaps more: the
+        # official HungarianInferenceMatcher compares a video track's last ``overlap_w`` frames with the clip
+        # track's frames from ``start_idx`` on (src/models/matcher.py: get_last_results/get_first_results).
+        cost = self._cost_matrix([self.tracks[i] for i in alive], dets, over[len(over) - (self.t - self.s) :])
         rows, cols = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
         matched_new: set[int] = set()
         matched_old: set[int] = set()
@@ -206,9 +216,33 @@ class ClipTracker:
             for i in alive:
                 if i not in matched_old:
                     self.tracks[i].alive = False
-            for j in range(dets["k"]):
-                if j not in matched_new:
-                    self.tracks.append(self._new_track(dets, j, clip, 0))
+            for j in self._births(dets, matched_old, matched_new):
+                self.tracks.append(self._new_track(dets, j, clip, 0))
+
+    def _births(self, dets: dict, matched_old: set[int], matched_new: set[int]) -> list[int]:
+        """Per-class: the unmatched candidates, in the order the official tracker appends their tracks.
+
+        The official per-class loop (src/models/tracker.py: Tracker.__call__) visits the classes in the
+        iteration order of a Python ``set`` of the old and new class ids, and within a matched class the
+        births in that of ``set(candidates) - set(matched)``; the same sets are built here so that the
+        track order (that of results.json) is the official one. Updates ``_by_class`` as it does.
+        """
+        new_by_class: dict[int, list[int]] = {}
+        for j in range(dets["k"]):
+            new_by_class.setdefault(int(dets["labels"][0, j]), []).append(j)
+        order: list[int] = []
+        for cls in set(list(self._by_class) + list(new_by_class)):
+            old, new = self._by_class.get(cls, []), new_by_class.get(cls, [])
+            if not new:
+                self._by_class.pop(cls, None)
+                continue
+            if old:
+                self._by_class[cls] = [i for i in old if i in matched_old]
+                new = list(set(new) - {j for j in new if j in matched_new})
+            for j in new:
+                self._by_class.setdefault(cls, []).append(len(self.tracks) + len(order))
+                order.append(j)
+        return order
 
     def _cost_matrix(self, tracks: list[_VideoTrack], dets: dict, over: list[tuple[int, int]]) -> np.ndarray:
         """``[len(tracks), k]`` stitching costs over the overlap positions ``over`` (all pairs at once)."""
@@ -244,11 +278,42 @@ class ClipTracker:
                 cost[a, clip_labels != tr.last_label] = _FORBIDDEN
         return cost
 
+    @property
+    def final_frames(self) -> int:
+        """Frames ``0 .. final_frames - 1`` are final: no later clip covers them (all n after the last)."""
+        return self._keep_from()
+
     def _encode_outside(self, keep_from: int) -> None:
         """RLE-encode (threshold 0.5) every soft mask of a frame no later clip covers."""
-        for track in self.tracks:
+        for i, track in enumerate(self.tracks):
             for frame in [f for f in track.soft if f < keep_from]:
-                track.masks[frame] = encode_rle((track.soft.pop(frame) > 0.5).cpu().numpy())
+                binary = (track.soft.pop(frame) > 0.5).cpu()
+                track.masks[frame] = encode_rle(binary.numpy())
+                if self.keep_released:
+                    self._released.setdefault(frame, {})[i] = binary
+
+    def pop_frame(self, frame: int) -> list[tuple[int, torch.Tensor, float, int]]:
+        """The detections of a final frame (``frame < final_frames``), as ``(track index, mask bool [H, W],
+        frame score, frame label)`` in track order; only those the final filter keeps per frame (score at
+        least ``min_frame_score``, non-empty mask). Needs ``keep_released``; each frame is popped once.
+
+        The track index is the ``track_id`` :meth:`finish` gives. A track listed here may still be dropped
+        by ``min_detections`` / ``min_track_score`` at the end, and its final score and category are
+        whole-video policies: only :meth:`finish` knows them.
+        """
+        if not self.keep_released:
+            raise ValueError("ClipTracker.pop_frame needs keep_released=True")
+        if frame >= self.final_frames:
+            raise ValueError(f"ClipTracker: frame {frame} is not final yet (final: < {self.final_frames})")
+        masks = self._released.pop(frame, {})
+        out = []
+        for i in sorted(masks):
+            tr = self.tracks[i]
+            score = tr.scores[frame]
+            if score is None or score < self.min_frame_score or not bool(masks[i].any()):
+                continue
+            out.append((i, masks[i], float(score), int(tr.labels[frame])))
+        return out
 
     def num_soft_masks(self) -> int:
         """Soft masks held now, over all tracks (the bounded-memory check)."""
@@ -290,7 +355,10 @@ class ClipTracker:
 
     def _category(self, tr: _VideoTrack, valid: Sequence[int]) -> int:
         if self.class_policy == "most_common":
-            return Counter(tr.labels[f] for f in valid).most_common(1)[0][0]
+            # a tie goes to the smallest class id, as np.argmax(np.bincount(...)) in the official
+            # src/models/tracker.py: Track.compute_final_category
+            counts = Counter(tr.labels[f] for f in valid)
+            return min(counts, key=lambda c: (-counts[c], c))
         votes: dict[int, float] = {}
         for f in valid:
             votes[tr.labels[f]] = votes.get(tr.labels[f], 0.0) + tr.scores[f]

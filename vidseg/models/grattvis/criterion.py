@@ -4,6 +4,7 @@
 
     {"steps": [step_c for c in range(T // W)],  # one dict per clip of W frames, see below
      "frame_outputs": [{"pred_logits" [B*T, fQ, K+1], "pred_masks" [B*T, fQ, h, w]}] * L,  # oldest first
+                      # (optional "indices": that layer's per-frame matching, reused instead of re-matching)
      "num_layers_copies": L, "window": W}
 
 where each ``step_c`` has ``"pred_logits"`` ``[L, B, cQ, K+1]``, ``"pred_masks"`` ``[L, B, cQ, W, h, w]``,
@@ -253,7 +254,8 @@ class GRAttVISCriterion(nn.Module):
 
     # ---- the sequence -------------------------------------------------------------------------------------
     def frame_matching(self, outputs: Mapping, seq: SequenceTargets) -> list[list[tuple]]:
-        """The per-frame matching of each detector layer: ``[L][B*T]`` pairs ``(query, frame_target)``."""
+        """The per-frame matching of each detector layer: ``[L][B*T]`` pairs ``(query, frame_target)``; a
+        ``frame_outputs`` entry with ``"indices"`` (matched by :mod:`.joint_criterion`) is reused."""
         frame_outputs = outputs.get("frame_outputs")
         if not frame_outputs:
             raise KeyError(
@@ -266,7 +268,8 @@ class GRAttVISCriterion(nn.Module):
                     f"GRAttVISCriterion: frame_outputs[{i}] has {fo['pred_logits'].shape[0]} frames, "
                     f"the targets {len(seq.frames)} (B*T)"
                 )
-            result.append(self.frame_matcher(fo, seq.frames))
+            # A layer the detector criterion already matched hands its matching on (the official fg_indices).
+            result.append(fo["indices"] if "indices" in fo else self.frame_matcher(fo, seq.frames))
         return result
 
     def step_frame_pairs(

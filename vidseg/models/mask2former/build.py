@@ -92,7 +92,9 @@ def build_pixel_decoder(cfg: Any, backbone: nn.Module) -> MSDeformAttnPixelDecod
         norm=str(h.NORM),
         num_layers=int(h.TRANSFORMER_ENC_LAYERS),
         d_ffn=int(h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD),
-        n_heads=int(h.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS),
+        # The official MSDeformAttnPixelDecoder.from_config takes its heads from MODEL.MASK_FORMER.NHEADS and
+        # never reads SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS (a dead key, kept so configs load).
+        n_heads=int(cfg.MODEL.MASK_FORMER.NHEADS),
         n_points=int(h.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS),
         dropout=float(cfg.MODEL.MASK_FORMER.DROPOUT),
         common_stride=int(h.COMMON_STRIDE),

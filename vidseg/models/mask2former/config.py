@@ -53,7 +53,7 @@ def add_mask2former_config(cfg: CN) -> None:
     h.IN_FEATURES = ["res2", "res3", "res4", "res5"]
     h.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     h.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
-    h.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    h.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # dead officially: the pixel decoder uses MASK_FORMER.NHEADS
     h.TRANSFORMER_ENC_LAYERS = 6
     h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024  # vidseg (hard-coded 1024 officially)
     # vidseg: the official decoder always runs in fp32 (its CUDA op has no half kernel); False runs it under
