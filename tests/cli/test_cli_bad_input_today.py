@@ -210,10 +210,11 @@ def test_missing_base_file_is_one_line(tmp_path, capsys):
 
 def test_quickstart_unknown_method_lists_the_methods(capsys):
     with pytest.raises(SystemExit) as e:
-        run_cli(capsys, "quickstart", "--method", "grattvis")
+        run_cli(capsys, "quickstart", "--method", "vita")  # grattvis is a method now (issue 16)
     assert e.value.code != 0
     err = capsys.readouterr().err
-    assert "invalid choice: 'grattvis' (choose from 'DeVIS', 'ToyVIS')" in err and "Traceback" not in err
+    assert "invalid choice: 'vita' (choose from 'DeVIS', 'ToyVIS', 'GRAttVIS')" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("command", ["convert", "predict", "quickstart", "eval", "train"])
