@@ -24,8 +24,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidseg.commands import quickstart as qs
+
+if TYPE_CHECKING:
+    from vidseg.config import CfgNode
 
 DETECTOR_CONFIG = "quickstart/mask2former_tiny.yaml"
 HEAD_CONFIG = "quickstart/grattvis_tiny.yaml"
@@ -37,8 +41,8 @@ LR_DROP_AT = 0.8  # the LR drop, as a fraction of each stage
 SHARED_KEYS = ("DATALOADER.", "MODEL.DEVICE", "MODEL.CPU_THREADS", "SEED")  # overrides that reach both stages
 
 
-def _common(cfg, args: argparse.Namespace, data: dict, out_dir: Path, frames: int) -> None:
-    """The settings both stages share: data, device, native resolution, schedule, one eval at the end."""
+def _common(cfg: CfgNode, args: argparse.Namespace, data: dict, out_dir: Path, frames: int) -> None:
+    """The settings both stages share: data, device, native resolution, the ``--epochs`` schedule."""
     h, w = qs._size(args.size)
     cfg.OUTPUT_DIR = str(out_dir)
     cfg.SEED = args.seed
@@ -67,7 +71,7 @@ def _common(cfg, args: argparse.Namespace, data: dict, out_dir: Path, frames: in
     # Iteration schedules: MAX_ITER is set by the caller; the drop keeps its place in a longer run.
 
 
-def grattvis_configs(args: argparse.Namespace, data: dict, run_dir: Path):
+def grattvis_configs(args: argparse.Namespace, data: dict, run_dir: Path) -> tuple[CfgNode, CfgNode]:
     """``(detector cfg -> run_dir/detector, head cfg -> run_dir)`` of the two-stage quickstart (plain keys;
     ``data`` as :func:`vidseg.data.generate_synthetic_dataset` returns). The head's ``MODEL.WEIGHTS`` is the
     detector's checkpoint; only the head is evaluated (``TEST.EVAL_PERIOD``: once, at its end)."""
@@ -93,7 +97,7 @@ def grattvis_configs(args: argparse.Namespace, data: dict, run_dir: Path):
     return det, head
 
 
-def _length(cfg) -> str:
+def _length(cfg: CfgNode) -> str:
     if cfg.SOLVER.SCHEDULE == "epoch":
         return f"{cfg.SOLVER.EPOCHS} epochs"
     return f"{cfg.SOLVER.MAX_ITER} iterations"
