@@ -1,9 +1,10 @@
 """Shared helpers of the official-parity generators: extract an official repository, shim its imports, save.
 
 Nothing here is imported by vidseg or by the tests. A generator calls ``extract(name)`` to get a throw-away
-copy of ``/work/.mirror/<name>/repo`` (``git archive HEAD``) outside the repository, ``stub_packages`` so that
-``import pkg.sub.module`` loads only that file (not the package ``__init__`` with its detectron2 / CUDA
-imports), and ``save_fixture`` to write the official outputs with the commit hash and the command.
+copy of ``$VIDSEG_OFFICIAL_MIRROR/<name>/repo`` (``git archive HEAD``) outside the repository,
+``stub_packages`` so that ``import pkg.sub.module`` loads only that file (not the package ``__init__`` with
+its detectron2 / CUDA imports), and ``save_fixture`` to write the official outputs with the commit hash and
+the command.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-MIRROR = Path(os.environ.get("VIDSEG_OFFICIAL_MIRROR", "/work/.mirror"))
+# A folder of bare git mirrors, one ``<owner>+<name>/repo`` per official repository (no default: it is local).
+MIRROR_VAR = "VIDSEG_OFFICIAL_MIRROR"
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "official_parity"
 
 
 def extract(name: str) -> tuple[Path, str]:
     """``git archive HEAD`` of the mirror ``name`` (``owner+repo``) into a temp dir; returns (dir, commit)."""
-    git_dir = MIRROR / name / "repo"
+    if not os.environ.get(MIRROR_VAR):
+        sys.exit(f"{MIRROR_VAR} is not set: point it at a folder holding {name}/repo (a bare git clone)")
+    git_dir = Path(os.environ[MIRROR_VAR]) / name / "repo"
     commit = subprocess.check_output(["git", f"--git-dir={git_dir}", "rev-parse", "HEAD"], text=True).strip()
     tmp = Path(tempfile.mkdtemp(prefix=f"official_{name.split('+')[-1]}_"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)

@@ -47,3 +47,13 @@ def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
 def error_lines(err: str, command: str) -> list[str]:
     """The lines of stderr that report an error of ``vidseg <command>`` (log lines have a time prefix)."""
     return [ln for ln in err.splitlines() if ln.startswith(f"vidseg {command}: error:")]
+
+
+def video_width_frames_fps(path: str | Path) -> tuple[int, int, float]:
+    """A rendered video's frame width, its decoded frame count and its nominal frame rate."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(s))
+        return s.codec_context.width, frames, float(s.average_rate)

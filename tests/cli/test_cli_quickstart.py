@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import av
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import run_cli, video_width_frames_fps
 
 from vidseg.commands.quickstart import DEMO_MIN_WIDTH, add_arguments, quickstart_config
 from vidseg.models import load_config
@@ -54,12 +53,6 @@ def test_toyvis_stays_available_with_its_own_defaults(tmp_path):
     assert cfg.MODEL.META_ARCHITECTURE == "ToyVIS" and cfg.SOLVER.EPOCHS == 8 and cfg.INPUT.NUM_FRAMES == 4
 
 
-def _video_size_and_seconds(path) -> tuple[int, float]:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        frames = sum(1 for _ in c.decode(s))
-        return s.codec_context.width, frames / float(s.average_rate)
-
 
 @pytest.mark.e2e
 def test_short_devis_quickstart_renders_a_large_long_demo_video(tmp_path, capsys):
@@ -72,8 +65,8 @@ def test_short_devis_quickstart_renders_a_large_long_demo_video(tmp_path, capsys
     assert "training DeVIS" in stdout and "AP by class:" in stdout
     run = out / "run"
     assert json.loads((run / "eval_results" / "epoch_1" / "results.json").read_text()) is not None
-    width, seconds = _video_size_and_seconds(run / "prediction.mp4")
-    assert width >= DEMO_MIN_WIDTH and seconds >= 3.0
+    width, frames, fps = video_width_frames_fps(run / "prediction.mp4")
+    assert width >= DEMO_MIN_WIDTH and frames >= 3 * fps  # at least 3 s of video
     assert (out / "data" / "demo" / "instances.json").is_file()  # the demo video sits with the data
 
 
@@ -87,5 +80,5 @@ def test_default_devis_quickstart_scores_on_every_class(tmp_path, capsys):
     assert metrics["segm/AP"] > OLD_DEVIS_AP + 5
     per_class = {k: v for k, v in metrics.items() if k.startswith("segm/AP-")}
     assert len(per_class) == 4 and min(per_class.values()) > 0, per_class
-    width, seconds = _video_size_and_seconds(out / "run" / "prediction.mp4")
-    assert width >= DEMO_MIN_WIDTH and seconds >= 3.0
+    width, frames, fps = video_width_frames_fps(out / "run" / "prediction.mp4")
+    assert width >= DEMO_MIN_WIDTH and frames >= 3 * fps  # at least 3 s of video
