@@ -92,6 +92,29 @@ def _size(text: str) -> tuple[int, int]:
         raise SystemExit(f"error: {e}") from None
 
 
+def set_data_and_resolution(cfg, args: argparse.Namespace, data: dict, run_dir: Path, frames: int) -> None:
+    """The settings every quickstart run shares: output folder, seed, CPU, the synthetic splits as custom
+    datasets, ``frames`` per clip, and the native resolution ``args.size``."""
+    h, w = _size(args.size)
+    cfg.OUTPUT_DIR = str(run_dir)
+    cfg.SEED = args.seed
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.DATASETS.TRAIN = ("custom_train",)
+    cfg.DATASETS.TEST = ("custom_val",)
+    cfg.DATASETS.CUSTOM_TRAIN_JSON = str(data["train_json"])
+    cfg.DATASETS.CUSTOM_TRAIN_IMAGES = str(data["train_images"])
+    cfg.DATASETS.CUSTOM_VAL_JSON = str(data["val_json"])
+    cfg.DATASETS.CUSTOM_VAL_IMAGES = str(data["val_images"])
+    cfg.INPUT.NUM_FRAMES = frames
+    # Native resolution: the synthetic shapes are small; no crop, flips only.
+    cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)
+    cfg.INPUT.MAX_SIZE_TRAIN = max(h, w)
+    cfg.INPUT.MIN_SIZE_TEST = min(h, w)
+    cfg.INPUT.MAX_SIZE_TEST = max(h, w)
+    cfg.INPUT.CROP.ENABLED = False
+    cfg.DATALOADER.NUM_WORKERS = 1
+
+
 def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
     """The training config of the quickstart, DeVIS or ToyVIS (``args.method``, default DeVIS; plain keys,
     printed into run_dir/config.yaml). ``args.epochs`` / ``args.clip_frames`` None (or absent) take the
@@ -117,23 +140,7 @@ def quickstart_config(args: argparse.Namespace, data: dict, run_dir: Path):
         cfg.MODEL.TOY.HIDDEN_DIM = 48
         t, epochs = t or TOY_CLIP_FRAMES, epochs or TOY_EPOCHS
         steps = (max(1, int(epochs * 0.75)),)
-    cfg.OUTPUT_DIR = str(run_dir)
-    cfg.SEED = args.seed
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.DATASETS.TRAIN = ("custom_train",)
-    cfg.DATASETS.TEST = ("custom_val",)
-    cfg.DATASETS.CUSTOM_TRAIN_JSON = str(data["train_json"])
-    cfg.DATASETS.CUSTOM_TRAIN_IMAGES = str(data["train_images"])
-    cfg.DATASETS.CUSTOM_VAL_JSON = str(data["val_json"])
-    cfg.DATASETS.CUSTOM_VAL_IMAGES = str(data["val_images"])
-    cfg.INPUT.NUM_FRAMES = t
-    # Native resolution: the synthetic shapes are small; no crop, flips only.
-    cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)
-    cfg.INPUT.MAX_SIZE_TRAIN = max(h, w)
-    cfg.INPUT.MIN_SIZE_TEST = min(h, w)
-    cfg.INPUT.MAX_SIZE_TEST = max(h, w)
-    cfg.INPUT.CROP.ENABLED = False
-    cfg.DATALOADER.NUM_WORKERS = 1
+    set_data_and_resolution(cfg, args, data, run_dir, t)
     if method != "DeVIS":  # DeVIS keeps its config's optimiser settings
         cfg.SOLVER.BASE_LR = 1e-3
         cfg.SOLVER.BATCH_SIZE = 2

@@ -43,24 +43,7 @@ SHARED_KEYS = ("DATALOADER.", "MODEL.DEVICE", "MODEL.CPU_THREADS", "SEED")  # ov
 
 def _common(cfg: CfgNode, args: argparse.Namespace, data: dict, out_dir: Path, frames: int) -> None:
     """The settings both stages share: data, device, native resolution, the ``--epochs`` schedule."""
-    h, w = qs._size(args.size)
-    cfg.OUTPUT_DIR = str(out_dir)
-    cfg.SEED = args.seed
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.DATASETS.TRAIN = ("custom_train",)
-    cfg.DATASETS.TEST = ("custom_val",)
-    cfg.DATASETS.CUSTOM_TRAIN_JSON = str(data["train_json"])
-    cfg.DATASETS.CUSTOM_TRAIN_IMAGES = str(data["train_images"])
-    cfg.DATASETS.CUSTOM_VAL_JSON = str(data["val_json"])
-    cfg.DATASETS.CUSTOM_VAL_IMAGES = str(data["val_images"])
-    cfg.INPUT.NUM_FRAMES = frames
-    # Native resolution: the synthetic shapes are small; no crop, flips only (as the DeVIS quickstart).
-    cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)
-    cfg.INPUT.MAX_SIZE_TRAIN = max(h, w)
-    cfg.INPUT.MIN_SIZE_TEST = min(h, w)
-    cfg.INPUT.MAX_SIZE_TEST = max(h, w)
-    cfg.INPUT.CROP.ENABLED = False
-    cfg.DATALOADER.NUM_WORKERS = 1
+    qs.set_data_and_resolution(cfg, args, data, out_dir, frames)
     cfg.SOLVER.CHECKPOINT_PERIOD = 0
     cfg.VISDOM_AND_LOG_INTERVAL = 10
     epochs = getattr(args, "epochs", None)
